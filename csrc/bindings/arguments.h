@@ -1,0 +1,52 @@
+// Reading the Python forms of arguments (ints or pairs, padding specs, devices, layouts) into core types.
+// Only types are checked here; the core checks ranges and consistency.
+#pragma once
+
+#include <pybind11/pybind11.h>
+
+#include <optional>
+#include <string>
+
+#include "gradstate/core/device.h"
+#include "gradstate/core/params.h"
+#include "gradstate/core/errors.h"
+#include "gradstate/ops/padding.h"
+
+namespace gradstate::bindings {
+
+namespace py = pybind11;
+
+// A Python integer (anything with __index__ but bool); TypeError naming `argument` otherwise.
+std::int64_t as_int(const char* argument, py::handle value);
+
+// An int n meaning (n, n), or a pair (vertical, horizontal).
+Pair as_pair(const char* argument, py::handle value);
+
+// int | (ph, pw) | (top, bottom, left, right) | "valid" | "same" | "full".
+Padding as_padding(py::handle value);
+
+// None (the default device), a gradstate.Device, "cpu" or "metal".
+DeviceKind as_device(py::handle value);
+
+// "NHWC" or "NCHW".
+Layout as_layout(py::handle value);
+// As as_layout, or nothing for None.
+std::optional<Layout> as_optional_layout(py::handle value);
+
+// A Python class name, for messages.
+std::string type_name(py::handle value);
+
+}  // namespace gradstate::bindings
+
+namespace gradstate::bindings {
+
+// The state argument of a gradient call; TypeError naming state when it is not a `State`.
+template <typename State>
+State& as_state(py::handle value, const char* state_class) {
+  if (!py::isinstance<State>(value)) {
+    throw TypeError(std::string("state: expected a ") + state_class + ", got " + type_name(value));
+  }
+  return value.cast<State&>();
+}
+
+}  // namespace gradstate::bindings

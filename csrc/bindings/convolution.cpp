@@ -1,0 +1,140 @@
+#include "gradstate/ops/convolution.h"
+
+#include <pybind11/native_enum.h>
+
+#include "arguments.h"
+#include "arrays.h"
+#include "bindings.h"
+#include "device.h"
+
+namespace gradstate::bindings {
+
+namespace py = pybind11;
+
+namespace {
+
+std::shared_ptr<Convolution> make_convolution(py::handle weights, py::handle bias, py::handle stride,
+                                              py::handle dilation, py::handle groups, py::handle padding,
+                                              py::handle device) {
+  const FloatArray w = as_float32("weights", weights);
+  const std::optional<FloatArray> b = as_optional_float32("bias", bias);
+  const Buffer w_buffer = borrow(w);
+  const std::optional<Buffer> b_buffer = b ? std::optional<Buffer>(borrow(*b)) : std::nullopt;
+  return std::make_shared<Convolution>(w_buffer, b_buffer ? &*b_buffer : nullptr, as_pair("stride", stride),
+                                       as_pair("dilation", dilation), as_int("groups", groups),
+                                       as_padding(padding), as_device(device));
+}
+
+py::tuple forward(Convolution& self, py::handle x, py::handle layout, bool temporary_state) {
+  const FloatArray x_array = as_float32("x", x);
+  const Layout x_layout = as_layout(layout);
+  const Buffer x_buffer = borrow(x_array);
+  std::pair<std::shared_ptr<Buffer>, std::shared_ptr<ConvolutionGradientState>> result;
+  {
+    py::gil_scoped_release release;
+    result = self.forward(x_buffer, x_layout, temporary_state);
+  }
+  return py::make_tuple(to_numpy(result.first), result.second);
+}
+
+py::object backward(ConvolutionGradient& self, py::handle dy, py::handle x, py::handle state, bool accumulate,
+                    py::handle layout) {
+  const FloatArray dy_array = as_float32("dy", dy);
+  const FloatArray x_array = as_float32("x", x);
+  ConvolutionGradientState& s = as_state<ConvolutionGradientState>(state, "ConvolutionGradientState");
+  const std::optional<Layout> requested = as_optional_layout(layout);
+  const Buffer dy_buffer = borrow(dy_array), x_buffer = borrow(x_array);
+  std::shared_ptr<Buffer> dx;
+  {
+    py::gil_scoped_release release;
+    dx = self.backward(dy_buffer, x_buffer, s, accumulate, requested ? &*requested : nullptr);
+  }
+  return dx ? py::object(to_numpy(dx)) : py::none();
+}
+
+py::tuple pair_tuple(Pair pair) { return py::make_tuple(pair[0], pair[1]); }
+
+py::object padding_of(const Convolution& conv) {
+  switch (conv.padding().kind()) {
+    case Padding::Kind::valid:
+      return py::str("valid");
+    case Padding::Kind::same:
+      return py::str("same");
+    case Padding::Kind::full:
+      return py::str("full");
+    case Padding::Kind::explicit_sizes:
+      break;
+  }
+  const Pads& p = conv.padding().explicit_pads();
+  return py::make_tuple(p.top, p.bottom, p.left, p.right);
+}
+
+}  // namespace
+
+void bind_convolution(py::module_& m) {
+  py::native_enum<GradientOption>(m, "GradientOption", "enum.IntEnum",
+                                  "Which gradients a ConvolutionGradient computes "
+                                  "(MPSCNNConvolutionGradientOption).")
+      .value("DATA", GradientOption::data, "Only dx.")
+      .value("WEIGHTS_AND_BIAS", GradientOption::weights_and_bias, "Only the state's weight and bias gradients.")
+      .value("ALL", GradientOption::all, "Both.")
+      .finalize();
+  py::native_enum<WeightsLayout>(m, "WeightsLayout", "enum.IntEnum",
+                                 "Layout of weights and weight gradients (MPSCNNConvolutionWeightsLayout).")
+      .value("OHWI", WeightsLayout::OHWI, "(output channels, kernel height, kernel width, input channels / groups)")
+      .finalize();
+
+  py::class_<Convolution, std::shared_ptr<Convolution>>(
+      m, "Convolution",
+      "A 2-D convolution (MPSCNNConvolution). weights are OHWI: (O, KH, KW, I // groups); bias is (O,) or None.")
+      .def(py::init(&make_convolution), py::arg("weights"), py::arg("bias") = py::none(), py::arg("stride") = 1,
+           py::arg("dilation") = 1, py::arg("groups") = 1, py::arg("padding") = 0, py::arg("device") = py::none())
+      .def("forward", &forward, py::arg("x"), py::arg("layout") = "NHWC", py::kw_only(),
+           py::arg("temporary_state") = false,
+           "Returns (y, state): y in the layout of x, and the state a ConvolutionGradient needs.")
+      .def_property_readonly("kernel_height", &Convolution::kernel_height)
+      .def_property_readonly("kernel_width", &Convolution::kernel_width)
+      .def_property_readonly("input_feature_channels", &Convolution::input_channels)
+      .def_property_readonly("output_feature_channels", &Convolution::output_channels)
+      .def_property_readonly("groups", &Convolution::groups)
+      .def_property_readonly(
+          "stride", [](const Convolution& c) { return pair_tuple(c.stride()); }, "(vertical, horizontal)")
+      .def_property_readonly(
+          "dilation", [](const Convolution& c) { return pair_tuple(c.dilation()); }, "(vertical, horizontal)")
+      .def_property_readonly("padding", &padding_of, "'valid', 'same', 'full' or (top, bottom, left, right)")
+      .def_property_readonly("has_bias", [](const Convolution& c) { return c.bias() != nullptr; })
+      .def_property_readonly("device", [](const Convolution& c) { return Device{c.device()}; });
+
+  py::class_<ConvolutionGradientState, GradientState, std::shared_ptr<ConvolutionGradientState>>(
+      m, "ConvolutionGradientState",
+      "The state of one forward convolution pass; a ConvolutionGradient writes the weight and bias gradients "
+      "into it (MPSCNNConvolutionGradientState).")
+      .def_property_readonly("gradient_for_weights", &ConvolutionGradientState::gradient_for_weights,
+                             "dL/dW summed over the batch: a float32 Buffer (O, KH, KW, I // groups).")
+      .def_property_readonly("gradient_for_biases", &ConvolutionGradientState::gradient_for_biases,
+                             "dL/db summed over the batch: a float32 Buffer (O,).")
+      .def_property_readonly("gradient_for_weights_layout", [](const ConvolutionGradientState&) {
+        return WeightsLayout::OHWI;
+      })
+      .def_property_readonly("convolution", &ConvolutionGradientState::convolution,
+                             "The Convolution that made the state.")
+      .def_property_readonly(
+          "source_width", [](const ConvolutionGradientState& s) { return s.params().in_w; },
+          "Width of the forward input.")
+      .def_property_readonly(
+          "source_height", [](const ConvolutionGradientState& s) { return s.params().in_h; },
+          "Height of the forward input.");
+
+  py::class_<ConvolutionGradient>(m, "ConvolutionGradient",
+                                  "The gradient kernel of a Convolution (MPSCNNConvolutionGradient).")
+      .def(py::init<std::shared_ptr<Convolution>, GradientOption>(), py::arg("convolution"),
+           py::arg("option") = GradientOption::all)
+      .def("backward", &backward, py::arg("dy"), py::arg("x"), py::arg("state"), py::kw_only(),
+           py::arg("accumulate") = false, py::arg("layout") = py::none(),
+           "Returns dx (None when option is WEIGHTS_AND_BIAS) and writes the weight and bias gradients into "
+           "state (unless option is DATA), adding to them when accumulate is true.")
+      .def_property_readonly("convolution", &ConvolutionGradient::convolution)
+      .def_property("option", &ConvolutionGradient::option, &ConvolutionGradient::set_option);
+}
+
+}  // namespace gradstate::bindings

@@ -1,0 +1,98 @@
+#include "gradstate/ops/instance_norm.h"
+
+#include "arguments.h"
+#include "arrays.h"
+#include "bindings.h"
+#include "device.h"
+
+namespace gradstate::bindings {
+
+namespace py = pybind11;
+
+namespace {
+
+std::shared_ptr<InstanceNormalization> make_instance_norm(py::handle num_channels, py::handle gamma,
+                                                          py::handle beta, double epsilon, py::handle device) {
+  const std::optional<FloatArray> g = as_optional_float32("gamma", gamma);
+  const std::optional<FloatArray> b = as_optional_float32("beta", beta);
+  const std::optional<Buffer> g_buffer = g ? std::optional<Buffer>(borrow(*g)) : std::nullopt;
+  const std::optional<Buffer> b_buffer = b ? std::optional<Buffer>(borrow(*b)) : std::nullopt;
+  return std::make_shared<InstanceNormalization>(as_int("num_channels", num_channels),
+                                                 g_buffer ? &*g_buffer : nullptr, b_buffer ? &*b_buffer : nullptr,
+                                                 epsilon, as_device(device));
+}
+
+py::tuple forward(InstanceNormalization& self, py::handle x, py::handle layout, bool temporary_state) {
+  const FloatArray x_array = as_float32("x", x);
+  const Layout x_layout = as_layout(layout);
+  const Buffer x_buffer = borrow(x_array);
+  std::pair<std::shared_ptr<Buffer>, std::shared_ptr<InstanceNormalizationGradientState>> result;
+  {
+    py::gil_scoped_release release;
+    result = self.forward(x_buffer, x_layout, temporary_state);
+  }
+  return py::make_tuple(to_numpy(result.first), result.second);
+}
+
+py::array backward(InstanceNormalizationGradient& self, py::handle dy, py::handle x, py::handle state,
+                   bool accumulate, py::handle layout) {
+  const FloatArray dy_array = as_float32("dy", dy);
+  const FloatArray x_array = as_float32("x", x);
+  auto& s = as_state<InstanceNormalizationGradientState>(state, "InstanceNormalizationGradientState");
+  const std::optional<Layout> requested = as_optional_layout(layout);
+  const Buffer dy_buffer = borrow(dy_array), x_buffer = borrow(x_array);
+  std::shared_ptr<Buffer> dx;
+  {
+    py::gil_scoped_release release;
+    dx = self.backward(dy_buffer, x_buffer, s, accumulate, requested ? &*requested : nullptr);
+  }
+  return to_numpy(dx);
+}
+
+}  // namespace
+
+void bind_instance_norm(py::module_& m) {
+  py::class_<InstanceNormalization, std::shared_ptr<InstanceNormalization>>(
+      m, "InstanceNormalization",
+      "Instance normalization (MPSCNNInstanceNormalization): each (image, channel) plane is normalized to "
+      "zero mean and unit variance, then scaled by gamma[c] and shifted by beta[c] (1 and 0 when None).")
+      .def(py::init(&make_instance_norm), py::arg("num_channels"), py::arg("gamma") = py::none(),
+           py::arg("beta") = py::none(), py::arg("epsilon") = 1e-5, py::arg("device") = py::none())
+      .def("forward", &forward, py::arg("x"), py::arg("layout") = "NHWC", py::kw_only(),
+           py::arg("temporary_state") = false,
+           "Returns (y, state): y in the layout of x, and the state an InstanceNormalizationGradient needs.")
+      .def_property_readonly("num_channels", &InstanceNormalization::num_channels)
+      .def_property_readonly("epsilon", &InstanceNormalization::epsilon)
+      .def_property_readonly("device", [](const InstanceNormalization& n) { return Device{n.device()}; });
+
+  py::class_<InstanceNormalizationGradientState, GradientState, std::shared_ptr<InstanceNormalizationGradientState>>(
+      m, "InstanceNormalizationGradientState",
+      "The state of one forward instance-normalization pass; the gradient kernel writes the gamma and beta "
+      "gradients into it (MPSCNNInstanceNormalizationGradientState).")
+      .def_property_readonly("gradient_for_gamma", &InstanceNormalizationGradientState::gradient_for_gamma,
+                             "dL/dgamma summed over the batch: a float32 Buffer (C,).")
+      .def_property_readonly("gradient_for_beta", &InstanceNormalizationGradientState::gradient_for_beta,
+                             "dL/dbeta summed over the batch: a float32 Buffer (C,).")
+      .def_property_readonly("gamma", &InstanceNormalizationGradientState::gamma,
+                             "The gamma the forward pass used (a copy), or None when the layer has none.")
+      .def_property_readonly("beta", &InstanceNormalizationGradientState::beta,
+                             "The beta the forward pass used (a copy), or None when the layer has none.")
+      .def_property_readonly("mean", &InstanceNormalizationGradientState::mean,
+                             "Per-(image, channel) mean: a float32 Buffer (N, C).")
+      .def_property_readonly("inv_std", &InstanceNormalizationGradientState::inv_std,
+                             "Per-(image, channel) 1 / sqrt(variance + epsilon): a float32 Buffer (N, C).")
+      .def_property_readonly("instance_normalization", &InstanceNormalizationGradientState::instance_normalization,
+                             "The InstanceNormalization that made the state.");
+
+  py::class_<InstanceNormalizationGradient>(
+      m, "InstanceNormalizationGradient",
+      "The gradient kernel of an InstanceNormalization (MPSCNNInstanceNormalizationGradient).")
+      .def(py::init<std::shared_ptr<InstanceNormalization>>(), py::arg("instance_normalization"))
+      .def("backward", &backward, py::arg("dy"), py::arg("x"), py::arg("state"), py::kw_only(),
+           py::arg("accumulate") = false, py::arg("layout") = py::none(),
+           "Returns dx and writes the gamma and beta gradients into state, adding to them when accumulate is "
+           "true.")
+      .def_property_readonly("instance_normalization", &InstanceNormalizationGradient::instance_normalization);
+}
+
+}  // namespace gradstate::bindings

@@ -1,0 +1,56 @@
+// Buffer: a typed, shaped block of device-visible memory, the counterpart of an MTLBuffer.
+//
+// Buffers are shared through std::shared_ptr, whose reference count is atomic, so a buffer lives as long
+// as any holder — a gradient state, a numpy array viewing it, another thread — and no longer. Memory is
+// zero-filled (as MTLDevice newBufferWithLength: does) and 64-byte aligned so that every SIMD load of a
+// row start is aligned to a cache line.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+
+#include "gradstate/core/device.h"
+#include "gradstate/core/dtype.h"
+#include "gradstate/core/shape.h"
+
+namespace gradstate {
+
+class Buffer {
+ public:
+  static constexpr std::size_t alignment = 64;
+
+  // Allocates zeroed memory for element_count(shape) values of dtype.
+  static std::shared_ptr<Buffer> allocate(DType dtype, Shape shape, DeviceKind device = DeviceKind::cpu);
+
+  // Wraps memory owned by someone else (an input array) for the duration of one call; never freed here.
+  static Buffer borrow(void* data, DType dtype, Shape shape);
+
+  Buffer(Buffer&& other) noexcept;
+  Buffer(const Buffer&) = delete;
+  Buffer& operator=(const Buffer&) = delete;
+  Buffer& operator=(Buffer&&) = delete;
+  ~Buffer();
+
+  void* data() const { return data_; }
+  float* f32() const { return static_cast<float*>(data_); }
+  DType dtype() const { return dtype_; }
+  const Shape& shape() const { return shape_; }
+  DeviceKind device() const { return device_; }
+  std::int64_t size() const { return element_count(shape_); }
+  std::size_t nbytes() const { return static_cast<std::size_t>(size()) * itemsize(dtype_); }
+
+ private:
+  Buffer(void* data, bool owned, DType dtype, Shape shape, DeviceKind device);
+
+  void* data_;
+  bool owned_;
+  DType dtype_;
+  Shape shape_;
+  DeviceKind device_;
+};
+
+// Bytes held by all owning Buffers alive right now; leak tests compare it with a baseline.
+std::int64_t live_native_bytes();
+
+}  // namespace gradstate

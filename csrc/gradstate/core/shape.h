@@ -1,0 +1,17 @@
+// Shapes of buffers and activations.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace gradstate {
+
+using Shape = std::vector<std::int64_t>;
+
+std::int64_t element_count(const Shape& shape);
+
+// "(2, 3, 4)", "(5,)" — the way Python prints a tuple, so messages read naturally to numpy users.
+std::string shape_string(const Shape& shape);
+
+}  // namespace gradstate

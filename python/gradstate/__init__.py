@@ -1,0 +1,48 @@
+"""gradstate: Metal Performance Shaders-style training kernels and gradient states for numpy.
+
+Convolution and instance normalization, forward and backward, with the weight, bias, gamma and beta
+gradients delivered in gradient states whose buffers numpy can view without copying. See ``gradstate.mps``
+for the same classes under their MPS names.
+"""
+
+from importlib.metadata import PackageNotFoundError, version
+
+from ._core import (
+    Buffer,
+    Convolution,
+    ConvolutionGradient,
+    ConvolutionGradientState,
+    Device,
+    GradientOption,
+    GradientState,
+    InstanceNormalization,
+    InstanceNormalizationGradient,
+    InstanceNormalizationGradientState,
+    WeightsLayout,
+    default_device,
+    devices,
+    live_native_bytes,
+)
+
+try:
+    __version__ = version("gradstate")
+except PackageNotFoundError:  # running from a source tree that was never installed
+    __version__ = "0+unknown"
+
+__all__ = [
+    "Buffer",
+    "Convolution",
+    "ConvolutionGradient",
+    "ConvolutionGradientState",
+    "Device",
+    "GradientOption",
+    "GradientState",
+    "InstanceNormalization",
+    "InstanceNormalizationGradient",
+    "InstanceNormalizationGradientState",
+    "WeightsLayout",
+    "__version__",
+    "default_device",
+    "devices",
+    "live_native_bytes",
+]

@@ -1,0 +1,277 @@
+"""Convolution forward, dx, dW and db against the float64 reference, in both activation layouts."""
+
+import gradstate as gs
+import numpy as np
+import pytest
+import reference as ref
+from conftest import assert_close, f32, from_layout, in_layout
+
+LAYOUTS = ["NHWC", "NCHW"]
+
+
+class Case:
+    """One convolution problem, with float32 data and its float64 reference results."""
+
+    def __init__(self, rng, n, h, w, i, o, k, stride=1, dilation=1, groups=1, padding=0, bias=True):
+        kh, kw = (k, k) if isinstance(k, int) else k
+        self.stride, self.dilation, self.groups, self.padding = stride, dilation, groups, padding
+        self.x = f32(rng.standard_normal((n, h, w, i)))
+        self.w = f32(rng.standard_normal((o, kh, kw, i // groups)))
+        self.b = f32(rng.standard_normal(o)) if bias else None
+        self.pads = ref.resolve_padding(padding, h, w, kh, kw, stride, dilation)
+        self.y_ref = ref.conv2d(self.x, self.w, self.b, stride, dilation, groups, self.pads)
+        self.dy = f32(rng.standard_normal(self.y_ref.shape))
+
+    def conv(self, **kw):
+        return gs.Convolution(
+            self.w,
+            bias=self.b,
+            stride=self.stride,
+            dilation=self.dilation,
+            groups=self.groups,
+            padding=self.padding,
+            **kw,
+        )
+
+    def dx_ref(self, dy=None):
+        dy = self.dy if dy is None else dy
+        return ref.conv2d_input_grad(
+            dy, self.w, self.x.shape, self.stride, self.dilation, self.groups, self.pads
+        )
+
+    def dw_ref(self, dy=None):
+        dy = self.dy if dy is None else dy
+        return ref.conv2d_weight_grad(
+            dy, self.x, self.w.shape, self.stride, self.dilation, self.groups, self.pads
+        )
+
+    def db_ref(self, dy=None):
+        return ref.conv2d_bias_grad(self.dy if dy is None else dy)
+
+
+def run(case, layout, option=gs.GradientOption.ALL):
+    """Forward and backward through the package; returns NHWC y, dx and copies of dW, db."""
+    conv = case.conv()
+    x = in_layout(case.x, layout)
+    y, state = conv.forward(x, layout=layout)
+    assert isinstance(y, np.ndarray) and y.dtype == np.float32 and y.flags.c_contiguous
+    assert y.shape == in_layout(case.y_ref, layout).shape
+    dx = gs.ConvolutionGradient(conv, option=option).backward(in_layout(case.dy, layout), x, state)
+    if dx is not None:
+        assert isinstance(dx, np.ndarray) and dx.dtype == np.float32 and dx.flags.c_contiguous
+        assert dx.shape == x.shape
+        dx = from_layout(dx, layout)
+    dw = np.array(state.gradient_for_weights, copy=True)
+    db = np.array(state.gradient_for_biases, copy=True)
+    return from_layout(y, layout), dx, dw, db
+
+
+def check_all(case, layout):
+    y, dx, dw, db = run(case, layout)
+    assert_close(y, case.y_ref, what="y")
+    assert_close(dx, case.dx_ref(), what="dx")
+    assert_close(dw, case.dw_ref(), what="dW")
+    assert_close(db, case.db_ref(), what="db")
+
+
+# (N, H, W, I, O, kernel, stride, dilation, groups, padding, bias): strides, dilations, every padding form
+# and kernel shape. Sizes are odd on purpose.
+GEOMETRY = [
+    (1, 7, 9, 3, 5, 3, 1, 1, 1, 0, True),
+    (4, 7, 9, 3, 5, 3, 1, 1, 1, 1, False),
+    (2, 8, 7, 5, 3, 1, 1, 1, 1, "valid", True),
+    (2, 7, 9, 5, 3, 1, 2, 1, 1, 0, False),
+    (1, 9, 11, 3, 4, 5, 1, 1, 1, 2, True),
+    (2, 11, 12, 3, 4, 5, 2, 1, 1, "same", True),
+    (2, 7, 9, 4, 5, (2, 3), 1, 1, 1, "same", True),
+    (3, 8, 7, 4, 3, (2, 3), (2, 1), 1, 1, "same", False),
+    (2, 7, 9, 3, 5, 3, 2, 1, 1, (1, 2), True),
+    (2, 7, 9, 3, 5, 3, (2, 1), 2, 1, (2, 0, 1, 3), True),
+    (1, 10, 9, 3, 2, 3, 1, 2, 1, "same", True),
+    (2, 7, 8, 3, 2, (3, 2), 1, (2, 1), 1, "full", True),
+    (1, 5, 6, 2, 3, 3, 2, 1, 1, "full", False),
+    (4, 9, 7, 5, 4, 3, 2, 2, 1, "valid", True),
+    (2, 6, 6, 4, 6, 3, 1, 1, 2, (0, 1, 1, 0), True),
+    (1, 12, 12, 6, 6, 5, (1, 2), 1, 6, "same", True),
+    (2, 7, 9, 3, 5, (2, 3), 2, 2, 1, (3, 1, 0, 2), False),
+    (4, 1, 9, 3, 5, (1, 3), 1, 1, 1, "same", True),
+    (1, 3, 3, 2, 3, 3, 1, 1, 1, 0, True),
+    (2, 5, 5, 3, 5, 5, 1, 1, 1, "full", True),
+    (1, 8, 10, 3, 4, 3, 2, 1, 1, "same", True),
+    (2, 9, 9, 2, 3, 4, 3, 1, 1, "same", True),
+]
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("geom", GEOMETRY, ids=str)
+def test_geometry(geom, layout, rng):
+    n, h, w, i, o, k, stride, dilation, groups, padding, bias = geom
+    check_all(Case(rng, n, h, w, i, o, k, stride, dilation, groups, padding, bias), layout)
+
+
+# (I, O, groups, stride, dilation): channel counts off the SIMD widths, grouped, depthwise.
+CHANNELS = [
+    (3, 5, 1, 1, 1),
+    (5, 17, 1, 1, 1),
+    (17, 3, 1, 2, 1),
+    (16, 16, 1, 1, 1),
+    (4, 6, 2, 1, 1),
+    (6, 4, 2, 2, 1),
+    (10, 15, 5, 1, 1),
+    (12, 8, 4, 1, 2),
+    (4, 8, 4, 1, 1),
+    (3, 3, 3, 1, 1),
+    (8, 8, 8, 1, 2),
+    (17, 17, 17, 2, 1),
+    (16, 16, 16, 1, 1),
+]
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("chan", CHANNELS, ids=str)
+def test_channels_and_groups(chan, layout, rng):
+    i, o, groups, stride, dilation = chan
+    check_all(Case(rng, 2, 7, 6, i, o, 3, stride, dilation, groups, "same", True), layout)
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_without_bias_still_gives_bias_gradient(layout, rng):
+    case = Case(rng, 2, 5, 6, 3, 4, 3, padding=1, bias=False)
+    y, _, _, db = run(case, layout)
+    assert_close(y, case.y_ref, what="y")
+    assert db.shape == (4,)
+    assert_close(db, case.db_ref(), what="db")
+
+
+@pytest.fixture
+def case(rng):
+    return Case(rng, 2, 7, 6, 4, 6, 3, stride=(2, 1), dilation=1, groups=2, padding="same")
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_option_data_leaves_state_gradients_zero(case, layout):
+    _, dx, dw, db = run(case, layout, gs.GradientOption.DATA)
+    assert_close(dx, case.dx_ref(), what="dx")
+    assert not dw.any() and not db.any()
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_option_weights_and_bias_returns_none(case, layout):
+    _, dx, dw, db = run(case, layout, gs.GradientOption.WEIGHTS_AND_BIAS)
+    assert dx is None
+    assert_close(dw, case.dw_ref(), what="dW")
+    assert_close(db, case.db_ref(), what="db")
+
+
+def test_gradients_do_not_depend_on_option(case):
+    _, dx_all, dw_all, db_all = run(case, "NHWC", gs.GradientOption.ALL)
+    _, dx_data, _, _ = run(case, "NHWC", gs.GradientOption.DATA)
+    _, _, dw_wb, db_wb = run(case, "NHWC", gs.GradientOption.WEIGHTS_AND_BIAS)
+    np.testing.assert_array_equal(dx_data, dx_all)
+    np.testing.assert_array_equal(dw_wb, dw_all)
+    np.testing.assert_array_equal(db_wb, db_all)
+
+
+def test_default_option_is_all(case):
+    conv = case.conv()
+    y, state = conv.forward(case.x)
+    dx = gs.ConvolutionGradient(conv).backward(case.dy, case.x, state)
+    assert_close(dx, case.dx_ref(), what="dx")
+    assert_close(np.asarray(state.gradient_for_weights), case.dw_ref(), what="dW")
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_second_backward_overwrites(case, layout, rng):
+    conv = case.conv()
+    x = in_layout(case.x, layout)
+    _, state = conv.forward(x, layout=layout)
+    grad = gs.ConvolutionGradient(conv)
+    grad.backward(in_layout(case.dy, layout), x, state)
+    dy2 = f32(rng.standard_normal(case.dy.shape))
+    dx2 = grad.backward(in_layout(dy2, layout), x, state)
+    assert_close(from_layout(dx2, layout), case.dx_ref(dy2), what="dx")
+    assert_close(np.asarray(state.gradient_for_weights), case.dw_ref(dy2), what="dW")
+    assert_close(np.asarray(state.gradient_for_biases), case.db_ref(dy2), what="db")
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_accumulate_adds(case, layout, rng):
+    conv = case.conv()
+    x = in_layout(case.x, layout)
+    _, state = conv.forward(x, layout=layout)
+    grad = gs.ConvolutionGradient(conv)
+    # accumulate=True on the first call adds to the zero-initialised buffers.
+    grad.backward(in_layout(case.dy, layout), x, state, accumulate=True)
+    assert_close(np.asarray(state.gradient_for_weights), case.dw_ref(), what="dW after the first call")
+    dy2 = f32(rng.standard_normal(case.dy.shape))
+    dx2 = grad.backward(in_layout(dy2, layout), x, state, accumulate=True)
+    # dx is a fresh output, not accumulated.
+    assert_close(from_layout(dx2, layout), case.dx_ref(dy2), what="dx")
+    assert_close(np.asarray(state.gradient_for_weights), case.dw_ref() + case.dw_ref(dy2), what="dW")
+    assert_close(np.asarray(state.gradient_for_biases), case.db_ref() + case.db_ref(dy2), what="db")
+    # Back to the default: overwrite.
+    grad.backward(in_layout(dy2, layout), x, state)
+    assert_close(np.asarray(state.gradient_for_weights), case.dw_ref(dy2), what="dW after overwrite")
+
+
+def run_raw(case, x, w, b, dy, layout):
+    conv = gs.Convolution(
+        w, bias=b, stride=case.stride, dilation=case.dilation, groups=case.groups, padding=case.padding
+    )
+    y, state = conv.forward(x, layout=layout)
+    dx = gs.ConvolutionGradient(conv).backward(dy, x, state)
+    return (
+        np.array(y),
+        np.array(dx),
+        np.array(state.gradient_for_weights, copy=True),
+        np.array(state.gradient_for_biases, copy=True),
+    )
+
+
+def noncontiguous(a):
+    """The same values as a, in a strided (every other element of a larger array) view."""
+    big = np.zeros((*a.shape[:-1], 2 * a.shape[-1]), a.dtype)
+    big[..., ::2] = a
+    v = big[..., ::2]
+    assert not v.flags.c_contiguous and np.array_equal(v, a)
+    return v
+
+
+VARIANTS = {
+    "x_float64": lambda c: dict(x=c.x.astype(np.float64)),
+    "x_float16": lambda c: dict(x=c.x.astype(np.float16)),
+    "x_strided": lambda c: dict(x=noncontiguous(c.x)),
+    "x_fortran": lambda c: dict(x=np.asfortranarray(c.x)),
+    "x_list": lambda c: dict(x=c.x.tolist()),
+    "x_nchw_view": lambda c: dict(x=c.x.transpose(0, 3, 1, 2), dy=c.dy.transpose(0, 3, 1, 2), layout="NCHW"),
+    "w_float64_strided": lambda c: dict(w=noncontiguous(c.w.astype(np.float64))),
+    "w_fortran_b_float64": lambda c: dict(w=np.asfortranarray(c.w), b=c.b.astype(np.float64)),
+    "dy_float64_strided": lambda c: dict(dy=noncontiguous(c.dy.astype(np.float64))),
+    "dy_float16": lambda c: dict(dy=c.dy.astype(np.float16)),
+}
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_input_conversions_give_same_results(case, variant):
+    args = dict(x=case.x, w=case.w, b=case.b, dy=case.dy, layout="NHWC")
+    args.update(VARIANTS[variant](case))
+    actual = run_raw(case, **args)
+    # The same values, already float32 and C-contiguous: what the package should convert the inputs to.
+    converted = {k: (v if k == "layout" else f32(v)) for k, v in args.items()}
+    expected = run_raw(case, **converted)
+    for name, a, e in zip(("y", "dx", "dW", "db"), actual, expected):
+        np.testing.assert_array_equal(a, e, err_msg=name)
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_nan_and_inf_in_x_propagate(layout, rng):
+    case = Case(rng, 2, 7, 8, 3, 4, 3, padding=1)
+    case.x[0, 3, 4, 1] = np.nan
+    case.x[1, 2, 5, 2] = np.inf
+    case.y_ref = ref.conv2d(case.x, case.w, case.b, 1, 1, 1, case.pads)
+    y, dx, dw, db = run(case, layout)
+    assert np.isnan(y).any() and np.isinf(y).any()
+    assert_close(y, case.y_ref, what="y")
+    assert_close(dx, case.dx_ref(), what="dx")
+    assert_close(dw, case.dw_ref(), what="dW")
+    assert_close(db, case.db_ref(), what="db")

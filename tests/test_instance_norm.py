@@ -1,0 +1,188 @@
+"""Instance normalization forward and backward against the float64 reference, in both layouts."""
+
+import gradstate as gs
+import numpy as np
+import pytest
+import reference as ref
+from conftest import assert_close, f32, from_layout, in_layout
+
+LAYOUTS = ["NHWC", "NCHW"]
+
+
+def run(x, gamma, beta, eps, dy, layout):
+    """Forward and backward through the package; returns NHWC y, dx, and the state."""
+    c = x.shape[-1]
+    kwargs = {} if eps is None else {"epsilon": eps}
+    inorm = gs.InstanceNormalization(c, gamma=gamma, beta=beta, **kwargs)
+    xl = in_layout(x, layout)
+    y, state = inorm.forward(xl, layout=layout)
+    assert isinstance(y, np.ndarray) and y.dtype == np.float32 and y.flags.c_contiguous
+    assert y.shape == xl.shape
+    dx = gs.InstanceNormalizationGradient(inorm).backward(in_layout(dy, layout), xl, state)
+    assert isinstance(dx, np.ndarray) and dx.dtype == np.float32 and dx.flags.c_contiguous
+    assert dx.shape == xl.shape
+    return from_layout(y, layout), from_layout(dx, layout), state
+
+
+def check(x, gamma, beta, eps, dy, layout):
+    y, dx, state = run(x, gamma, beta, eps, dy, layout)
+    e = 1e-5 if eps is None else eps
+    y_ref, mean_ref, inv_std_ref = ref.instance_norm(x, gamma, beta, e)
+    dx_ref, dgamma_ref, dbeta_ref = ref.instance_norm_backward(dy, x, gamma, e)
+    assert_close(y, y_ref, what="y")
+    assert_close(dx, dx_ref, what="dx")
+    assert_close(np.asarray(state.gradient_for_gamma), dgamma_ref, what="dgamma")
+    assert_close(np.asarray(state.gradient_for_beta), dbeta_ref, what="dbeta")
+    assert_close(np.asarray(state.mean), mean_ref, what="mean")
+    assert_close(np.asarray(state.inv_std), inv_std_ref, what="inv_std")
+    return state
+
+
+# (N, H, W, C, eps, offset): odd sizes, batch 1 and many, a large plane, a 1x1 plane, large means.
+SHAPES = [
+    (1, 7, 9, 3, None, 0.0),
+    (4, 5, 3, 17, 1e-5, 0.0),
+    (16, 3, 2, 5, 1e-3, 0.0),
+    (2, 64, 64, 3, 1e-5, 0.0),
+    (3, 1, 1, 4, 1e-3, 0.0),
+    (2, 1, 7, 16, 1e-5, 0.0),
+    (2, 64, 64, 4, 1e-5, 100.0),
+    (3, 9, 11, 5, 1e-5, 100.0),
+    (1, 4, 4, 2, 0.0, 0.0),
+]
+
+GAMMA_BETA = [(False, False), (True, False), (False, True), (True, True)]
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("gamma_beta", GAMMA_BETA, ids=["plain", "gamma", "beta", "gamma_beta"])
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+def test_against_reference(shape, gamma_beta, layout, rng):
+    n, h, w, c, eps, offset = shape
+    x = f32(offset + rng.standard_normal((n, h, w, c)) * rng.uniform(0.5, 2.0, c))
+    gamma = f32(rng.standard_normal(c)) if gamma_beta[0] else None
+    beta = f32(rng.standard_normal(c)) if gamma_beta[1] else None
+    dy = f32(rng.standard_normal((n, h, w, c)))
+    state = check(x, gamma, beta, eps, dy, layout)
+    if gamma is None:
+        assert state.gamma is None
+    else:
+        np.testing.assert_array_equal(np.asarray(state.gamma), gamma)
+    if beta is None:
+        assert state.beta is None
+    else:
+        np.testing.assert_array_equal(np.asarray(state.beta), beta)
+
+
+def test_one_pixel_plane_normalizes_to_beta(rng):
+    # The variance is 0, so xhat is 0: y is beta and dx is 0, without NaN.
+    x = f32(rng.standard_normal((3, 1, 1, 4)) * 10)
+    beta = f32(rng.standard_normal(4))
+    dy = f32(rng.standard_normal(x.shape))
+    y, dx, state = run(x, f32(rng.standard_normal(4)), beta, 1e-3, dy, "NHWC")
+    assert_close(y, np.broadcast_to(beta, x.shape), what="y")
+    assert_close(dx, np.zeros(x.shape), what="dx")
+    assert_close(np.asarray(state.inv_std), np.full((3, 4), 1e-3**-0.5), what="inv_std")
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_state_gamma_beta_are_copies(layout, rng):
+    c = 5
+    x = f32(rng.standard_normal((2, 4, 3, c)))
+    gamma, beta = f32(rng.standard_normal(c)), f32(rng.standard_normal(c))
+    saved_gamma, saved_beta = gamma.copy(), beta.copy()
+    inorm = gs.InstanceNormalization(c, gamma=gamma, beta=beta)
+    _, state = inorm.forward(in_layout(x, layout), layout=layout)
+    gamma[...] = 7.0
+    beta[...] = -7.0
+    np.testing.assert_array_equal(np.asarray(state.gamma), saved_gamma)
+    np.testing.assert_array_equal(np.asarray(state.beta), saved_beta)
+    assert not np.shares_memory(np.asarray(state.gamma), gamma)
+    assert state.gamma.shape == (c,) and state.beta.shape == (c,)
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_overwrite_and_accumulate(layout, rng):
+    n, h, w, c = 2, 5, 4, 3
+    x = f32(rng.standard_normal((n, h, w, c)))
+    gamma = f32(rng.standard_normal(c))
+    dy1, dy2 = f32(rng.standard_normal(x.shape)), f32(rng.standard_normal(x.shape))
+    inorm = gs.InstanceNormalization(c, gamma=gamma)
+    xl = in_layout(x, layout)
+    _, state = inorm.forward(xl, layout=layout)
+    grad = gs.InstanceNormalizationGradient(inorm)
+    _, g1, b1 = ref.instance_norm_backward(dy1, x, gamma, 1e-5)
+    dx2_ref, g2, b2 = ref.instance_norm_backward(dy2, x, gamma, 1e-5)
+
+    grad.backward(in_layout(dy1, layout), xl, state)
+    grad.backward(in_layout(dy2, layout), xl, state)
+    assert_close(np.asarray(state.gradient_for_gamma), g2, what="dgamma after overwrite")
+    assert_close(np.asarray(state.gradient_for_beta), b2, what="dbeta after overwrite")
+
+    dx = grad.backward(in_layout(dy1, layout), xl, state, accumulate=True)
+    assert_close(np.asarray(state.gradient_for_gamma), g1 + g2, what="accumulated dgamma")
+    assert_close(np.asarray(state.gradient_for_beta), b1 + b2, what="accumulated dbeta")
+    assert_close(from_layout(dx, layout), ref.instance_norm_backward(dy1, x, gamma, 1e-5)[0], what="dx")
+    assert_close(from_layout(grad.backward(in_layout(dy2, layout), xl, state), layout), dx2_ref, what="dx")
+
+
+def test_input_conversions_give_same_results(rng):
+    n, h, w, c = 2, 5, 6, 3
+    x = f32(rng.standard_normal((n, h, w, c)))
+    dy = f32(rng.standard_normal(x.shape))
+    gamma = f32(rng.standard_normal(c))
+
+    def go(x_, dy_, gamma_, layout="NHWC"):
+        inorm = gs.InstanceNormalization(c, gamma=gamma_)
+        y, state = inorm.forward(x_, layout=layout)
+        dx = gs.InstanceNormalizationGradient(inorm).backward(dy_, x_, state)
+        return [np.array(a) for a in (y, dx, state.gradient_for_gamma, state.gradient_for_beta)]
+
+    expected = go(x, dy, gamma)
+    variants = {
+        "float64": (x.astype(np.float64), dy.astype(np.float64), gamma.astype(np.float64)),
+        "fortran": (np.asfortranarray(x), np.asfortranarray(dy), gamma),
+        "strided": (
+            np.repeat(x, 2, axis=2)[:, :, ::2],
+            np.repeat(dy, 2, axis=3)[..., ::2],
+            np.repeat(gamma, 2)[::2],
+        ),
+        "list": (x.tolist(), dy.tolist(), gamma.tolist()),
+    }
+    for name, (x_, dy_, g_) in variants.items():
+        for a, e, what in zip(go(x_, dy_, g_), expected, ("y", "dx", "dgamma", "dbeta")):
+            np.testing.assert_array_equal(a, e, err_msg=f"{name}: {what}")
+    # A transposed (non-contiguous) view as NCHW input.
+    y, dx, dg, db = go(x.transpose(0, 3, 1, 2), dy.transpose(0, 3, 1, 2), gamma, "NCHW")
+    assert_close(from_layout(y, "NCHW"), expected[0], what="NCHW view y")
+    assert_close(from_layout(dx, "NCHW"), expected[1], what="NCHW view dx")
+    assert_close(dg, expected[2], what="NCHW view dgamma")
+
+
+def test_float16_input(rng):
+    x = rng.standard_normal((2, 6, 5, 3)).astype(np.float16)
+    dy = rng.standard_normal(x.shape).astype(np.float16)
+    y, dx, state = run(x, None, None, 1e-5, dy, "NHWC")
+    assert_close(y, ref.instance_norm(x, None, None, 1e-5)[0], what="y")
+    assert_close(dx, ref.instance_norm_backward(dy, x, None, 1e-5)[0], what="dx")
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_nan_and_inf_propagate(layout, rng):
+    x = f32(rng.standard_normal((2, 4, 5, 3)))
+    x[0, 1, 2, 1] = np.nan
+    x[1, 3, 0, 2] = np.inf
+    dy = f32(rng.standard_normal(x.shape))
+    y, dx, state = run(x, None, None, 1e-5, dy, layout)
+    # A non-finite value poisons its whole (image, channel) plane and no other.
+    bad = np.zeros(x.shape, bool)
+    bad[0, :, :, 1] = True
+    bad[1, :, :, 2] = True
+    assert np.isnan(y[bad]).all() and np.isnan(dx[bad]).all()
+    y_ref = ref.instance_norm(x, None, None, 1e-5)[0]
+    dx_ref = ref.instance_norm_backward(dy, x, None, 1e-5)[0]
+    assert_close(y[~bad], y_ref[~bad], what="y")
+    assert_close(dx[~bad], dx_ref[~bad], what="dx")
+    assert np.isnan(np.asarray(state.gradient_for_gamma)[1:]).all()
+    assert np.isfinite(np.asarray(state.gradient_for_gamma)[0])
+    assert_close(np.asarray(state.gradient_for_beta), dy.astype(np.float64).sum(axis=(0, 1, 2)), what="dbeta")
