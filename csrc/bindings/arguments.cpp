@@ -13,7 +13,9 @@ namespace {
 
 std::string repr_of(py::handle value) { return py::repr(value).cast<std::string>(); }
 
-bool is_sequence(py::handle value) { return py::isinstance<py::tuple>(value) || py::isinstance<py::list>(value); }
+bool is_sequence(py::handle value) {
+  return py::isinstance<py::tuple>(value) || py::isinstance<py::list>(value);
+}
 
 }  // namespace
 
@@ -30,7 +32,8 @@ std::int64_t as_int(const char* argument, py::handle value) {
     }
     PyErr_Clear();
   }
-  throw TypeError(concat(argument, ": expected an integer, got ", repr_of(value), " (", type_name(value), ")"));
+  throw TypeError(
+      concat(argument, ": expected an integer, got ", repr_of(value), " (", type_name(value), ")"));
 }
 
 Pair as_pair(const char* argument, py::handle value) {
@@ -73,15 +76,17 @@ DeviceKind as_device(py::handle value) {
     const std::string name = value.cast<std::string>();
     if (name == "cpu") return DeviceKind::cpu;
     if (name == "metal") return DeviceKind::metal;
-    throw ValueError(concat("device: expected None, a gradstate.Device, 'cpu' or 'metal', got ", repr_of(value)));
+    throw ValueError(
+        concat("device: expected None, a gradstate.Device, 'cpu' or 'metal', got ", repr_of(value)));
   }
-  throw TypeError(concat("device: expected None, a gradstate.Device, 'cpu' or 'metal', got ", repr_of(value), " (",
-                         type_name(value), ")"));
+  throw TypeError(concat("device: expected None, a gradstate.Device, 'cpu' or 'metal', got ", repr_of(value),
+                         " (", type_name(value), ")"));
 }
 
 Layout as_layout(py::handle value) {
   if (!py::isinstance<py::str>(value)) {
-    throw TypeError(concat("layout: expected 'NHWC' or 'NCHW', got ", repr_of(value), " (", type_name(value), ")"));
+    throw TypeError(
+        concat("layout: expected 'NHWC' or 'NCHW', got ", repr_of(value), " (", type_name(value), ")"));
   }
   return parse_layout(value.cast<std::string>());
 }

@@ -8,8 +8,8 @@
 #include <string>
 
 #include "gradstate/core/device.h"
-#include "gradstate/core/params.h"
 #include "gradstate/core/errors.h"
+#include "gradstate/core/params.h"
 #include "gradstate/ops/padding.h"
 
 namespace gradstate::bindings {

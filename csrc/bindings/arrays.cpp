@@ -9,7 +9,8 @@ FloatArray as_float32(const char* argument, py::handle value) {
   try {
     array = py::module_::import("numpy").attr("asarray")(value);
   } catch (py::error_already_set&) {
-    throw TypeError(concat(argument, ": expected a floating-point array, got an object numpy cannot convert (",
+    throw TypeError(concat(argument,
+                           ": expected a floating-point array, got an object numpy cannot convert (",
                            py::str(py::type::of(value).attr("__name__")).cast<std::string>(), ")"));
   }
   // Integers, booleans and complex numbers are refused rather than converted: a cast would silently

@@ -13,11 +13,12 @@ namespace gradstate::bindings {
 namespace py = pybind11;
 
 void bind_buffer(py::module_& m) {
-  py::class_<Buffer, std::shared_ptr<Buffer>>(m, "Buffer", py::buffer_protocol(),
-                                              "A typed, shaped, reference-counted block of device-visible "
-                                              "memory (the counterpart of an MTLBuffer).\n\n"
-                                              "np.asarray(buffer) is a writable zero-copy view that keeps the "
-                                              "buffer alive.")
+  py::class_<Buffer, std::shared_ptr<Buffer>>(
+      m, "Buffer", py::buffer_protocol(),
+      "A typed, shaped, reference-counted block of device-visible "
+      "memory (the counterpart of an MTLBuffer).\n\n"
+      "np.asarray(buffer) is a writable zero-copy view that keeps the "
+      "buffer alive.")
       .def_buffer([](Buffer& buffer) {
         std::vector<py::ssize_t> shape(buffer.shape().begin(), buffer.shape().end());
         std::vector<py::ssize_t> strides(shape.size());

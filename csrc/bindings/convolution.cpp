@@ -76,19 +76,23 @@ void bind_convolution(py::module_& m) {
                                   "Which gradients a ConvolutionGradient computes "
                                   "(MPSCNNConvolutionGradientOption).")
       .value("DATA", GradientOption::data, "Only dx.")
-      .value("WEIGHTS_AND_BIAS", GradientOption::weights_and_bias, "Only the state's weight and bias gradients.")
+      .value("WEIGHTS_AND_BIAS", GradientOption::weights_and_bias,
+             "Only the state's weight and bias gradients.")
       .value("ALL", GradientOption::all, "Both.")
       .finalize();
   py::native_enum<WeightsLayout>(m, "WeightsLayout", "enum.IntEnum",
                                  "Layout of weights and weight gradients (MPSCNNConvolutionWeightsLayout).")
-      .value("OHWI", WeightsLayout::OHWI, "(output channels, kernel height, kernel width, input channels / groups)")
+      .value("OHWI", WeightsLayout::OHWI,
+             "(output channels, kernel height, kernel width, input channels / groups)")
       .finalize();
 
   py::class_<Convolution, std::shared_ptr<Convolution>>(
       m, "Convolution",
-      "A 2-D convolution (MPSCNNConvolution). weights are OHWI: (O, KH, KW, I // groups); bias is (O,) or None.")
-      .def(py::init(&make_convolution), py::arg("weights"), py::arg("bias") = py::none(), py::arg("stride") = 1,
-           py::arg("dilation") = 1, py::arg("groups") = 1, py::arg("padding") = 0, py::arg("device") = py::none())
+      "A 2-D convolution (MPSCNNConvolution). weights are OHWI: (O, KH, KW, I // groups); bias is (O,) or "
+      "None.")
+      .def(py::init(&make_convolution), py::arg("weights"), py::arg("bias") = py::none(),
+           py::arg("stride") = 1, py::arg("dilation") = 1, py::arg("groups") = 1, py::arg("padding") = 0,
+           py::arg("device") = py::none())
       .def("forward", &forward, py::arg("x"), py::arg("layout") = "NHWC", py::kw_only(),
            py::arg("temporary_state") = false,
            "Returns (y, state): y in the layout of x, and the state a ConvolutionGradient needs.")
@@ -113,9 +117,8 @@ void bind_convolution(py::module_& m) {
                              "dL/dW summed over the batch: a float32 Buffer (O, KH, KW, I // groups).")
       .def_property_readonly("gradient_for_biases", &ConvolutionGradientState::gradient_for_biases,
                              "dL/db summed over the batch: a float32 Buffer (O,).")
-      .def_property_readonly("gradient_for_weights_layout", [](const ConvolutionGradientState&) {
-        return WeightsLayout::OHWI;
-      })
+      .def_property_readonly("gradient_for_weights_layout",
+                             [](const ConvolutionGradientState&) { return WeightsLayout::OHWI; })
       .def_property_readonly("convolution", &ConvolutionGradientState::convolution,
                              "The Convolution that made the state.")
       .def_property_readonly(

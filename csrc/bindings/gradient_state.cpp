@@ -14,8 +14,9 @@ void bind_gradient_state(py::module_& m) {
       m, "GradientState",
       "What a forward pass records for its gradient pass (MPSNNGradientState). Made by forward(), never "
       "directly.")
-      .def_property("read_count", &GradientState::read_count, &GradientState::set_read_count,
-                    "Reads left before a temporary state's contents become undefined (0 for ordinary states).")
+      .def_property(
+          "read_count", &GradientState::read_count, &GradientState::set_read_count,
+          "Reads left before a temporary state's contents become undefined (0 for ordinary states).")
       .def_property_readonly("is_temporary", &GradientState::is_temporary,
                              "Whether the state was made with temporary_state=True.")
       .def_property_readonly(

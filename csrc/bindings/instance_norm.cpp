@@ -12,14 +12,15 @@ namespace py = pybind11;
 namespace {
 
 std::shared_ptr<InstanceNormalization> make_instance_norm(py::handle num_channels, py::handle gamma,
-                                                          py::handle beta, double epsilon, py::handle device) {
+                                                          py::handle beta, double epsilon,
+                                                          py::handle device) {
   const std::optional<FloatArray> g = as_optional_float32("gamma", gamma);
   const std::optional<FloatArray> b = as_optional_float32("beta", beta);
   const std::optional<Buffer> g_buffer = g ? std::optional<Buffer>(borrow(*g)) : std::nullopt;
   const std::optional<Buffer> b_buffer = b ? std::optional<Buffer>(borrow(*b)) : std::nullopt;
   return std::make_shared<InstanceNormalization>(as_int("num_channels", num_channels),
-                                                 g_buffer ? &*g_buffer : nullptr, b_buffer ? &*b_buffer : nullptr,
-                                                 epsilon, as_device(device));
+                                                 g_buffer ? &*g_buffer : nullptr,
+                                                 b_buffer ? &*b_buffer : nullptr, epsilon, as_device(device));
 }
 
 py::tuple forward(InstanceNormalization& self, py::handle x, py::handle layout, bool temporary_state) {
@@ -65,7 +66,8 @@ void bind_instance_norm(py::module_& m) {
       .def_property_readonly("epsilon", &InstanceNormalization::epsilon)
       .def_property_readonly("device", [](const InstanceNormalization& n) { return Device{n.device()}; });
 
-  py::class_<InstanceNormalizationGradientState, GradientState, std::shared_ptr<InstanceNormalizationGradientState>>(
+  py::class_<InstanceNormalizationGradientState, GradientState,
+             std::shared_ptr<InstanceNormalizationGradientState>>(
       m, "InstanceNormalizationGradientState",
       "The state of one forward instance-normalization pass; the gradient kernel writes the gamma and beta "
       "gradients into it (MPSCNNInstanceNormalizationGradientState).")
@@ -81,7 +83,8 @@ void bind_instance_norm(py::module_& m) {
                              "Per-(image, channel) mean: a float32 Buffer (N, C).")
       .def_property_readonly("inv_std", &InstanceNormalizationGradientState::inv_std,
                              "Per-(image, channel) 1 / sqrt(variance + epsilon): a float32 Buffer (N, C).")
-      .def_property_readonly("instance_normalization", &InstanceNormalizationGradientState::instance_normalization,
+      .def_property_readonly("instance_normalization",
+                             &InstanceNormalizationGradientState::instance_normalization,
                              "The InstanceNormalization that made the state.");
 
   py::class_<InstanceNormalizationGradient>(
@@ -92,7 +95,8 @@ void bind_instance_norm(py::module_& m) {
            py::arg("accumulate") = false, py::arg("layout") = py::none(),
            "Returns dx and writes the gamma and beta gradients into state, adding to them when accumulate is "
            "true.")
-      .def_property_readonly("instance_normalization", &InstanceNormalizationGradient::instance_normalization);
+      .def_property_readonly("instance_normalization",
+                             &InstanceNormalizationGradient::instance_normalization);
 }
 
 }  // namespace gradstate::bindings

@@ -6,9 +6,7 @@ namespace gradstate {
 
 Backend& backend_for(DeviceKind kind) { return kind == DeviceKind::metal ? metal_backend() : cpu_backend(); }
 
-DeviceKind default_device_kind() {
-  return metal_backend().available() ? DeviceKind::metal : DeviceKind::cpu;
-}
+DeviceKind default_device_kind() { return metal_backend().available() ? DeviceKind::metal : DeviceKind::cpu; }
 
 std::string unavailable_message(const Backend& backend) {
   return concat("device: expected an available device, got ", device_kind_name(backend.kind()),

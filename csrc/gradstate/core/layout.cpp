@@ -34,13 +34,13 @@ ActivationDims activation_dims(const char* argument, const Shape& shape, Layout 
   }
   for (std::int64_t extent : shape) {
     if (extent <= 0) {
-      throw ValueError(concat(argument, ": expected every dimension to be at least 1, got shape ",
-                              shape_string(shape)));
+      throw ValueError(
+          concat(argument, ": expected every dimension to be at least 1, got shape ", shape_string(shape)));
     }
     // Kernel parameters hold 32-bit extents (see params.h).
     if (extent > std::numeric_limits<std::int32_t>::max()) {
-      throw ValueError(concat(argument, ": expected every dimension to be below 2**31, got shape ",
-                              shape_string(shape)));
+      throw ValueError(
+          concat(argument, ": expected every dimension to be below 2**31, got shape ", shape_string(shape)));
     }
   }
   if (layout == Layout::NHWC) return {shape[0], shape[3], shape[1], shape[2]};

@@ -4,9 +4,7 @@
 
 namespace gradstate {
 
-void UnavailableBackend::refuse() const {
-  throw ValueError(unavailable_message(*this));
-}
+void UnavailableBackend::refuse() const { throw ValueError(unavailable_message(*this)); }
 
 void UnavailableBackend::convolution_forward(const ConvParams&, const Buffer&, const Buffer&, const Buffer*,
                                              Buffer&) {
@@ -15,16 +13,17 @@ void UnavailableBackend::convolution_forward(const ConvParams&, const Buffer&, c
 void UnavailableBackend::convolution_data_gradient(const ConvParams&, const Buffer&, const Buffer&, Buffer&) {
   refuse();
 }
-void UnavailableBackend::convolution_weights_gradient(const ConvParams&, const Buffer&, const Buffer&, Buffer&,
-                                                      Buffer&, bool) {
+void UnavailableBackend::convolution_weights_gradient(const ConvParams&, const Buffer&, const Buffer&,
+                                                      Buffer&, Buffer&, bool) {
   refuse();
 }
 void UnavailableBackend::instance_norm_forward(const NormParams&, const Buffer&, const Buffer*, const Buffer*,
                                                Buffer&, Buffer&, Buffer&) {
   refuse();
 }
-void UnavailableBackend::instance_norm_backward(const NormParams&, const Buffer&, const Buffer&, const Buffer*,
-                                                const Buffer&, const Buffer&, Buffer&, Buffer&, Buffer&, bool) {
+void UnavailableBackend::instance_norm_backward(const NormParams&, const Buffer&, const Buffer&,
+                                                const Buffer*, const Buffer&, const Buffer&, Buffer&, Buffer&,
+                                                Buffer&, bool) {
   refuse();
 }
 

@@ -26,7 +26,9 @@ struct ConvGeometry {
   std::int64_t input_col(std::int64_t ow, std::int64_t kw) const {
     return ow * p.stride_x - p.pad_left + kw * p.dilation_x;
   }
-  bool inside(std::int64_t ih, std::int64_t iw) const { return ih >= 0 && ih < p.in_h && iw >= 0 && iw < p.in_w; }
+  bool inside(std::int64_t ih, std::int64_t iw) const {
+    return ih >= 0 && ih < p.in_h && iw >= 0 && iw < p.in_w;
+  }
 
   // Offset of x[n, ih, iw, first channel of group g].
   std::int64_t x_offset(std::int64_t n, std::int64_t ih, std::int64_t iw, std::int64_t g) const {
@@ -79,7 +81,8 @@ void CpuBackend::convolution_forward(const ConvParams& p, const Buffer& x, const
   for (std::int64_t n = 0; n < p.batch; ++n)
     for (std::int64_t oh = 0; oh < p.out_h; ++oh)
       for (std::int64_t ow = 0; ow < p.out_w; ++ow)
-        for (std::int64_t o = 0; o < p.out_c; ++o) ys[geo.y_offset(n, oh, ow, o)] = bias ? bias->f32()[o] : 0.0f;
+        for (std::int64_t o = 0; o < p.out_c; ++o)
+          ys[geo.y_offset(n, oh, ow, o)] = bias ? bias->f32()[o] : 0.0f;
   for_each_tap(geo, [&](std::int64_t n, std::int64_t oh, std::int64_t ow, std::int64_t o, std::int64_t kh,
                         std::int64_t kw, std::int64_t x_at) {
     const float* w = ws + geo.w_offset(o, kh, kw);

@@ -13,8 +13,8 @@ constexpr std::int64_t int32_limit = std::numeric_limits<std::int32_t>::max();
 
 void check_positive_pair(const char* argument, Pair value) {
   if (value[0] < 1 || value[1] < 1 || value[0] > int32_limit || value[1] > int32_limit) {
-    throw ValueError(concat(argument, ": expected values from 1 to 2**31 - 1, got (", value[0], ", ", value[1],
-                            ")"));
+    throw ValueError(
+        concat(argument, ": expected values from 1 to 2**31 - 1, got (", value[0], ", ", value[1], ")"));
   }
 }
 
@@ -24,8 +24,9 @@ std::int64_t output_extent(const char* axis, std::int64_t input, std::int64_t be
   const std::int64_t padded = input + before + after;
   const std::int64_t span = (kernel - 1) * dilation + 1;
   if (padded < span) {
-    throw ValueError(concat("x: expected a padded ", axis, " of at least ", span, " (the dilated kernel ", axis,
-                            "), got ", padded, " (", axis, " ", input, " + padding ", before, " + ", after, ")"));
+    throw ValueError(concat("x: expected a padded ", axis, " of at least ", span, " (the dilated kernel ",
+                            axis, "), got ", padded, " (", axis, " ", input, " + padding ", before, " + ",
+                            after, ")"));
   }
   const std::int64_t output = (padded - span) / stride + 1;
   // Kernel parameters hold 32-bit extents (see params.h).
@@ -47,7 +48,8 @@ Convolution::Convolution(const Buffer& weights, const Buffer* bias, Pair stride,
   }
   for (std::int64_t extent : shape) {
     if (extent < 1) {
-      throw ValueError(concat("weights: expected every dimension to be at least 1, got shape ", shape_string(shape)));
+      throw ValueError(
+          concat("weights: expected every dimension to be at least 1, got shape ", shape_string(shape)));
     }
   }
   if (groups < 1 || shape[0] % groups != 0) {
@@ -75,10 +77,22 @@ ConvParams Convolution::params_for(const Shape& x_shape, Layout layout) const {
   const std::int64_t out_w =
       output_extent("width", dims.w, pads.left, pads.right, kernel_width(), stride_[1], dilation_[1]);
   auto i32 = [](std::int64_t v) { return static_cast<std::int32_t>(v); };
-  return ConvParams{i32(dims.n),          i32(dims.h),          i32(dims.w),          i32(dims.c),
-                    i32(out_h),           i32(out_w),           i32(output_channels()), i32(kernel_height()),
-                    i32(kernel_width()),  i32(stride_[0]),      i32(stride_[1]),      i32(dilation_[0]),
-                    i32(dilation_[1]),    i32(pads.top),        i32(pads.left),       i32(groups_),
+  return ConvParams{i32(dims.n),
+                    i32(dims.h),
+                    i32(dims.w),
+                    i32(dims.c),
+                    i32(out_h),
+                    i32(out_w),
+                    i32(output_channels()),
+                    i32(kernel_height()),
+                    i32(kernel_width()),
+                    i32(stride_[0]),
+                    i32(stride_[1]),
+                    i32(dilation_[0]),
+                    i32(dilation_[1]),
+                    i32(pads.top),
+                    i32(pads.left),
+                    i32(groups_),
                     layout};
 }
 
@@ -121,8 +135,8 @@ std::shared_ptr<Buffer> ConvolutionGradient::backward(const Buffer& dy, const Bu
   Backend& backend = backend_for(convolution_->device());
   const int option = static_cast<int>(option_);
   if (option & static_cast<int>(GradientOption::weights_and_bias)) {
-    backend.convolution_weights_gradient(p, dy, x, *state.gradient_for_weights(), *state.gradient_for_biases(),
-                                         accumulate);
+    backend.convolution_weights_gradient(p, dy, x, *state.gradient_for_weights(),
+                                         *state.gradient_for_biases(), accumulate);
   }
   if (!(option & static_cast<int>(GradientOption::data))) return nullptr;
   auto dx = Buffer::allocate(DType::float32, x.shape(), convolution_->device());

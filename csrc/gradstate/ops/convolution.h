@@ -28,8 +28,8 @@ class Convolution : public std::enable_shared_from_this<Convolution> {
 
   // y in the layout of x, and a new state for the gradient pass.
   std::pair<std::shared_ptr<Buffer>, std::shared_ptr<ConvolutionGradientState>> forward(const Buffer& x,
-                                                                                          Layout layout,
-                                                                                          bool temporary_state);
+                                                                                        Layout layout,
+                                                                                        bool temporary_state);
 
   const Buffer& weights() const { return *weights_; }
   const Buffer* bias() const { return bias_.get(); }

@@ -8,8 +8,9 @@ namespace gradstate {
 void GradientState::set_read_count(std::int64_t count) {
   if (count < 0) throw ValueError(concat("read_count: expected a count of at least 0, got ", count));
   if (temporary_ && read_count_.load() == 0) {
-    throw ValueError(concat("read_count: expected a temporary state with reads left, got one whose read_count is "
-                            "already 0 (its contents are undefined)"));
+    throw ValueError(
+        concat("read_count: expected a temporary state with reads left, got one whose read_count is "
+               "already 0 (its contents are undefined)"));
   }
   read_count_.store(count);
 }
@@ -28,7 +29,8 @@ void GradientState::consume_read() {
 
 void GradientState::check_layout(const Layout* requested) const {
   if (requested != nullptr && *requested != layout_) {
-    throw ValueError(concat("layout: expected '", layout_name(layout_), "' (the layout of the forward pass that made state), got '",
+    throw ValueError(concat("layout: expected '", layout_name(layout_),
+                            "' (the layout of the forward pass that made state), got '",
                             layout_name(*requested), "'"));
   }
 }

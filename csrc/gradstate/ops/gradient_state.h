@@ -14,7 +14,8 @@ namespace gradstate {
 
 class GradientState {
  public:
-  GradientState(bool temporary, Layout layout) : read_count_(temporary ? 1 : 0), temporary_(temporary), layout_(layout) {}
+  GradientState(bool temporary, Layout layout)
+      : read_count_(temporary ? 1 : 0), temporary_(temporary), layout_(layout) {}
   virtual ~GradientState() = default;
 
   std::int64_t read_count() const { return read_count_.load(); }

@@ -9,8 +9,8 @@
 
 namespace gradstate {
 
-InstanceNormalization::InstanceNormalization(std::int64_t num_channels, const Buffer* gamma, const Buffer* beta,
-                                             double epsilon, DeviceKind device)
+InstanceNormalization::InstanceNormalization(std::int64_t num_channels, const Buffer* gamma,
+                                             const Buffer* beta, double epsilon, DeviceKind device)
     : num_channels_(num_channels), epsilon_(static_cast<float>(epsilon)), device_(device) {
   if (num_channels < 1 || num_channels > std::numeric_limits<std::int32_t>::max()) {
     throw ValueError(concat("num_channels: expected a count from 1 to 2**31 - 1, got ", num_channels));
@@ -30,26 +30,29 @@ std::pair<std::shared_ptr<Buffer>, std::shared_ptr<InstanceNormalizationGradient
 InstanceNormalization::forward(const Buffer& x, Layout layout, bool temporary_state) {
   const ActivationDims dims = activation_dims("x", x.shape(), layout);
   if (dims.c != num_channels_) {
-    throw ValueError(concat("x: expected ", num_channels_, " channels (num_channels), got ", dims.c, " (shape ",
-                            shape_string(x.shape()), ", layout '", layout_name(layout), "')"));
+    throw ValueError(concat("x: expected ", num_channels_, " channels (num_channels), got ", dims.c,
+                            " (shape ", shape_string(x.shape()), ", layout '", layout_name(layout), "')"));
   }
-  const NormParams p{static_cast<std::int32_t>(dims.n), static_cast<std::int32_t>(dims.c),
-                     static_cast<std::int32_t>(dims.h), static_cast<std::int32_t>(dims.w), layout, epsilon_};
+  const NormParams p{static_cast<std::int32_t>(dims.n),
+                     static_cast<std::int32_t>(dims.c),
+                     static_cast<std::int32_t>(dims.h),
+                     static_cast<std::int32_t>(dims.w),
+                     layout,
+                     epsilon_};
   // The state keeps the gamma and beta this pass used, so a later change of the layer's values does not
   // change the gradient of this pass.
   auto state = std::make_shared<InstanceNormalizationGradientState>(
       shared_from_this(), p, gamma_ ? copy_of(*gamma_) : nullptr, beta_ ? copy_of(*beta_) : nullptr,
       temporary_state);
   auto y = Buffer::allocate(DType::float32, x.shape(), device_);
-  backend_for(device_).instance_norm_forward(p, x, state->gamma().get(), state->beta().get(), *y, *state->mean(),
-                                             *state->inv_std());
+  backend_for(device_).instance_norm_forward(p, x, state->gamma().get(), state->beta().get(), *y,
+                                             *state->mean(), *state->inv_std());
   return {y, state};
 }
 
-InstanceNormalizationGradientState::InstanceNormalizationGradientState(std::shared_ptr<InstanceNormalization> layer,
-                                                                       const NormParams& params,
-                                                                       std::shared_ptr<Buffer> gamma,
-                                                                       std::shared_ptr<Buffer> beta, bool temporary)
+InstanceNormalizationGradientState::InstanceNormalizationGradientState(
+    std::shared_ptr<InstanceNormalization> layer, const NormParams& params, std::shared_ptr<Buffer> gamma,
+    std::shared_ptr<Buffer> beta, bool temporary)
     : GradientState(temporary, params.layout),
       layer_(std::move(layer)),
       params_(params),

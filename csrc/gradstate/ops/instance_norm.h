@@ -58,12 +58,14 @@ class InstanceNormalizationGradientState : public GradientState {
 
 class InstanceNormalizationGradient {
  public:
-  explicit InstanceNormalizationGradient(std::shared_ptr<InstanceNormalization> layer) : layer_(std::move(layer)) {}
+  explicit InstanceNormalizationGradient(std::shared_ptr<InstanceNormalization> layer)
+      : layer_(std::move(layer)) {}
 
   // dx; fills the state's gamma and beta gradients (adding to them when accumulate). `layout`, when not
   // null, must be the state's.
-  std::shared_ptr<Buffer> backward(const Buffer& dy, const Buffer& x, InstanceNormalizationGradientState& state,
-                                   bool accumulate, const Layout* layout);
+  std::shared_ptr<Buffer> backward(const Buffer& dy, const Buffer& x,
+                                   InstanceNormalizationGradientState& state, bool accumulate,
+                                   const Layout* layout);
 
   const std::shared_ptr<InstanceNormalization>& instance_normalization() const { return layer_; }
 

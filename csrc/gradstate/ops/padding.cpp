@@ -27,8 +27,8 @@ std::pair<std::int64_t, std::int64_t> policy_axis(Padding::Kind kind, std::int64
 Padding Padding::sizes(std::int64_t top, std::int64_t bottom, std::int64_t left, std::int64_t right) {
   const std::int64_t limit = std::numeric_limits<std::int32_t>::max();
   if (std::min({top, bottom, left, right}) < 0 || std::max({top, bottom, left, right}) > limit) {
-    throw ValueError(concat("padding: expected sizes from 0 to 2**31 - 1, got (top, bottom, left, right) = (", top,
-                            ", ", bottom, ", ", left, ", ", right, ")"));
+    throw ValueError(concat("padding: expected sizes from 0 to 2**31 - 1, got (top, bottom, left, right) = (",
+                            top, ", ", bottom, ", ", left, ", ", right, ")"));
   }
   return Padding(Kind::explicit_sizes, {top, bottom, left, right});
 }
