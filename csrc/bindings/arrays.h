@@ -13,7 +13,8 @@ namespace gradstate::bindings {
 
 namespace py = pybind11;
 
-using FloatArray = py::array_t<float, py::array::c_style>;
+// forcecast: float64 to float32 is a narrowing cast numpy does only when asked.
+using FloatArray = py::array_t<float, py::array::c_style | py::array::forcecast>;
 
 // A float32 C-contiguous array of `value`: float32 C-contiguous input as it is, any other floating dtype or
 // memory order converted (a copy). TypeError naming `argument` for anything that is not floating point.

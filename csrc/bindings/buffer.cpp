@@ -35,7 +35,13 @@ void bind_buffer(py::module_& m) {
       .def_property_readonly(
           "dtype", [](const Buffer&) { return py::dtype::of<float>(); }, "The numpy dtype of the elements.")
       .def_property_readonly(
-          "shape", [](const Buffer& b) { return py::tuple(py::cast(b.shape())); }, "The shape, as a tuple.")
+          "shape",
+          [](const Buffer& b) {
+            py::tuple shape(b.shape().size());
+            for (std::size_t i = 0; i < b.shape().size(); ++i) shape[i] = b.shape()[i];
+            return shape;
+          },
+          "The shape, as a tuple.")
       .def_property_readonly(
           "device", [](const Buffer& b) { return Device{b.device()}; }, "The device whose memory this is.")
       .def("__repr__", [](const Buffer& b) {
