@@ -8,6 +8,7 @@ namespace gradstate::bindings {
 void bind_buffer(pybind11::module_& m);
 void bind_gradient_state(pybind11::module_& m);
 void bind_convolution(pybind11::module_& m);
+void bind_cpu(pybind11::module_& m);
 void bind_instance_norm(pybind11::module_& m);
 
 }  // namespace gradstate::bindings

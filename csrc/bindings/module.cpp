@@ -26,5 +26,6 @@ PYBIND11_MODULE(_core, m) {
   gradstate::bindings::bind_buffer(m);
   gradstate::bindings::bind_gradient_state(m);
   gradstate::bindings::bind_convolution(m);
+  gradstate::bindings::bind_cpu(m);
   gradstate::bindings::bind_instance_norm(m);
 }

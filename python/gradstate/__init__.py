@@ -19,9 +19,12 @@ from ._core import (
     InstanceNormalizationGradient,
     InstanceNormalizationGradientState,
     WeightsLayout,
+    cpu_info,
     default_device,
     devices,
+    get_num_threads,
     live_native_bytes,
+    set_num_threads,
 )
 
 try:
@@ -42,7 +45,10 @@ __all__ = [
     "InstanceNormalizationGradientState",
     "WeightsLayout",
     "__version__",
+    "cpu_info",
     "default_device",
     "devices",
+    "get_num_threads",
     "live_native_bytes",
+    "set_num_threads",
 ]

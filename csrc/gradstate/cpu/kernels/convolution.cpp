@@ -1,0 +1,319 @@
+// Convolution kernels of one ISA level (see kernels.h).
+//
+// The weight gradient is a GEMM per group: dW[o, j] += sum over pixels k of dy[k, o] * X[k, j], where the
+// column j = (kh, kw, i) of X is the input pixel that tap (kh, kw) of output pixel k reads (zero in the
+// padding) — im2col, but never materialised: panels of kc pixels are packed into cache-sized buffers and
+// a register-blocked microkernel accumulates MR x NR tiles of dW. The forward and data-gradient kernels are
+// direct loops.
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+
+#include "gradstate/cpu/kernels/kernels.h"
+#include "gradstate/cpu/kernels/vec.h"
+#include "gradstate/cpu/thread_pool.h"
+
+namespace gradstate::cpu::GRADSTATE_ISA_NAMESPACE {
+namespace {
+
+// Element strides of an activation (n, c, h, w) in either layout.
+struct Strides {
+  std::int64_t n, c, h, w;
+};
+
+Strides strides_of(Layout layout, std::int64_t channels, std::int64_t height, std::int64_t width) {
+  const std::int64_t image = channels * height * width;
+  if (layout == Layout::NHWC) return {image, 1, width * channels, channels};
+  return {image, height * width, width, 1};
+}
+
+// Index arithmetic shared by the kernels: where activation elements are, and which input pixel an
+// (output pixel, kernel tap) pair reads.
+struct Geometry {
+  explicit Geometry(const ConvParams& p)
+      : p(p),
+        x(strides_of(p.layout, p.in_c, p.in_h, p.in_w)),
+        y(strides_of(p.layout, p.out_c, p.out_h, p.out_w)),
+        in_per_group(p.in_c / p.groups),
+        out_per_group(p.out_c / p.groups) {}
+
+  // Outside [0, in_h) means a zero from the padding.
+  std::int64_t input_row(std::int64_t oh, std::int64_t kh) const {
+    return oh * p.stride_y - p.pad_top + kh * p.dilation_y;
+  }
+  std::int64_t input_col(std::int64_t ow, std::int64_t kw) const {
+    return ow * p.stride_x - p.pad_left + kw * p.dilation_x;
+  }
+  bool row_inside(std::int64_t ih) const { return ih >= 0 && ih < p.in_h; }
+  bool col_inside(std::int64_t iw) const { return iw >= 0 && iw < p.in_w; }
+
+  // Offset of x[n, ih, iw, first channel of group g].
+  std::int64_t x_offset(std::int64_t n, std::int64_t ih, std::int64_t iw, std::int64_t g) const {
+    return n * x.n + ih * x.h + iw * x.w + g * in_per_group * x.c;
+  }
+  std::int64_t y_offset(std::int64_t n, std::int64_t oh, std::int64_t ow, std::int64_t o) const {
+    return n * y.n + oh * y.h + ow * y.w + o * y.c;
+  }
+  // Offset of w[o, kh, kw, 0] in OHWI.
+  std::int64_t w_offset(std::int64_t o, std::int64_t kh, std::int64_t kw) const {
+    return ((o * p.kernel_h + kh) * p.kernel_w + kw) * in_per_group;
+  }
+
+  const ConvParams& p;
+  Strides x, y;
+  std::int64_t in_per_group, out_per_group;
+};
+
+// Calls visit(n, oh, ow, o, kh, kw, x_offset) for every (output element, tap) pair whose tap reads inside
+// the image; taps that read the zero padding contribute nothing.
+template <typename Visit>
+void for_each_tap(const Geometry& geo, Visit&& visit) {
+  const ConvParams& p = geo.p;
+  for (std::int64_t n = 0; n < p.batch; ++n) {
+    for (std::int64_t oh = 0; oh < p.out_h; ++oh) {
+      for (std::int64_t ow = 0; ow < p.out_w; ++ow) {
+        for (std::int64_t o = 0; o < p.out_c; ++o) {
+          const std::int64_t g = o / geo.out_per_group;
+          for (std::int64_t kh = 0; kh < p.kernel_h; ++kh) {
+            const std::int64_t ih = geo.input_row(oh, kh);
+            if (!geo.row_inside(ih)) continue;
+            for (std::int64_t kw = 0; kw < p.kernel_w; ++kw) {
+              const std::int64_t iw = geo.input_col(ow, kw);
+              if (geo.col_inside(iw)) visit(n, oh, ow, o, kh, kw, geo.x_offset(n, ih, iw, g));
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+}  // namespace
+
+void convolution_forward(const ConvParams& p, const float* x, const float* w, const float* b, float* y) {
+  const Geometry geo(p);
+  for (std::int64_t n = 0; n < p.batch; ++n)
+    for (std::int64_t oh = 0; oh < p.out_h; ++oh)
+      for (std::int64_t ow = 0; ow < p.out_w; ++ow)
+        for (std::int64_t o = 0; o < p.out_c; ++o) y[geo.y_offset(n, oh, ow, o)] = b ? b[o] : 0.0f;
+  for_each_tap(geo, [&](std::int64_t n, std::int64_t oh, std::int64_t ow, std::int64_t o, std::int64_t kh,
+                        std::int64_t kw, std::int64_t x_at) {
+    const float* wo = w + geo.w_offset(o, kh, kw);
+    float sum = 0.0f;
+    for (std::int64_t i = 0; i < geo.in_per_group; ++i) sum += wo[i] * x[x_at + i * geo.x.c];
+    y[geo.y_offset(n, oh, ow, o)] += sum;
+  });
+}
+
+void convolution_data_gradient(const ConvParams& p, const float* dy, const float* w, float* dx) {
+  const Geometry geo(p);
+  std::memset(dx, 0, sizeof(float) * p.batch * p.in_c * p.in_h * p.in_w);
+  for_each_tap(geo, [&](std::int64_t n, std::int64_t oh, std::int64_t ow, std::int64_t o, std::int64_t kh,
+                        std::int64_t kw, std::int64_t x_at) {
+    const float* wo = w + geo.w_offset(o, kh, kw);
+    const float d = dy[geo.y_offset(n, oh, ow, o)];
+    for (std::int64_t i = 0; i < geo.in_per_group; ++i) dx[x_at + i * geo.x.c] += wo[i] * d;
+  });
+}
+
+// ---- weight gradient ------------------------------------------------------------------------------------
+
+namespace {
+
+// Register tile of the microkernel: MR output channels by NV vectors (NR columns of dW). AVX2 has 16
+// vector registers, so its tile is 6 x 2 (12 accumulators); AVX-512 and NEON have 32 (6 x 4).
+#if GRADSTATE_VECTOR_BYTES == 32
+constexpr int MR = 6, NV = 2;
+#elif GRADSTATE_VECTOR_BYTES >= 16
+constexpr int MR = 6, NV = 4;
+#else
+constexpr int MR = 4, NV = 4;
+#endif
+constexpr int NR = NV * lanes;
+
+// Cache blocking: a panel of KC pixels by NC columns of X is packed per step (KC * NR floats of it, one
+// microkernel's B operand, stay in L1), next to KC pixels of dy for every output channel of the group.
+constexpr std::int64_t KC = 128;
+constexpr std::int64_t NC = (512 / NR) * NR;
+
+// Work is split into items of (group, column block, pixel segment). The split depends on the problem
+// only — never on the thread count — and segments are summed in a fixed order, so every thread count
+// gives the same bits. Pixels are split into segments only when there are too few column blocks to keep
+// this many threads busy, and only as far as the segments' partial dW stays within the memory bound.
+constexpr std::int64_t target_items = 16;
+constexpr std::int64_t min_segment_pixels = 4 * KC;
+constexpr std::int64_t max_partial_bytes = 8 << 20;
+
+// acc (MR x NR) += a (kc x MR) * b (kc x NR), then c[rows x cols] += acc (c has row stride ldc).
+void microkernel(std::int64_t kc, const float* a, const float* b, float* c, std::int64_t ldc, int rows,
+                 int cols) {
+  Vec acc[MR][NV] = {};
+  for (std::int64_t k = 0; k < kc; ++k) {
+    Vec bv[NV];
+    for (int v = 0; v < NV; ++v) bv[v] = load(b + k * NR + v * lanes);
+    for (int m = 0; m < MR; ++m) {
+      const Vec av = broadcast(a[k * MR + m]);
+      for (int v = 0; v < NV; ++v) acc[m][v] += av * bv[v];
+    }
+  }
+  if (rows == MR && cols == NR) {
+    for (int m = 0; m < MR; ++m)
+      for (int v = 0; v < NV; ++v) store(c + m * ldc + v * lanes, load(c + m * ldc + v * lanes) + acc[m][v]);
+    return;
+  }
+  for (int m = 0; m < rows; ++m) {
+    float row[NR];
+    for (int v = 0; v < NV; ++v) store(row + v * lanes, acc[m][v]);
+    for (int j = 0; j < cols; ++j) c[m * ldc + j] += row[j];
+  }
+}
+
+// One group's GEMM: dW (M x N, row stride N) over K pixels.
+struct WeightsGemm {
+  WeightsGemm(const ConvParams& p, const float* dy, const float* x)
+      : geo(p),
+        dy(dy),
+        x(x),
+        m(geo.out_per_group),
+        n(p.kernel_h * p.kernel_w * geo.in_per_group),
+        k(static_cast<std::int64_t>(p.batch) * p.out_h * p.out_w),
+        m_padded((m + MR - 1) / MR * MR),
+        column_blocks((n + NC - 1) / NC) {}
+
+  // The pixel k as (image, output row, output column).
+  void pixel(std::int64_t k, std::int64_t& img, std::int64_t& oh, std::int64_t& ow) const {
+    ow = k % geo.p.out_w;
+    const std::int64_t rest = k / geo.p.out_w;
+    oh = rest % geo.p.out_h;
+    img = rest / geo.p.out_h;
+  }
+
+  // a[MR-block][k][MR] = dy of pixels [k0, k0 + kc) for the group's output channels, zero beyond m; adds
+  // the values to db when db is not null.
+  void pack_dy(std::int64_t g, std::int64_t k0, std::int64_t kc, float* a, float* db) const {
+    std::memset(a, 0, sizeof(float) * kc * m_padded);
+    std::int64_t img, oh, ow;
+    pixel(k0, img, oh, ow);
+    for (std::int64_t k = 0; k < kc; ++k) {
+      const float* src = dy + geo.y_offset(img, oh, ow, g * m);
+      for (std::int64_t o = 0; o < m; ++o) {
+        const float value = src[o * geo.y.c];
+        a[(o / MR) * kc * MR + k * MR + o % MR] = value;
+        if (db != nullptr) db[o] += value;
+      }
+      if (++ow == geo.p.out_w) {
+        ow = 0;
+        if (++oh == geo.p.out_h) oh = 0, ++img;
+      }
+    }
+  }
+
+  // b[NR-block][k][NR] = columns [j0, j0 + nc) of X for pixels [k0, k0 + kc), zero in the padding and
+  // beyond nc.
+  void pack_x(std::int64_t g, std::int64_t j0, std::int64_t nc, std::int64_t k0, std::int64_t kc,
+              float* b) const {
+    const std::int64_t blocks = (nc + NR - 1) / NR;
+    std::memset(b, 0, sizeof(float) * blocks * kc * NR);
+    const ConvParams& p = geo.p;
+    const std::int64_t ig = geo.in_per_group;
+    std::int64_t img, oh, ow;
+    pixel(k0, img, oh, ow);
+    for (std::int64_t k = 0; k < kc; ++k) {
+      // Column j = (kh * KW + kw) * ig + i; visit the taps whose columns overlap [j0, j0 + nc).
+      for (std::int64_t tap = j0 / ig; tap * ig < j0 + nc && tap < p.kernel_h * p.kernel_w; ++tap) {
+        const std::int64_t ih = geo.input_row(oh, tap / p.kernel_w);
+        const std::int64_t iw = geo.input_col(ow, tap % p.kernel_w);
+        if (!geo.row_inside(ih) || !geo.col_inside(iw)) continue;  // padding: the zeros are already there
+        const float* src = x + geo.x_offset(img, ih, iw, g);
+        const std::int64_t first = max_of(tap * ig, j0), last = min_of(tap * ig + ig, j0 + nc);
+        for (std::int64_t j = first; j < last; ++j) {
+          const std::int64_t col = j - j0;
+          b[(col / NR) * kc * NR + k * NR + col % NR] = src[(j - tap * ig) * geo.x.c];
+        }
+      }
+      if (++ow == p.out_w) {
+        ow = 0;
+        if (++oh == p.out_h) oh = 0, ++img;
+      }
+    }
+  }
+
+  // c[:, j0 : j0 + nc] += the product over pixels [k_begin, k_end); db (when not null) += dy over them.
+  void run(std::int64_t g, std::int64_t j0, std::int64_t k_begin, std::int64_t k_end, float* c,
+           float* db) const {
+    const std::int64_t nc = min_of(NC, n - j0);
+    const std::int64_t blocks = (nc + NR - 1) / NR;
+    float* a = static_cast<float*>(thread_scratch(sizeof(float) * KC * (m_padded + blocks * NR)));
+    float* b = a + KC * m_padded;
+    for (std::int64_t k0 = k_begin; k0 < k_end; k0 += KC) {
+      const std::int64_t kc = min_of(KC, k_end - k0);
+      pack_dy(g, k0, kc, a, db);
+      pack_x(g, j0, nc, k0, kc, b);
+      for (std::int64_t jb = 0; jb < blocks; ++jb) {
+        const int cols = static_cast<int>(min_of<std::int64_t>(NR, nc - jb * NR));
+        for (std::int64_t mb = 0; mb < m_padded / MR; ++mb) {
+          const int rows = static_cast<int>(min_of<std::int64_t>(MR, m - mb * MR));
+          microkernel(kc, a + mb * kc * MR, b + jb * kc * NR, c + mb * MR * n + j0 + jb * NR, n, rows, cols);
+        }
+      }
+    }
+  }
+
+  Geometry geo;
+  const float* dy;
+  const float* x;
+  std::int64_t m, n, k, m_padded, column_blocks;
+};
+
+}  // namespace
+
+void convolution_weights_gradient(const ConvParams& p, const float* dy, const float* x, float* dw, float* db,
+                                  bool accumulate) {
+  const WeightsGemm gemm(p, dy, x);
+  const std::int64_t weights_per_group = gemm.m * gemm.n;
+  const std::int64_t dw_size = p.groups * weights_per_group;
+  const std::int64_t tiles = p.groups * gemm.column_blocks;
+  std::int64_t segments =
+      min_of((target_items + tiles - 1) / tiles, (gemm.k + min_segment_pixels - 1) / min_segment_pixels);
+  segments =
+      max_of<std::int64_t>(1, min_of<std::int64_t>(segments, max_partial_bytes / (4 * (dw_size + p.out_c))));
+  const std::int64_t segment_pixels = (gemm.k + segments - 1) / segments;
+
+  // With one segment the items write dW and db directly; with several, each segment sums into its own
+  // zeroed partial, and the partials are added in segment order below.
+  float* partials = nullptr;
+  if (segments == 1) {
+    if (!accumulate) {
+      std::memset(dw, 0, sizeof(float) * dw_size);
+      std::memset(db, 0, sizeof(float) * p.out_c);
+    }
+  } else {
+    partials = static_cast<float*>(std::calloc(segments * (dw_size + p.out_c), sizeof(float)));
+  }
+  auto dw_of = [&](std::int64_t s) { return partials ? partials + s * (dw_size + p.out_c) : dw; };
+  auto db_of = [&](std::int64_t s) { return partials ? partials + s * (dw_size + p.out_c) + dw_size : db; };
+
+  parallel_for(segments * tiles, [&](std::int64_t item) {
+    const std::int64_t s = item / tiles, tile = item % tiles;
+    const std::int64_t g = tile / gemm.column_blocks, jb = tile % gemm.column_blocks;
+    const std::int64_t k_begin = s * segment_pixels, k_end = min_of(gemm.k, k_begin + segment_pixels);
+    // The first column block of each group also sums db while it packs dy.
+    float* group_db = jb == 0 ? db_of(s) + g * gemm.m : nullptr;
+    gemm.run(g, jb * NC, k_begin, k_end, dw_of(s) + g * weights_per_group, group_db);
+  });
+
+  if (partials == nullptr) return;
+  const std::int64_t total = dw_size + p.out_c;
+  constexpr std::int64_t chunk = 4096;
+  parallel_for((total + chunk - 1) / chunk, [&](std::int64_t c) {
+    for (std::int64_t e = c * chunk; e < min_of(total, (c + 1) * chunk); ++e) {
+      float* out = e < dw_size ? dw + e : db + (e - dw_size);
+      float sum = accumulate ? *out : 0.0f;
+      for (std::int64_t s = 0; s < segments; ++s) sum += partials[s * total + e];
+      *out = sum;
+    }
+  });
+  std::free(partials);
+}
+
+}  // namespace gradstate::cpu::GRADSTATE_ISA_NAMESPACE

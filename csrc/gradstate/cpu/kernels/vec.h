@@ -1,0 +1,38 @@
+// The vector type of the level being compiled: GRADSTATE_VECTOR_BYTES wide, written with the GCC/Clang
+// vector extension so that one kernel source serves every level. Everything here lives in the level's
+// namespace, so each level gets its own copy.
+#pragma once
+
+namespace gradstate::cpu::GRADSTATE_ISA_NAMESPACE {
+
+constexpr int lanes = GRADSTATE_VECTOR_BYTES / static_cast<int>(sizeof(float));
+
+typedef float Vec __attribute__((vector_size(GRADSTATE_VECTOR_BYTES)));
+
+inline Vec load(const float* p) {
+  Vec v;
+  __builtin_memcpy(&v, p, sizeof v);
+  return v;
+}
+
+inline void store(float* p, Vec v) { __builtin_memcpy(p, &v, sizeof v); }
+
+inline Vec broadcast(float s) { return Vec{} + s; }
+
+inline float sum_lanes(Vec v) {
+  float sum = 0.0f;
+  for (int i = 0; i < lanes; ++i) sum += v[i];
+  return sum;
+}
+
+template <typename T>
+inline T min_of(T a, T b) {
+  return b < a ? b : a;
+}
+
+template <typename T>
+inline T max_of(T a, T b) {
+  return a < b ? b : a;
+}
+
+}  // namespace gradstate::cpu::GRADSTATE_ISA_NAMESPACE

@@ -1,0 +1,160 @@
+#include "gradstate/cpu/thread_pool.h"
+
+#include <algorithm>
+#include <atomic>
+#include <condition_variable>
+#include <cstdlib>
+#include <memory>
+#include <mutex>
+#include <new>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "gradstate/core/errors.h"
+
+namespace gradstate::cpu {
+namespace {
+
+int default_thread_count() {
+  if (const char* text = std::getenv("GRADSTATE_NUM_THREADS")) {
+    char* end = nullptr;
+    const long n = std::strtol(text, &end, 10);
+    if (end != text && *end == '\0' && n >= 1 && n <= 1024) return static_cast<int>(n);
+    throw ValueError(concat("GRADSTATE_NUM_THREADS: expected an integer from 1 to 1024, got '", text, "'"));
+  }
+  return static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+}
+
+// Workers sleep until a job is posted, take task indices from a shared counter, and report when done.
+class ThreadPool {
+ public:
+  explicit ThreadPool(int threads) { start(threads); }
+  ~ThreadPool() { stop(); }
+
+  int threads() const { return static_cast<int>(workers_.size()) + 1; }
+
+  void resize(int threads) {
+    std::lock_guard<std::mutex> job_lock(job_mutex_);
+    stop();
+    start(threads);
+  }
+
+  void run(std::int64_t count, void (*task)(void*, std::int64_t), void* context) {
+    // One job at a time; a second caller (another Python thread, or a kernel nested in a task) runs its
+    // tasks itself rather than wait.
+    std::unique_lock<std::mutex> job_lock(job_mutex_, std::try_to_lock);
+    if (!job_lock.owns_lock() || workers_.empty() || count == 1) {
+      for (std::int64_t i = 0; i < count; ++i) task(context, i);
+      return;
+    }
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      task_ = task;
+      context_ = context;
+      count_ = count;
+      next_.store(0);
+      busy_ = static_cast<int>(workers_.size());
+      ++generation_;
+    }
+    wake_.notify_all();
+    work();
+    std::unique_lock<std::mutex> lock(mutex_);
+    done_.wait(lock, [&] { return busy_ == 0; });
+  }
+
+ private:
+  void start(int threads) {
+    stopping_ = false;
+    for (int i = 1; i < threads; ++i) workers_.emplace_back([this] { worker(); });
+  }
+
+  void stop() {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      stopping_ = true;
+    }
+    wake_.notify_all();
+    for (std::thread& worker : workers_) worker.join();
+    workers_.clear();
+  }
+
+  void work() {
+    for (std::int64_t i = next_.fetch_add(1); i < count_; i = next_.fetch_add(1)) task_(context_, i);
+  }
+
+  void worker() {
+    std::uint64_t seen = 0;
+    for (;;) {
+      {
+        std::unique_lock<std::mutex> lock(mutex_);
+        wake_.wait(lock, [&] { return stopping_ || generation_ != seen; });
+        if (stopping_) return;
+        seen = generation_;
+      }
+      work();
+      std::lock_guard<std::mutex> lock(mutex_);
+      if (--busy_ == 0) done_.notify_one();
+    }
+  }
+
+  std::mutex job_mutex_;  // held for a whole job
+  std::mutex mutex_;      // guards the fields below
+  std::condition_variable wake_, done_;
+  std::vector<std::thread> workers_;
+  bool stopping_ = false;
+  std::uint64_t generation_ = 0;
+  int busy_ = 0;
+  void (*task_)(void*, std::int64_t) = nullptr;
+  void* context_ = nullptr;
+  std::int64_t count_ = 0;
+  std::atomic<std::int64_t> next_{0};
+};
+
+ThreadPool& pool() {
+  static ThreadPool instance(default_thread_count());
+  return instance;
+}
+
+struct AlignedFree {
+  void operator()(void* p) const { std::free(p); }
+};
+
+struct Scratch {
+  std::unique_ptr<void, AlignedFree> memory;
+  std::int64_t bytes = 0;
+};
+
+thread_local Scratch scratch;
+std::atomic<std::int64_t> peak_scratch{0};
+
+}  // namespace
+
+int num_threads() { return pool().threads(); }
+
+void set_num_threads(std::int64_t n) {
+  if (n < 1 || n > 1024) throw ValueError(concat("n: expected a thread count from 1 to 1024, got ", n));
+  pool().resize(static_cast<int>(n));
+}
+
+void parallel_for_raw(std::int64_t count, void (*task)(void*, std::int64_t), void* context) {
+  if (count > 0) pool().run(count, task, context);
+}
+
+void* thread_scratch(std::int64_t bytes) {
+  if (bytes > scratch.bytes) {
+    const std::int64_t rounded = (bytes + 63) / 64 * 64;
+    scratch.memory.reset();  // release before allocating, so the peak counts one buffer
+    scratch.memory.reset(std::aligned_alloc(64, static_cast<std::size_t>(rounded)));
+    if (!scratch.memory) throw std::bad_alloc();
+    scratch.bytes = rounded;
+    std::int64_t peak = peak_scratch.load();
+    while (rounded > peak && !peak_scratch.compare_exchange_weak(peak, rounded)) {
+    }
+  }
+  return scratch.memory.get();
+}
+
+std::int64_t peak_thread_scratch_bytes() { return peak_scratch.load(); }
+
+}  // namespace gradstate::cpu
