@@ -208,29 +208,70 @@ struct WeightsGemm {
     }
   }
 
+  // Writes `count` values into columns [col, col + count) of row k of a panel b[NR-block][k][NR] of kc
+  // rows, splitting them at block boundaries: src[0], src[stride], ... or zeros when src is null.
+  static void put(float* b, std::int64_t kc, std::int64_t k, std::int64_t col, std::int64_t count,
+                  const float* src, std::int64_t stride) {
+    while (count > 0) {
+      const std::int64_t lane = col % NR, piece = min_of(NR - lane, count);
+      float* dst = b + (col / NR) * kc * NR + k * NR + lane;
+      if (src == nullptr) {
+        std::memset(dst, 0, sizeof(float) * piece);
+      } else if (stride == 1) {
+        std::memcpy(dst, src, sizeof(float) * piece);
+        src += piece;
+      } else {
+        for (std::int64_t i = 0; i < piece; ++i) dst[i] = src[i * stride];
+        src += piece * stride;
+      }
+      col += piece;
+      count -= piece;
+    }
+  }
+
   // b[NR-block][k][NR] = columns [j0, j0 + nc) of X for pixels [k0, k0 + kc), zero in the padding and
-  // beyond nc.
+  // beyond nc. Column j = (kh * KW + kw) * ig + i; one kernel row kh spans KW * ig columns.
   void pack_x(std::int64_t g, std::int64_t j0, std::int64_t nc, std::int64_t k0, std::int64_t kc,
               float* b) const {
-    const std::int64_t blocks = (nc + NR - 1) / NR;
-    std::memset(b, 0, sizeof(float) * blocks * kc * NR);
     const ConvParams& p = geo.p;
-    const std::int64_t ig = geo.in_per_group;
+    const std::int64_t ig = geo.in_per_group, row_cols = p.kernel_w * ig;
+    const std::int64_t padded_nc = (nc + NR - 1) / NR * NR;
+    // In NHWC without groups and dilation, the taps of one kernel row read one contiguous run of x.
+    const bool contiguous_rows = geo.x.c == 1 && p.groups == 1 && p.dilation_x == 1;
     std::int64_t img, oh, ow;
     pixel(k0, img, oh, ow);
     for (std::int64_t k = 0; k < kc; ++k) {
-      // Column j = (kh * KW + kw) * ig + i; visit the taps whose columns overlap [j0, j0 + nc).
-      for (std::int64_t tap = j0 / ig; tap * ig < j0 + nc && tap < p.kernel_h * p.kernel_w; ++tap) {
-        const std::int64_t ih = geo.input_row(oh, tap / p.kernel_w);
-        const std::int64_t iw = geo.input_col(ow, tap % p.kernel_w);
-        if (!geo.row_inside(ih) || !geo.col_inside(iw)) continue;  // padding: the zeros are already there
-        const float* src = x + geo.x_offset(img, ih, iw, g);
-        const std::int64_t first = max_of(tap * ig, j0), last = min_of(tap * ig + ig, j0 + nc);
-        for (std::int64_t j = first; j < last; ++j) {
-          const std::int64_t col = j - j0;
-          b[(col / NR) * kc * NR + k * NR + col % NR] = src[(j - tap * ig) * geo.x.c];
+      for (std::int64_t kh = j0 / row_cols; kh < p.kernel_h && kh * row_cols < j0 + nc; ++kh) {
+        const std::int64_t row = kh * row_cols;
+        const std::int64_t first = max_of(row, j0), last = min_of(row + row_cols, j0 + nc);
+        const std::int64_t ih = geo.input_row(oh, kh);
+        if (!geo.row_inside(ih)) {
+          put(b, kc, k, first - j0, last - first, nullptr, 0);
+        } else if (contiguous_rows) {
+          // Taps kw in [kw_lo, kw_hi) read inside the image.
+          const std::int64_t left = geo.input_col(ow, 0);
+          const std::int64_t kw_lo = min_of<std::int64_t>(p.kernel_w, max_of<std::int64_t>(0, -left));
+          const std::int64_t kw_hi = max_of(kw_lo, min_of<std::int64_t>(p.kernel_w, p.in_w - left));
+          const std::int64_t v0 = min_of(max_of(row + kw_lo * ig, first), last);
+          const std::int64_t v1 = min_of(max_of(row + kw_hi * ig, v0), last);
+          // Column j's value is x[run + j]; the offset is negative when the row starts in the padding.
+          const std::int64_t run = geo.x_offset(img, ih, left, 0) - row;
+          put(b, kc, k, first - j0, v0 - first, nullptr, 0);
+          if (v1 > v0) put(b, kc, k, v0 - j0, v1 - v0, x + (run + v0), 1);
+          put(b, kc, k, v1 - j0, last - v1, nullptr, 0);
+        } else {
+          for (std::int64_t j = first; j < last;) {
+            const std::int64_t kw = (j - row) / ig, tap_end = min_of(row + (kw + 1) * ig, last);
+            const std::int64_t iw = geo.input_col(ow, kw);
+            const float* src = geo.col_inside(iw)
+                                   ? x + geo.x_offset(img, ih, iw, g) + (j - row - kw * ig) * geo.x.c
+                                   : nullptr;
+            put(b, kc, k, j - j0, tap_end - j, src, geo.x.c);
+            j = tap_end;
+          }
         }
       }
+      put(b, kc, k, nc, padded_nc - nc, nullptr, 0);
       if (++ow == p.out_w) {
         ow = 0;
         if (++oh == p.out_h) oh = 0, ++img;
