@@ -131,10 +131,11 @@ constexpr int MR = 4, NV = 4;
 #endif
 constexpr int NR = NV * lanes;
 
-// Cache blocking: a panel of KC pixels by NC columns of X is packed per step (KC * NR floats of it, one
-// microkernel's B operand, stay in L1), next to KC pixels of dy for every output channel of the group.
-constexpr std::int64_t KC = 128;
-constexpr std::int64_t NC = (512 / NR) * NR;
+// Cache blocking: a panel of KC pixels by at most max_nc columns of X is packed per step (KC * NR floats of
+// it, one microkernel's B operand, stay in L1), next to KC pixels of dy for every output channel of the
+// group.
+constexpr std::int64_t KC = 256;
+constexpr std::int64_t max_nc = (512 / NR) * NR;
 
 // Work is split into items of (group, column block, pixel segment). The split depends on the problem
 // only — never on the thread count — and segments are summed in a fixed order, so every thread count
@@ -178,7 +179,9 @@ struct WeightsGemm {
         n(p.kernel_h * p.kernel_w * geo.in_per_group),
         k(static_cast<std::int64_t>(p.batch) * p.out_h * p.out_w),
         m_padded((m + MR - 1) / MR * MR),
-        column_blocks((n + NC - 1) / NC) {}
+        column_blocks((n + max_nc - 1) / max_nc),
+        // Equal column blocks (whole microkernel tiles), so that no block packs dy for a sliver of columns.
+        nc((n + column_blocks * NR - 1) / (column_blocks * NR) * NR) {}
 
   // The pixel k as (image, output row, output column).
   void pixel(std::int64_t k, std::int64_t& img, std::int64_t& oh, std::int64_t& ow) const {
@@ -191,15 +194,20 @@ struct WeightsGemm {
   // a[MR-block][k][MR] = dy of pixels [k0, k0 + kc) for the group's output channels, zero beyond m; adds
   // the values to db when db is not null.
   void pack_dy(std::int64_t g, std::int64_t k0, std::int64_t kc, float* a, float* db) const {
-    std::memset(a, 0, sizeof(float) * kc * m_padded);
+    // Rows past m stay zero, so the last tile's extra output channels accumulate nothing.
+    std::memset(a + (m_padded / MR - 1) * kc * MR, 0, sizeof(float) * kc * MR);
     std::int64_t img, oh, ow;
     pixel(k0, img, oh, ow);
     for (std::int64_t k = 0; k < kc; ++k) {
       const float* src = dy + geo.y_offset(img, oh, ow, g * m);
-      for (std::int64_t o = 0; o < m; ++o) {
-        const float value = src[o * geo.y.c];
-        a[(o / MR) * kc * MR + k * MR + o % MR] = value;
-        if (db != nullptr) db[o] += value;
+      const std::int64_t step = geo.y.c;
+      for (std::int64_t mb = 0; mb * MR < m; ++mb) {
+        float* dst = a + mb * kc * MR + k * MR;
+        const std::int64_t rows = min_of<std::int64_t>(MR, m - mb * MR);
+        for (std::int64_t r = 0; r < rows; ++r) dst[r] = src[(mb * MR + r) * step];
+      }
+      if (db != nullptr) {
+        for (std::int64_t o = 0; o < m; ++o) db[o] += src[o * step];
       }
       if (++ow == geo.p.out_w) {
         ow = 0;
@@ -215,13 +223,17 @@ struct WeightsGemm {
     while (count > 0) {
       const std::int64_t lane = col % NR, piece = min_of(NR - lane, count);
       float* dst = b + (col / NR) * kc * NR + k * NR + lane;
+      // Explicit vector loops: the pieces are short, and library copies of unknown length start slowly.
+      std::int64_t i = 0;
       if (src == nullptr) {
-        std::memset(dst, 0, sizeof(float) * piece);
+        for (; i + lanes <= piece; i += lanes) store(dst + i, Vec{});
+        for (; i < piece; ++i) dst[i] = 0.0f;
       } else if (stride == 1) {
-        std::memcpy(dst, src, sizeof(float) * piece);
+        for (; i + lanes <= piece; i += lanes) store(dst + i, load(src + i));
+        for (; i < piece; ++i) dst[i] = src[i];
         src += piece;
       } else {
-        for (std::int64_t i = 0; i < piece; ++i) dst[i] = src[i * stride];
+        for (; i < piece; ++i) dst[i] = src[i * stride];
         src += piece * stride;
       }
       col += piece;
@@ -282,7 +294,7 @@ struct WeightsGemm {
   // c[:, j0 : j0 + nc] += the product over pixels [k_begin, k_end); db (when not null) += dy over them.
   void run(std::int64_t g, std::int64_t j0, std::int64_t k_begin, std::int64_t k_end, float* c,
            float* db) const {
-    const std::int64_t nc = min_of(NC, n - j0);
+    const std::int64_t nc = min_of(this->nc, n - j0);
     const std::int64_t blocks = (nc + NR - 1) / NR;
     float* a = static_cast<float*>(thread_scratch(sizeof(float) * KC * (m_padded + blocks * NR)));
     float* b = a + KC * m_padded;
@@ -303,7 +315,7 @@ struct WeightsGemm {
   Geometry geo;
   const float* dy;
   const float* x;
-  std::int64_t m, n, k, m_padded, column_blocks;
+  std::int64_t m, n, k, m_padded, column_blocks, nc;
 };
 
 }  // namespace
@@ -340,7 +352,7 @@ void convolution_weights_gradient(const ConvParams& p, const float* dy, const fl
     const std::int64_t k_begin = s * segment_pixels, k_end = min_of(gemm.k, k_begin + segment_pixels);
     // The first column block of each group also sums db while it packs dy.
     float* group_db = jb == 0 ? db_of(s) + g * gemm.m : nullptr;
-    gemm.run(g, jb * NC, k_begin, k_end, dw_of(s) + g * weights_per_group, group_db);
+    gemm.run(g, jb * gemm.nc, k_begin, k_end, dw_of(s) + g * weights_per_group, group_db);
   });
 
   if (partials == nullptr) return;

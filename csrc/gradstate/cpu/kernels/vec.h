@@ -17,7 +17,9 @@ inline Vec load(const float* p) {
 
 inline void store(float* p, Vec v) { __builtin_memcpy(p, &v, sizeof v); }
 
-inline Vec broadcast(float s) { return Vec{} + s; }
+// s - 0 is s for every s (s + 0 is not, for s = -0), so the compiler folds the subtraction away and
+// only the broadcast remains.
+inline Vec broadcast(float s) { return s - Vec{}; }
 
 inline float sum_lanes(Vec v) {
   float sum = 0.0f;
