@@ -1,0 +1,82 @@
+// Index arithmetic of a convolution, shared by the convolution kernels of one ISA level.
+#pragma once
+
+#include <cstdint>
+
+#include "gradstate/core/params.h"
+
+namespace gradstate::cpu::GRADSTATE_ISA_NAMESPACE {
+
+// Element strides of an activation (n, c, h, w) in either layout.
+struct Strides {
+  std::int64_t n, c, h, w;
+};
+
+inline Strides strides_of(Layout layout, std::int64_t channels, std::int64_t height, std::int64_t width) {
+  const std::int64_t image = channels * height * width;
+  if (layout == Layout::NHWC) return {image, 1, width * channels, channels};
+  return {image, height * width, width, 1};
+}
+
+// Index arithmetic shared by the kernels: where activation elements are, and which input pixel an
+// (output pixel, kernel tap) pair reads.
+struct Geometry {
+  explicit Geometry(const ConvParams& p)
+      : p(p),
+        x(strides_of(p.layout, p.in_c, p.in_h, p.in_w)),
+        y(strides_of(p.layout, p.out_c, p.out_h, p.out_w)),
+        in_per_group(p.in_c / p.groups),
+        out_per_group(p.out_c / p.groups) {}
+
+  // Outside [0, in_h) means a zero from the padding.
+  std::int64_t input_row(std::int64_t oh, std::int64_t kh) const {
+    return oh * p.stride_y - p.pad_top + kh * p.dilation_y;
+  }
+  std::int64_t input_col(std::int64_t ow, std::int64_t kw) const {
+    return ow * p.stride_x - p.pad_left + kw * p.dilation_x;
+  }
+  bool row_inside(std::int64_t ih) const { return ih >= 0 && ih < p.in_h; }
+  bool col_inside(std::int64_t iw) const { return iw >= 0 && iw < p.in_w; }
+
+  // Offset of x[n, ih, iw, first channel of group g].
+  std::int64_t x_offset(std::int64_t n, std::int64_t ih, std::int64_t iw, std::int64_t g) const {
+    return n * x.n + ih * x.h + iw * x.w + g * in_per_group * x.c;
+  }
+  std::int64_t y_offset(std::int64_t n, std::int64_t oh, std::int64_t ow, std::int64_t o) const {
+    return n * y.n + oh * y.h + ow * y.w + o * y.c;
+  }
+  // Offset of w[o, kh, kw, 0] in OHWI.
+  std::int64_t w_offset(std::int64_t o, std::int64_t kh, std::int64_t kw) const {
+    return ((o * p.kernel_h + kh) * p.kernel_w + kw) * in_per_group;
+  }
+
+  const ConvParams& p;
+  Strides x, y;
+  std::int64_t in_per_group, out_per_group;
+};
+
+// Calls visit(n, oh, ow, o, kh, kw, x_offset) for every (output element, tap) pair whose tap reads inside
+// the image; taps that read the zero padding contribute nothing.
+template <typename Visit>
+void for_each_tap(const Geometry& geo, Visit&& visit) {
+  const ConvParams& p = geo.p;
+  for (std::int64_t n = 0; n < p.batch; ++n) {
+    for (std::int64_t oh = 0; oh < p.out_h; ++oh) {
+      for (std::int64_t ow = 0; ow < p.out_w; ++ow) {
+        for (std::int64_t o = 0; o < p.out_c; ++o) {
+          const std::int64_t g = o / geo.out_per_group;
+          for (std::int64_t kh = 0; kh < p.kernel_h; ++kh) {
+            const std::int64_t ih = geo.input_row(oh, kh);
+            if (!geo.row_inside(ih)) continue;
+            for (std::int64_t kw = 0; kw < p.kernel_w; ++kw) {
+              const std::int64_t iw = geo.input_col(ow, kw);
+              if (geo.col_inside(iw)) visit(n, oh, ow, o, kh, kw, geo.x_offset(n, ih, iw, g));
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+}  // namespace gradstate::cpu::GRADSTATE_ISA_NAMESPACE

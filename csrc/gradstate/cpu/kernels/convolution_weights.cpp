@@ -1,0 +1,415 @@
+// The convolution weight gradient of one ISA level (see kernels.h).
+//
+// Dense and wide-group layers: a GEMM per group, dW[o, j] += sum over pixels k of dy[k, o] * X[k, j], where
+// column j = (kh, kw, i) of X is the input pixel that tap (kh, kw) of output pixel k reads (zero in the
+// padding) — im2col, but never materialised: panels of KC pixels are packed into cache-sized buffers and a
+// register-blocked microkernel accumulates MR x NR tiles of dW.
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+
+#include "gradstate/cpu/kernels/conv_geometry.h"
+#include "gradstate/cpu/kernels/kernels.h"
+#include "gradstate/cpu/kernels/vec.h"
+#include "gradstate/cpu/thread_pool.h"
+
+namespace gradstate::cpu::GRADSTATE_ISA_NAMESPACE {
+namespace {
+
+// Register tile of the microkernel: MR output channels by NV vectors (NR columns of dW). AVX2 has 16
+// vector registers, so its tile is 6 x 2 (12 accumulators); AVX-512 and NEON have 32 (6 x 4).
+#if GRADSTATE_VECTOR_BYTES == 32
+constexpr int MR = 6, NV = 2;
+#elif GRADSTATE_VECTOR_BYTES >= 16
+constexpr int MR = 6, NV = 4;
+#else
+constexpr int MR = 4, NV = 4;
+#endif
+constexpr int NR = NV * lanes;
+
+// Cache blocking: a panel of KC pixels by at most max_nc columns of X is packed per step (KC * NR floats of
+// it, one microkernel's B operand, stay in L1), next to KC pixels of dy for every output channel of the
+// group.
+constexpr std::int64_t KC = 256;
+constexpr std::int64_t max_nc = (512 / NR) * NR;
+
+// Work is split into items of (group, column block, pixel segment). The split depends on the problem
+// only — never on the thread count — and segments are summed in a fixed order, so every thread count
+// gives the same bits. Pixels are split into segments only when there are too few column blocks to keep
+// this many threads busy, and only as far as the segments' partial dW stays within the memory bound.
+constexpr std::int64_t target_items = 16;
+constexpr std::int64_t min_segment_pixels = 4 * KC;
+constexpr std::int64_t max_partial_bytes = 8 << 20;
+
+// acc (MR x NR) += a (kc x MR) * b (kc x NR), then c[rows x cols] += acc (c has row stride ldc).
+void microkernel(std::int64_t kc, const float* a, const float* b, float* c, std::int64_t ldc, int rows,
+                 int cols) {
+  Vec acc[MR][NV] = {};
+  for (std::int64_t k = 0; k < kc; ++k) {
+    Vec bv[NV];
+    for (int v = 0; v < NV; ++v) bv[v] = load(b + k * NR + v * lanes);
+    for (int m = 0; m < MR; ++m) {
+      const Vec av = broadcast(a[k * MR + m]);
+      for (int v = 0; v < NV; ++v) acc[m][v] += av * bv[v];
+    }
+  }
+  if (rows == MR && cols == NR) {
+    for (int m = 0; m < MR; ++m)
+      for (int v = 0; v < NV; ++v) store(c + m * ldc + v * lanes, load(c + m * ldc + v * lanes) + acc[m][v]);
+    return;
+  }
+  for (int m = 0; m < rows; ++m) {
+    float row[NR];
+    for (int v = 0; v < NV; ++v) store(row + v * lanes, acc[m][v]);
+    for (int j = 0; j < cols; ++j) c[m * ldc + j] += row[j];
+  }
+}
+
+// One group's GEMM: dW (M x N, row stride N) over K pixels.
+struct WeightsGemm {
+  WeightsGemm(const ConvParams& p, const float* dy, const float* x)
+      : geo(p),
+        dy(dy),
+        x(x),
+        m(geo.out_per_group),
+        n(p.kernel_h * p.kernel_w * geo.in_per_group),
+        k(static_cast<std::int64_t>(p.batch) * p.out_h * p.out_w),
+        m_padded((m + MR - 1) / MR * MR),
+        column_blocks((n + max_nc - 1) / max_nc),
+        // Equal column blocks (whole microkernel tiles), so that no block packs dy for a sliver of columns.
+        nc((n + column_blocks * NR - 1) / (column_blocks * NR) * NR) {}
+
+  // The pixel k as (image, output row, output column).
+  void pixel(std::int64_t k, std::int64_t& img, std::int64_t& oh, std::int64_t& ow) const {
+    ow = k % geo.p.out_w;
+    const std::int64_t rest = k / geo.p.out_w;
+    oh = rest % geo.p.out_h;
+    img = rest / geo.p.out_h;
+  }
+
+  // a[MR-block][k][MR] = dy of pixels [k0, k0 + kc) for the group's output channels, zero beyond m; adds
+  // the values to db when db is not null.
+  void pack_dy(std::int64_t g, std::int64_t k0, std::int64_t kc, float* a, float* db) const {
+    // Rows past m stay zero, so the last tile's extra output channels accumulate nothing.
+    std::memset(a + (m_padded / MR - 1) * kc * MR, 0, sizeof(float) * kc * MR);
+    std::int64_t img, oh, ow;
+    pixel(k0, img, oh, ow);
+    for (std::int64_t k = 0; k < kc; ++k) {
+      const float* src = dy + geo.y_offset(img, oh, ow, g * m);
+      const std::int64_t step = geo.y.c;
+      for (std::int64_t mb = 0; mb * MR < m; ++mb) {
+        float* dst = a + mb * kc * MR + k * MR;
+        const std::int64_t rows = min_of<std::int64_t>(MR, m - mb * MR);
+        for (std::int64_t r = 0; r < rows; ++r) dst[r] = src[(mb * MR + r) * step];
+      }
+      if (db != nullptr) {
+        for (std::int64_t o = 0; o < m; ++o) db[o] += src[o * step];
+      }
+      if (++ow == geo.p.out_w) {
+        ow = 0;
+        if (++oh == geo.p.out_h) oh = 0, ++img;
+      }
+    }
+  }
+
+  // Writes `count` values into columns [col, col + count) of row k of a panel b[NR-block][k][NR] of kc
+  // rows, splitting them at block boundaries: src[0], src[stride], ... or zeros when src is null.
+  static void put(float* b, std::int64_t kc, std::int64_t k, std::int64_t col, std::int64_t count,
+                  const float* src, std::int64_t stride) {
+    while (count > 0) {
+      const std::int64_t lane = col % NR, piece = min_of(NR - lane, count);
+      float* dst = b + (col / NR) * kc * NR + k * NR + lane;
+      // Explicit vector loops: the pieces are short, and library copies of unknown length start slowly.
+      std::int64_t i = 0;
+      if (src == nullptr) {
+        for (; i + lanes <= piece; i += lanes) store(dst + i, Vec{});
+        for (; i < piece; ++i) dst[i] = 0.0f;
+      } else if (stride == 1) {
+        for (; i + lanes <= piece; i += lanes) store(dst + i, load(src + i));
+        for (; i < piece; ++i) dst[i] = src[i];
+        src += piece;
+      } else {
+        for (; i < piece; ++i) dst[i] = src[i * stride];
+        src += piece * stride;
+      }
+      col += piece;
+      count -= piece;
+    }
+  }
+
+  // b[NR-block][k][NR] = columns [j0, j0 + nc) of X for pixels [k0, k0 + kc), zero in the padding and
+  // beyond nc. Column j = (kh * KW + kw) * ig + i; one kernel row kh spans KW * ig columns.
+  void pack_x(std::int64_t g, std::int64_t j0, std::int64_t nc, std::int64_t k0, std::int64_t kc,
+              float* b) const {
+    const ConvParams& p = geo.p;
+    const std::int64_t ig = geo.in_per_group, row_cols = p.kernel_w * ig;
+    const std::int64_t padded_nc = (nc + NR - 1) / NR * NR;
+    // In NHWC without groups and dilation, the taps of one kernel row read one contiguous run of x.
+    const bool contiguous_rows = geo.x.c == 1 && p.groups == 1 && p.dilation_x == 1;
+    std::int64_t img, oh, ow;
+    pixel(k0, img, oh, ow);
+    for (std::int64_t k = 0; k < kc; ++k) {
+      for (std::int64_t kh = j0 / row_cols; kh < p.kernel_h && kh * row_cols < j0 + nc; ++kh) {
+        const std::int64_t row = kh * row_cols;
+        const std::int64_t first = max_of(row, j0), last = min_of(row + row_cols, j0 + nc);
+        const std::int64_t ih = geo.input_row(oh, kh);
+        if (!geo.row_inside(ih)) {
+          put(b, kc, k, first - j0, last - first, nullptr, 0);
+        } else if (contiguous_rows) {
+          // Taps kw in [kw_lo, kw_hi) read inside the image.
+          const std::int64_t left = geo.input_col(ow, 0);
+          const std::int64_t kw_lo = min_of<std::int64_t>(p.kernel_w, max_of<std::int64_t>(0, -left));
+          const std::int64_t kw_hi = max_of(kw_lo, min_of<std::int64_t>(p.kernel_w, p.in_w - left));
+          const std::int64_t v0 = min_of(max_of(row + kw_lo * ig, first), last);
+          const std::int64_t v1 = min_of(max_of(row + kw_hi * ig, v0), last);
+          // Column j's value is x[run + j]; the offset is negative when the row starts in the padding.
+          const std::int64_t run = geo.x_offset(img, ih, left, 0) - row;
+          put(b, kc, k, first - j0, v0 - first, nullptr, 0);
+          if (v1 > v0) put(b, kc, k, v0 - j0, v1 - v0, x + (run + v0), 1);
+          put(b, kc, k, v1 - j0, last - v1, nullptr, 0);
+        } else {
+          for (std::int64_t j = first; j < last;) {
+            const std::int64_t kw = (j - row) / ig, tap_end = min_of(row + (kw + 1) * ig, last);
+            const std::int64_t iw = geo.input_col(ow, kw);
+            const float* src = geo.col_inside(iw)
+                                   ? x + geo.x_offset(img, ih, iw, g) + (j - row - kw * ig) * geo.x.c
+                                   : nullptr;
+            put(b, kc, k, j - j0, tap_end - j, src, geo.x.c);
+            j = tap_end;
+          }
+        }
+      }
+      put(b, kc, k, nc, padded_nc - nc, nullptr, 0);
+      if (++ow == p.out_w) {
+        ow = 0;
+        if (++oh == p.out_h) oh = 0, ++img;
+      }
+    }
+  }
+
+  // c[:, j0 : j0 + nc] += the product over pixels [k_begin, k_end); db (when not null) += dy over them.
+  void run(std::int64_t g, std::int64_t j0, std::int64_t k_begin, std::int64_t k_end, float* c,
+           float* db) const {
+    const std::int64_t nc = min_of(this->nc, n - j0);
+    const std::int64_t blocks = (nc + NR - 1) / NR;
+    float* a = static_cast<float*>(thread_scratch(sizeof(float) * KC * (m_padded + blocks * NR)));
+    float* b = a + KC * m_padded;
+    for (std::int64_t k0 = k_begin; k0 < k_end; k0 += KC) {
+      const std::int64_t kc = min_of(KC, k_end - k0);
+      pack_dy(g, k0, kc, a, db);
+      pack_x(g, j0, nc, k0, kc, b);
+      for (std::int64_t jb = 0; jb < blocks; ++jb) {
+        const int cols = static_cast<int>(min_of<std::int64_t>(NR, nc - jb * NR));
+        for (std::int64_t mb = 0; mb < m_padded / MR; ++mb) {
+          const int rows = static_cast<int>(min_of<std::int64_t>(MR, m - mb * MR));
+          microkernel(kc, a + mb * kc * MR, b + jb * kc * NR, c + mb * MR * n + j0 + jb * NR, n, rows, cols);
+        }
+      }
+    }
+  }
+
+  Geometry geo;
+  const float* dy;
+  const float* x;
+  std::int64_t m, n, k, m_padded, column_blocks, nc;
+};
+
+void gemm_weights_gradient(const ConvParams& p, const float* dy, const float* x, float* dw, float* db,
+                           bool accumulate) {
+  const WeightsGemm gemm(p, dy, x);
+  const std::int64_t weights_per_group = gemm.m * gemm.n;
+  const std::int64_t dw_size = p.groups * weights_per_group;
+  const std::int64_t tiles = p.groups * gemm.column_blocks;
+  std::int64_t segments =
+      min_of((target_items + tiles - 1) / tiles, (gemm.k + min_segment_pixels - 1) / min_segment_pixels);
+  segments =
+      max_of<std::int64_t>(1, min_of<std::int64_t>(segments, max_partial_bytes / (4 * (dw_size + p.out_c))));
+  const std::int64_t segment_pixels = (gemm.k + segments - 1) / segments;
+
+  // With one segment the items write dW and db directly; with several, each segment sums into its own
+  // zeroed partial, and the partials are added in segment order below.
+  float* partials = nullptr;
+  if (segments == 1) {
+    if (!accumulate) {
+      std::memset(dw, 0, sizeof(float) * dw_size);
+      std::memset(db, 0, sizeof(float) * p.out_c);
+    }
+  } else {
+    partials = static_cast<float*>(std::calloc(segments * (dw_size + p.out_c), sizeof(float)));
+  }
+  auto dw_of = [&](std::int64_t s) { return partials ? partials + s * (dw_size + p.out_c) : dw; };
+  auto db_of = [&](std::int64_t s) { return partials ? partials + s * (dw_size + p.out_c) + dw_size : db; };
+
+  parallel_for(segments * tiles, [&](std::int64_t item) {
+    const std::int64_t s = item / tiles, tile = item % tiles;
+    const std::int64_t g = tile / gemm.column_blocks, jb = tile % gemm.column_blocks;
+    const std::int64_t k_begin = s * segment_pixels, k_end = min_of(gemm.k, k_begin + segment_pixels);
+    // The first column block of each group also sums db while it packs dy.
+    float* group_db = jb == 0 ? db_of(s) + g * gemm.m : nullptr;
+    gemm.run(g, jb * gemm.nc, k_begin, k_end, dw_of(s) + g * weights_per_group, group_db);
+  });
+
+  if (partials == nullptr) return;
+  const std::int64_t total = dw_size + p.out_c;
+  constexpr std::int64_t chunk = 4096;
+  parallel_for((total + chunk - 1) / chunk, [&](std::int64_t c) {
+    for (std::int64_t e = c * chunk; e < min_of(total, (c + 1) * chunk); ++e) {
+      float* out = e < dw_size ? dw + e : db + (e - dw_size);
+      float sum = accumulate ? *out : 0.0f;
+      for (std::int64_t s = 0; s < segments; ++s) sum += partials[s * total + e];
+      *out = sum;
+    }
+  });
+  std::free(partials);
+}
+
+// ---- groups of few channels (depthwise included) ----------------------------------------------------------
+
+// Vectors run across groups: for each pair (o, i) of an output and an input channel of a group,
+// dW[g * Og + o, kh, kw, i] over all groups g is a depthwise problem between channel o of dy and channel i
+// of x. A task takes one image and a block of `group_block` groups, packs its dy and x into planes
+// [channel in group][row][column][group] (x with its zero padding written out, so the inner loop has no
+// bounds checks) and accumulates the image's partial dW. The images' partials are then summed in order, so
+// the result does not depend on the thread count.
+constexpr int group_vectors = 2;
+constexpr std::int64_t group_block = group_vectors * lanes;
+// Taps accumulated per sweep: 9 taps x 2 vectors = 18 accumulators. A sweep over fewer taps repeats its
+// first tap into the unused slots and drops their sums.
+constexpr int tap_block = 9;
+
+struct GroupedGeometry {
+  explicit GroupedGeometry(const ConvParams& p)
+      : geo(p),
+        og(geo.out_per_group),
+        ig(geo.in_per_group),
+        taps(static_cast<std::int64_t>(p.kernel_h) * p.kernel_w),
+        padded_h((static_cast<std::int64_t>(p.out_h) - 1) * p.stride_y + (p.kernel_h - 1) * p.dilation_y + 1),
+        padded_w((static_cast<std::int64_t>(p.out_w) - 1) * p.stride_x + (p.kernel_w - 1) * p.dilation_x + 1),
+        out_pixels(static_cast<std::int64_t>(p.out_h) * p.out_w),
+        blocks((p.groups + group_block - 1) / group_block) {}
+
+  // Floats of one task's packed dy and x.
+  std::int64_t dy_floats() const { return og * out_pixels * group_block; }
+  std::int64_t x_floats() const { return ig * padded_h * padded_w * group_block; }
+
+  Geometry geo;
+  std::int64_t og, ig, taps, padded_h, padded_w, out_pixels, blocks;
+};
+
+// Packs image n's dy and x for groups [g0, g0 + group_block) (zeros past the last group) and adds the
+// image's dy to db_part.
+void pack_groups(const GroupedGeometry& gg, const float* dy, const float* x, std::int64_t n, std::int64_t g0,
+                 float* pdy, float* px, float* db_part) {
+  const ConvParams& p = gg.geo.p;
+  const std::int64_t groups = min_of<std::int64_t>(group_block, p.groups - g0);
+  std::memset(pdy, 0, sizeof(float) * gg.dy_floats());
+  std::memset(px, 0, sizeof(float) * gg.x_floats());
+  for (std::int64_t o = 0; o < gg.og; ++o) {
+    for (std::int64_t pix = 0; pix < gg.out_pixels; ++pix) {
+      const float* src = dy + gg.geo.y_offset(n, pix / p.out_w, pix % p.out_w, g0 * gg.og + o);
+      float* dst = pdy + (o * gg.out_pixels + pix) * group_block;
+      for (std::int64_t g = 0; g < groups; ++g) dst[g] = src[g * gg.og * gg.geo.y.c];
+      for (std::int64_t g = 0; g < groups; ++g) db_part[(g0 + g) * gg.og + o] += dst[g];
+    }
+  }
+  // Packed row r is input row r - pad_top; rows and columns outside the image stay zero.
+  for (std::int64_t i = 0; i < gg.ig; ++i) {
+    for (std::int64_t r = 0; r < gg.padded_h; ++r) {
+      const std::int64_t ih = r - p.pad_top;
+      if (ih < 0 || ih >= p.in_h) continue;
+      for (std::int64_t c = 0; c < gg.padded_w; ++c) {
+        const std::int64_t iw = c - p.pad_left;
+        if (iw < 0 || iw >= p.in_w) continue;
+        const float* src = x + gg.geo.x_offset(n, ih, iw, g0) + i * gg.geo.x.c;
+        float* dst = px + ((i * gg.padded_h + r) * gg.padded_w + c) * group_block;
+        for (std::int64_t g = 0; g < groups; ++g) dst[g] = src[g * gg.ig * gg.geo.x.c];
+      }
+    }
+  }
+}
+
+// acc[t] = sum over output pixels of dy_plane * x_plane shifted by tap t's offset, for tap_block taps.
+void sweep_taps(const GroupedGeometry& gg, const float* pdy, const float* px, const std::int64_t* tap_offset,
+                float* out) {
+  const ConvParams& p = gg.geo.p;
+  Vec acc[tap_block][group_vectors] = {};
+  for (std::int64_t oh = 0; oh < p.out_h; ++oh) {
+    const float* dy_row = pdy + oh * p.out_w * group_block;
+    const float* x_row = px + oh * p.stride_y * gg.padded_w * group_block;
+    for (std::int64_t ow = 0; ow < p.out_w; ++ow) {
+      const float* d = dy_row + ow * group_block;
+      const float* xs = x_row + ow * p.stride_x * group_block;
+      Vec dv[group_vectors];
+      for (int v = 0; v < group_vectors; ++v) dv[v] = load(d + v * lanes);
+      for (int t = 0; t < tap_block; ++t) {
+        for (int v = 0; v < group_vectors; ++v) acc[t][v] += dv[v] * load(xs + tap_offset[t] + v * lanes);
+      }
+    }
+  }
+  for (int t = 0; t < tap_block; ++t)
+    for (int v = 0; v < group_vectors; ++v) store(out + (t * group_vectors + v) * lanes, acc[t][v]);
+}
+
+void grouped_weights_gradient(const ConvParams& p, const float* dy, const float* x, float* dw, float* db,
+                              bool accumulate) {
+  const GroupedGeometry gg(p);
+  const std::int64_t dw_size = static_cast<std::int64_t>(p.out_c) * gg.taps * gg.ig, part = dw_size + p.out_c;
+  // Offsets of every tap in a packed x plane.
+  std::int64_t* offsets = static_cast<std::int64_t*>(std::malloc(sizeof(std::int64_t) * gg.taps));
+  for (std::int64_t t = 0; t < gg.taps; ++t) {
+    offsets[t] =
+        ((t / p.kernel_w) * p.dilation_y * gg.padded_w + (t % p.kernel_w) * p.dilation_x) * group_block;
+  }
+  float* partials = static_cast<float*>(std::calloc(p.batch * part, sizeof(float)));
+  parallel_for(p.batch * gg.blocks, [&](std::int64_t task) {
+    const std::int64_t n = task / gg.blocks, g0 = (task % gg.blocks) * group_block;
+    const std::int64_t groups = min_of<std::int64_t>(group_block, p.groups - g0);
+    float* scratch = static_cast<float*>(
+        thread_scratch(sizeof(float) * (gg.dy_floats() + gg.x_floats() + tap_block * group_block)));
+    float *pdy = scratch, *px = pdy + gg.dy_floats(), *sums = px + gg.x_floats();
+    float* dw_part = partials + n * part;
+    pack_groups(gg, dy, x, n, g0, pdy, px, dw_part + dw_size);
+    for (std::int64_t o = 0; o < gg.og; ++o) {
+      for (std::int64_t i = 0; i < gg.ig; ++i) {
+        for (std::int64_t t0 = 0; t0 < gg.taps; t0 += tap_block) {
+          std::int64_t block_offsets[tap_block];
+          for (int t = 0; t < tap_block; ++t) block_offsets[t] = offsets[t0 + t < gg.taps ? t0 + t : t0];
+          sweep_taps(gg, pdy + o * gg.out_pixels * group_block,
+                     px + i * gg.padded_h * gg.padded_w * group_block, block_offsets, sums);
+          // sums[t][group] is dW[group * og + o, tap t0 + t, i].
+          for (std::int64_t t = 0; t < min_of<std::int64_t>(tap_block, gg.taps - t0); ++t) {
+            for (std::int64_t g = 0; g < groups; ++g) {
+              dw_part[(((g0 + g) * gg.og + o) * gg.taps + t0 + t) * gg.ig + i] = sums[t * group_block + g];
+            }
+          }
+        }
+      }
+    }
+  });
+  const std::int64_t chunk = 4096;
+  parallel_for((part + chunk - 1) / chunk, [&](std::int64_t c) {
+    for (std::int64_t e = c * chunk; e < min_of(part, (c + 1) * chunk); ++e) {
+      float* out = e < dw_size ? dw + e : db + (e - dw_size);
+      float sum = accumulate ? *out : 0.0f;
+      for (std::int64_t n = 0; n < p.batch; ++n) sum += partials[n * part + e];
+      *out = sum;
+    }
+  });
+  std::free(partials);
+  std::free(offsets);
+}
+
+}  // namespace
+
+void convolution_weights_gradient(const ConvParams& p, const float* dy, const float* x, float* dw, float* db,
+                                  bool accumulate) {
+  const std::int64_t og = p.out_c / p.groups, ig = p.in_c / p.groups;
+  // Groups of a few channels leave most of a GEMM tile empty; vectors across groups fill them.
+  if (p.groups > 1 && og <= 8 && ig <= 8) {
+    grouped_weights_gradient(p, dy, x, dw, db, accumulate);
+  } else {
+    gemm_weights_gradient(p, dy, x, dw, db, accumulate);
+  }
+}
+
+}  // namespace gradstate::cpu::GRADSTATE_ISA_NAMESPACE
