@@ -2,8 +2,8 @@
 //
 // Buffers are shared through std::shared_ptr, whose reference count is atomic, so a buffer lives as long
 // as any holder — a gradient state, a numpy array viewing it, another thread — and no longer. Memory is
-// zero-filled (as MTLDevice newBufferWithLength: does) and 64-byte aligned so that every SIMD load of a
-// row start is aligned to a cache line.
+// zero-filled (as MTLDevice newBufferWithLength: does) unless the caller is about to overwrite all of it,
+// and 64-byte aligned so that every SIMD load of a row start is aligned to a cache line.
 #pragma once
 
 #include <cstddef>
@@ -20,8 +20,12 @@ class Buffer {
  public:
   static constexpr std::size_t alignment = 64;
 
-  // Allocates zeroed memory for element_count(shape) values of dtype.
-  static std::shared_ptr<Buffer> allocate(DType dtype, Shape shape, DeviceKind device = DeviceKind::cpu);
+  enum class Fill { zeros, none };
+
+  // Allocates memory for element_count(shape) values of dtype: zeroed, or left as it is for an output that
+  // a kernel writes entirely.
+  static std::shared_ptr<Buffer> allocate(DType dtype, Shape shape, DeviceKind device = DeviceKind::cpu,
+                                          Fill fill = Fill::zeros);
 
   // Wraps memory owned by someone else (an input array) for the duration of one call; never freed here.
   static Buffer borrow(void* data, DType dtype, Shape shape);

@@ -20,7 +20,7 @@ inline void check_shape(const char* argument, const Shape& actual, const Shape& 
 
 // A private copy of `source`, so later changes by the caller do not reach the layer.
 inline std::shared_ptr<Buffer> copy_of(const Buffer& source) {
-  auto copy = Buffer::allocate(source.dtype(), source.shape());
+  auto copy = Buffer::allocate(source.dtype(), source.shape(), source.device(), Buffer::Fill::none);
   std::copy_n(source.f32(), source.size(), copy->f32());
   return copy;
 }

@@ -100,7 +100,7 @@ std::pair<std::shared_ptr<Buffer>, std::shared_ptr<ConvolutionGradientState>> Co
     const Buffer& x, Layout layout, bool temporary_state) {
   const ConvParams p = params_for(x.shape(), layout);
   auto y = Buffer::allocate(DType::float32, activation_shape(layout, {p.batch, p.out_c, p.out_h, p.out_w}),
-                            device_);
+                            device_, Buffer::Fill::none);
   backend_for(device_).convolution_forward(p, x, *weights_, bias_.get(), *y);
   return {y, std::make_shared<ConvolutionGradientState>(shared_from_this(), p, temporary_state)};
 }
@@ -139,7 +139,7 @@ std::shared_ptr<Buffer> ConvolutionGradient::backward(const Buffer& dy, const Bu
                                          *state.gradient_for_biases(), accumulate);
   }
   if (!(option & static_cast<int>(GradientOption::data))) return nullptr;
-  auto dx = Buffer::allocate(DType::float32, x.shape(), convolution_->device());
+  auto dx = Buffer::allocate(DType::float32, x.shape(), convolution_->device(), Buffer::Fill::none);
   backend.convolution_data_gradient(p, dy, convolution_->weights(), *dx);
   return dx;
 }

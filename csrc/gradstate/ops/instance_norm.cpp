@@ -44,7 +44,7 @@ InstanceNormalization::forward(const Buffer& x, Layout layout, bool temporary_st
   auto state = std::make_shared<InstanceNormalizationGradientState>(
       shared_from_this(), p, gamma_ ? copy_of(*gamma_) : nullptr, beta_ ? copy_of(*beta_) : nullptr,
       temporary_state);
-  auto y = Buffer::allocate(DType::float32, x.shape(), device_);
+  auto y = Buffer::allocate(DType::float32, x.shape(), device_, Buffer::Fill::none);
   backend_for(device_).instance_norm_forward(p, x, state->gamma().get(), state->beta().get(), *y,
                                              *state->mean(), *state->inv_std());
   return {y, state};
@@ -78,7 +78,7 @@ std::shared_ptr<Buffer> InstanceNormalizationGradient::backward(const Buffer& dy
   check_shape("dy", dy.shape(), shape, "the output of the forward pass that made state");
   state.consume_read();
 
-  auto dx = Buffer::allocate(DType::float32, shape, layer_->device());
+  auto dx = Buffer::allocate(DType::float32, shape, layer_->device(), Buffer::Fill::none);
   backend_for(layer_->device())
       .instance_norm_backward(p, dy, x, state.gamma().get(), *state.mean(), *state.inv_std(), *dx,
                               *state.gradient_for_gamma(), *state.gradient_for_beta(), accumulate);
