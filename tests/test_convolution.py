@@ -4,74 +4,9 @@ import gradstate as gs
 import numpy as np
 import pytest
 import reference as ref
-from conftest import assert_close, f32, from_layout, in_layout
+from conftest import ConvCase, assert_close, check_conv, f32, from_layout, in_layout, run_conv
 
 LAYOUTS = ["NHWC", "NCHW"]
-
-
-class Case:
-    """One convolution problem, with float32 data and its float64 reference results."""
-
-    def __init__(self, rng, n, h, w, i, o, k, stride=1, dilation=1, groups=1, padding=0, bias=True):
-        kh, kw = (k, k) if isinstance(k, int) else k
-        self.stride, self.dilation, self.groups, self.padding = stride, dilation, groups, padding
-        self.x = f32(rng.standard_normal((n, h, w, i)))
-        self.w = f32(rng.standard_normal((o, kh, kw, i // groups)))
-        self.b = f32(rng.standard_normal(o)) if bias else None
-        self.pads = ref.resolve_padding(padding, h, w, kh, kw, stride, dilation)
-        self.y_ref = ref.conv2d(self.x, self.w, self.b, stride, dilation, groups, self.pads)
-        self.dy = f32(rng.standard_normal(self.y_ref.shape))
-
-    def conv(self, **kw):
-        return gs.Convolution(
-            self.w,
-            bias=self.b,
-            stride=self.stride,
-            dilation=self.dilation,
-            groups=self.groups,
-            padding=self.padding,
-            **kw,
-        )
-
-    def dx_ref(self, dy=None):
-        dy = self.dy if dy is None else dy
-        return ref.conv2d_input_grad(
-            dy, self.w, self.x.shape, self.stride, self.dilation, self.groups, self.pads
-        )
-
-    def dw_ref(self, dy=None):
-        dy = self.dy if dy is None else dy
-        return ref.conv2d_weight_grad(
-            dy, self.x, self.w.shape, self.stride, self.dilation, self.groups, self.pads
-        )
-
-    def db_ref(self, dy=None):
-        return ref.conv2d_bias_grad(self.dy if dy is None else dy)
-
-
-def run(case, layout, option=gs.GradientOption.ALL):
-    """Forward and backward through the package; returns NHWC y, dx and copies of dW, db."""
-    conv = case.conv()
-    x = in_layout(case.x, layout)
-    y, state = conv.forward(x, layout=layout)
-    assert isinstance(y, np.ndarray) and y.dtype == np.float32 and y.flags.c_contiguous
-    assert y.shape == in_layout(case.y_ref, layout).shape
-    dx = gs.ConvolutionGradient(conv, option=option).backward(in_layout(case.dy, layout), x, state)
-    if dx is not None:
-        assert isinstance(dx, np.ndarray) and dx.dtype == np.float32 and dx.flags.c_contiguous
-        assert dx.shape == x.shape
-        dx = from_layout(dx, layout)
-    dw = np.array(state.gradient_for_weights, copy=True)
-    db = np.array(state.gradient_for_biases, copy=True)
-    return from_layout(y, layout), dx, dw, db
-
-
-def check_all(case, layout):
-    y, dx, dw, db = run(case, layout)
-    assert_close(y, case.y_ref, what="y")
-    assert_close(dx, case.dx_ref(), what="dx")
-    assert_close(dw, case.dw_ref(), what="dW")
-    assert_close(db, case.db_ref(), what="db")
 
 
 # (N, H, W, I, O, kernel, stride, dilation, groups, padding, bias): strides, dilations, every padding form
@@ -106,7 +41,7 @@ GEOMETRY = [
 @pytest.mark.parametrize("geom", GEOMETRY, ids=str)
 def test_geometry(geom, layout, rng):
     n, h, w, i, o, k, stride, dilation, groups, padding, bias = geom
-    check_all(Case(rng, n, h, w, i, o, k, stride, dilation, groups, padding, bias), layout)
+    check_conv(ConvCase(rng, n, h, w, i, o, k, stride, dilation, groups, padding, bias), layout)
 
 
 # (I, O, groups, stride, dilation): channel counts off the SIMD widths, grouped, depthwise.
@@ -131,13 +66,13 @@ CHANNELS = [
 @pytest.mark.parametrize("chan", CHANNELS, ids=str)
 def test_channels_and_groups(chan, layout, rng):
     i, o, groups, stride, dilation = chan
-    check_all(Case(rng, 2, 7, 6, i, o, 3, stride, dilation, groups, "same", True), layout)
+    check_conv(ConvCase(rng, 2, 7, 6, i, o, 3, stride, dilation, groups, "same", True), layout)
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
 def test_without_bias_still_gives_bias_gradient(layout, rng):
-    case = Case(rng, 2, 5, 6, 3, 4, 3, padding=1, bias=False)
-    y, _, _, db = run(case, layout)
+    case = ConvCase(rng, 2, 5, 6, 3, 4, 3, padding=1, bias=False)
+    y, _, _, db = run_conv(case, layout)
     assert_close(y, case.y_ref, what="y")
     assert db.shape == (4,)
     assert_close(db, case.db_ref(), what="db")
@@ -145,28 +80,28 @@ def test_without_bias_still_gives_bias_gradient(layout, rng):
 
 @pytest.fixture
 def case(rng):
-    return Case(rng, 2, 7, 6, 4, 6, 3, stride=(2, 1), dilation=1, groups=2, padding="same")
+    return ConvCase(rng, 2, 7, 6, 4, 6, 3, stride=(2, 1), dilation=1, groups=2, padding="same")
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
 def test_option_data_leaves_state_gradients_zero(case, layout):
-    _, dx, dw, db = run(case, layout, gs.GradientOption.DATA)
+    _, dx, dw, db = run_conv(case, layout, gs.GradientOption.DATA)
     assert_close(dx, case.dx_ref(), what="dx")
     assert not dw.any() and not db.any()
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
 def test_option_weights_and_bias_returns_none(case, layout):
-    _, dx, dw, db = run(case, layout, gs.GradientOption.WEIGHTS_AND_BIAS)
+    _, dx, dw, db = run_conv(case, layout, gs.GradientOption.WEIGHTS_AND_BIAS)
     assert dx is None
     assert_close(dw, case.dw_ref(), what="dW")
     assert_close(db, case.db_ref(), what="db")
 
 
 def test_gradients_do_not_depend_on_option(case):
-    _, dx_all, dw_all, db_all = run(case, "NHWC", gs.GradientOption.ALL)
-    _, dx_data, _, _ = run(case, "NHWC", gs.GradientOption.DATA)
-    _, _, dw_wb, db_wb = run(case, "NHWC", gs.GradientOption.WEIGHTS_AND_BIAS)
+    _, dx_all, dw_all, db_all = run_conv(case, "NHWC", gs.GradientOption.ALL)
+    _, dx_data, _, _ = run_conv(case, "NHWC", gs.GradientOption.DATA)
+    _, _, dw_wb, db_wb = run_conv(case, "NHWC", gs.GradientOption.WEIGHTS_AND_BIAS)
     np.testing.assert_array_equal(dx_data, dx_all)
     np.testing.assert_array_equal(dw_wb, dw_all)
     np.testing.assert_array_equal(db_wb, db_all)
@@ -265,11 +200,11 @@ def test_input_conversions_give_same_results(case, variant):
 
 @pytest.mark.parametrize("layout", LAYOUTS)
 def test_nan_and_inf_in_x_propagate(layout, rng):
-    case = Case(rng, 2, 7, 8, 3, 4, 3, padding=1)
+    case = ConvCase(rng, 2, 7, 8, 3, 4, 3, padding=1)
     case.x[0, 3, 4, 1] = np.nan
     case.x[1, 2, 5, 2] = np.inf
     case.y_ref = ref.conv2d(case.x, case.w, case.b, 1, 1, 1, case.pads)
-    y, dx, dw, db = run(case, layout)
+    y, dx, dw, db = run_conv(case, layout)
     assert np.isnan(y).any() and np.isinf(y).any()
     assert_close(y, case.y_ref, what="y")
     assert_close(dx, case.dx_ref(), what="dx")

@@ -4,38 +4,9 @@ import gradstate as gs
 import numpy as np
 import pytest
 import reference as ref
-from conftest import assert_close, f32, from_layout, in_layout
+from conftest import assert_close, check_norm, f32, from_layout, in_layout, run_norm
 
 LAYOUTS = ["NHWC", "NCHW"]
-
-
-def run(x, gamma, beta, eps, dy, layout):
-    """Forward and backward through the package; returns NHWC y, dx, and the state."""
-    c = x.shape[-1]
-    kwargs = {} if eps is None else {"epsilon": eps}
-    inorm = gs.InstanceNormalization(c, gamma=gamma, beta=beta, **kwargs)
-    xl = in_layout(x, layout)
-    y, state = inorm.forward(xl, layout=layout)
-    assert isinstance(y, np.ndarray) and y.dtype == np.float32 and y.flags.c_contiguous
-    assert y.shape == xl.shape
-    dx = gs.InstanceNormalizationGradient(inorm).backward(in_layout(dy, layout), xl, state)
-    assert isinstance(dx, np.ndarray) and dx.dtype == np.float32 and dx.flags.c_contiguous
-    assert dx.shape == xl.shape
-    return from_layout(y, layout), from_layout(dx, layout), state
-
-
-def check(x, gamma, beta, eps, dy, layout):
-    y, dx, state = run(x, gamma, beta, eps, dy, layout)
-    e = 1e-5 if eps is None else eps
-    y_ref, mean_ref, inv_std_ref = ref.instance_norm(x, gamma, beta, e)
-    dx_ref, dgamma_ref, dbeta_ref = ref.instance_norm_backward(dy, x, gamma, e)
-    assert_close(y, y_ref, what="y")
-    assert_close(dx, dx_ref, what="dx")
-    assert_close(np.asarray(state.gradient_for_gamma), dgamma_ref, what="dgamma")
-    assert_close(np.asarray(state.gradient_for_beta), dbeta_ref, what="dbeta")
-    assert_close(np.asarray(state.mean), mean_ref, what="mean")
-    assert_close(np.asarray(state.inv_std), inv_std_ref, what="inv_std")
-    return state
 
 
 # (N, H, W, C, eps, offset): odd sizes, batch 1 and many, a large plane, a 1x1 plane, large means.
@@ -63,7 +34,7 @@ def test_against_reference(shape, gamma_beta, layout, rng):
     gamma = f32(rng.standard_normal(c)) if gamma_beta[0] else None
     beta = f32(rng.standard_normal(c)) if gamma_beta[1] else None
     dy = f32(rng.standard_normal((n, h, w, c)))
-    state = check(x, gamma, beta, eps, dy, layout)
+    state = check_norm(x, gamma, beta, eps, dy, layout)
     if gamma is None:
         assert state.gamma is None
     else:
@@ -79,7 +50,7 @@ def test_one_pixel_plane_normalizes_to_beta(rng):
     x = f32(rng.standard_normal((3, 1, 1, 4)) * 10)
     beta = f32(rng.standard_normal(4))
     dy = f32(rng.standard_normal(x.shape))
-    y, dx, state = run(x, f32(rng.standard_normal(4)), beta, 1e-3, dy, "NHWC")
+    y, dx, state = run_norm(x, f32(rng.standard_normal(4)), beta, 1e-3, dy, "NHWC")
     assert_close(y, np.broadcast_to(beta, x.shape), what="y")
     assert_close(dx, np.zeros(x.shape), what="dx")
     assert_close(np.asarray(state.inv_std), np.full((3, 4), 1e-3**-0.5), what="inv_std")
@@ -172,7 +143,7 @@ def test_nchw_transposed_view(rng):
 def test_float16_input(rng):
     x = rng.standard_normal((2, 6, 5, 3)).astype(np.float16)
     dy = rng.standard_normal(x.shape).astype(np.float16)
-    y, dx, state = run(x, None, None, 1e-5, dy, "NHWC")
+    y, dx, state = run_norm(x, None, None, 1e-5, dy, "NHWC")
     assert_close(y, ref.instance_norm(x, None, None, 1e-5)[0], what="y")
     assert_close(dx, ref.instance_norm_backward(dy, x, None, 1e-5)[0], what="dx")
 
@@ -183,7 +154,7 @@ def test_nan_and_inf_propagate(layout, rng):
     x[0, 1, 2, 1] = np.nan
     x[1, 3, 0, 2] = np.inf
     dy = f32(rng.standard_normal(x.shape))
-    y, dx, state = run(x, None, None, 1e-5, dy, layout)
+    y, dx, state = run_norm(x, None, None, 1e-5, dy, layout)
     # A non-finite value poisons its whole (image, channel) plane and no other.
     bad = np.zeros(x.shape, bool)
     bad[0, :, :, 1] = True

@@ -214,6 +214,22 @@ struct WeightsGemm {
   std::int64_t m, n, k, m_padded, column_blocks, nc;
 };
 
+// dw and db from per-part partial sums laid out [part][dw then db], added in part order (a fixed order, so
+// the result does not depend on the thread count); added to the existing values when accumulate.
+void sum_partials(const float* partials, std::int64_t parts, std::int64_t dw_size, std::int64_t db_size,
+                  float* dw, float* db, bool accumulate) {
+  const std::int64_t part = dw_size + db_size;
+  constexpr std::int64_t chunk = 4096;
+  parallel_for((part + chunk - 1) / chunk, [&](std::int64_t c) {
+    for (std::int64_t e = c * chunk; e < min_of(part, (c + 1) * chunk); ++e) {
+      float* out = e < dw_size ? dw + e : db + (e - dw_size);
+      float sum = accumulate ? *out : 0.0f;
+      for (std::int64_t s = 0; s < parts; ++s) sum += partials[s * part + e];
+      *out = sum;
+    }
+  });
+}
+
 void gemm_weights_gradient(const ConvParams& p, const float* dy, const float* x, float* dw, float* db,
                            bool accumulate) {
   const WeightsGemm gemm(p, dy, x);
@@ -250,16 +266,7 @@ void gemm_weights_gradient(const ConvParams& p, const float* dy, const float* x,
   });
 
   if (partials == nullptr) return;
-  const std::int64_t total = dw_size + p.out_c;
-  constexpr std::int64_t chunk = 4096;
-  parallel_for((total + chunk - 1) / chunk, [&](std::int64_t c) {
-    for (std::int64_t e = c * chunk; e < min_of(total, (c + 1) * chunk); ++e) {
-      float* out = e < dw_size ? dw + e : db + (e - dw_size);
-      float sum = accumulate ? *out : 0.0f;
-      for (std::int64_t s = 0; s < segments; ++s) sum += partials[s * total + e];
-      *out = sum;
-    }
-  });
+  sum_partials(partials, segments, dw_size, p.out_c, dw, db, accumulate);
   std::free(partials);
 }
 
@@ -350,6 +357,111 @@ void sweep_taps(const GroupedGeometry& gg, const float* pdy, const float* px, co
     for (int v = 0; v < group_vectors; ++v) store(out + (t * group_vectors + v) * lanes, acc[t][v]);
 }
 
+// Depthwise in NHWC needs no packing: a block of group_block channels is contiguous in both dy and x.
+// sums[t][channel] = sum over output rows [oh_begin, oh_end) of image n of dy * x at tap t0 + t, for T taps,
+// and dy_sum[channel] the sum of dy when it is not null. Taps that read the padding are skipped; away from
+// the borders no tap does, and the inner loop runs without checks.
+template <int T>
+void sweep_depthwise(const Geometry& geo, const float* dy, const float* x, std::int64_t n,
+                     std::int64_t oh_begin, std::int64_t oh_end, std::int64_t c0, std::int64_t t0,
+                     float* sums, float* dy_sum) {
+  const ConvParams& p = geo.p;
+  std::int64_t row[T], col[T], offset[T];  // tap displacement in input rows, columns and elements
+  std::int64_t col_lo = 0, col_hi = p.kernel_w * p.dilation_x;
+  for (int t = 0; t < T; ++t) {
+    row[t] = (t0 + t) / p.kernel_w * p.dilation_y;
+    col[t] = (t0 + t) % p.kernel_w * p.dilation_x;
+    offset[t] = row[t] * geo.x.h + col[t] * geo.x.w;
+    col_lo = min_of(col_lo, col[t]), col_hi = max_of(col_hi, col[t]);
+  }
+  // Output columns whose every tap column is inside the image.
+  const std::int64_t ow_lo = min_of<std::int64_t>(p.out_w, (p.pad_left + p.stride_x - 1) / p.stride_x);
+  const std::int64_t ow_hi = max_of<std::int64_t>(
+      ow_lo, min_of<std::int64_t>(p.out_w, (p.in_w + p.pad_left - col_hi - 1) / p.stride_x + 1));
+  Vec acc[T][group_vectors] = {}, total[group_vectors] = {};
+  for (std::int64_t oh = oh_begin; oh < oh_end; ++oh) {
+    const std::int64_t ih0 = oh * p.stride_y - p.pad_top;
+    bool rows_inside = true;
+    for (int t = 0; t < T; ++t) rows_inside = rows_inside && geo.row_inside(ih0 + row[t]);
+    for (std::int64_t ow = 0; ow < p.out_w; ++ow) {
+      const float* d = dy + geo.y_offset(n, oh, ow, c0);
+      Vec dv[group_vectors];
+      for (int v = 0; v < group_vectors; ++v) dv[v] = load(d + v * lanes);
+      if (dy_sum != nullptr) {
+        for (int v = 0; v < group_vectors; ++v) total[v] += dv[v];
+      }
+      const std::int64_t iw0 = ow * p.stride_x - p.pad_left;
+      // Element offset of x[n, ih0, iw0, c0]; negative or past the row when that pixel is padding.
+      const std::int64_t base = n * geo.x.n + ih0 * geo.x.h + iw0 * geo.x.w + c0;
+      if (rows_inside && ow >= ow_lo && ow < ow_hi) {
+        for (int t = 0; t < T; ++t)
+          for (int v = 0; v < group_vectors; ++v)
+            acc[t][v] += dv[v] * load(x + (base + offset[t]) + v * lanes);
+      } else {
+        for (int t = 0; t < T; ++t) {
+          if (!geo.row_inside(ih0 + row[t]) || !geo.col_inside(iw0 + col[t])) continue;
+          for (int v = 0; v < group_vectors; ++v)
+            acc[t][v] += dv[v] * load(x + (base + offset[t]) + v * lanes);
+        }
+      }
+    }
+  }
+  for (int t = 0; t < T; ++t)
+    for (int v = 0; v < group_vectors; ++v) store(sums + t * group_block + v * lanes, acc[t][v]);
+  if (dy_sum != nullptr) {
+    for (int v = 0; v < group_vectors; ++v) store(dy_sum + v * lanes, total[v]);
+  }
+}
+
+// sweep_depthwise for the taps [t0, t0 + count), count <= tap_block.
+void sweep_depthwise_taps(const Geometry& geo, const float* dy, const float* x, std::int64_t n,
+                          std::int64_t oh_begin, std::int64_t oh_end, std::int64_t c0, std::int64_t t0,
+                          std::int64_t count, float* sums, float* dy_sum) {
+  using Sweep = void (*)(const Geometry&, const float*, const float*, std::int64_t, std::int64_t,
+                         std::int64_t, std::int64_t, std::int64_t, float*, float*);
+  static constexpr Sweep sweeps[tap_block] = {sweep_depthwise<1>, sweep_depthwise<2>, sweep_depthwise<3>,
+                                              sweep_depthwise<4>, sweep_depthwise<5>, sweep_depthwise<6>,
+                                              sweep_depthwise<7>, sweep_depthwise<8>, sweep_depthwise<9>};
+  sweeps[count - 1](geo, dy, x, n, oh_begin, oh_end, c0, t0, sums, dy_sum);
+}
+
+// Depthwise in NHWC with at least group_block channels, read in place. A task takes a band of output rows
+// of one image, small enough for its dy and x rows to stay in cache while every block of channels sweeps
+// them; the last block ends at the last channel, overlapping the one before (overlapping channels get the
+// same sums from both). The bands' partials are summed in order.
+constexpr std::int64_t band_pixels = 512;
+
+void depthwise_nhwc_weights_gradient(const ConvParams& p, const float* dy, const float* x, float* dw,
+                                     float* db, bool accumulate) {
+  const Geometry geo(p);
+  const std::int64_t channels = p.out_c, taps = static_cast<std::int64_t>(p.kernel_h) * p.kernel_w;
+  const std::int64_t dw_size = channels * taps, part = dw_size + channels;
+  const std::int64_t band_rows = max_of<std::int64_t>(1, band_pixels / p.out_w);
+  const std::int64_t bands = (p.out_h + band_rows - 1) / band_rows;
+  const std::int64_t blocks = (channels + group_block - 1) / group_block;
+  float* partials = static_cast<float*>(std::malloc(sizeof(float) * p.batch * bands * part));
+  parallel_for(p.batch * bands, [&](std::int64_t task) {
+    const std::int64_t n = task / bands, oh_begin = (task % bands) * band_rows;
+    const std::int64_t oh_end = min_of<std::int64_t>(p.out_h, oh_begin + band_rows);
+    float* dw_part = partials + task * part;
+    float sums[tap_block * group_block], dy_sum[group_block];
+    for (std::int64_t b = 0; b < blocks; ++b) {
+      const std::int64_t c0 = min_of(b * group_block, channels - group_block);
+      for (std::int64_t t0 = 0; t0 < taps; t0 += tap_block) {
+        const std::int64_t count = min_of<std::int64_t>(tap_block, taps - t0);
+        sweep_depthwise_taps(geo, dy, x, n, oh_begin, oh_end, c0, t0, count, sums,
+                             t0 == 0 ? dy_sum : nullptr);
+        for (std::int64_t t = 0; t < count; ++t)
+          for (std::int64_t c = 0; c < group_block; ++c)
+            dw_part[(c0 + c) * taps + t0 + t] = sums[t * group_block + c];
+      }
+      for (std::int64_t c = 0; c < group_block; ++c) dw_part[dw_size + c0 + c] = dy_sum[c];
+    }
+  });
+  sum_partials(partials, p.batch * bands, dw_size, channels, dw, db, accumulate);
+  std::free(partials);
+}
+
 void grouped_weights_gradient(const ConvParams& p, const float* dy, const float* x, float* dw, float* db,
                               bool accumulate) {
   const GroupedGeometry gg(p);
@@ -368,6 +480,14 @@ void grouped_weights_gradient(const ConvParams& p, const float* dy, const float*
         thread_scratch(sizeof(float) * (gg.dy_floats() + gg.x_floats() + tap_block * group_block)));
     float *pdy = scratch, *px = pdy + gg.dy_floats(), *sums = px + gg.x_floats();
     float* dw_part = partials + n * part;
+    // sums[t][group] is dW[group * og + o, tap t0 + t, i].
+    auto store_sums = [&](std::int64_t o, std::int64_t i, std::int64_t t0) {
+      for (std::int64_t t = 0; t < min_of<std::int64_t>(tap_block, gg.taps - t0); ++t) {
+        for (std::int64_t g = 0; g < groups; ++g) {
+          dw_part[(((g0 + g) * gg.og + o) * gg.taps + t0 + t) * gg.ig + i] = sums[t * group_block + g];
+        }
+      }
+    };
     pack_groups(gg, dy, x, n, g0, pdy, px, dw_part + dw_size);
     for (std::int64_t o = 0; o < gg.og; ++o) {
       for (std::int64_t i = 0; i < gg.ig; ++i) {
@@ -376,25 +496,12 @@ void grouped_weights_gradient(const ConvParams& p, const float* dy, const float*
           for (int t = 0; t < tap_block; ++t) block_offsets[t] = offsets[t0 + t < gg.taps ? t0 + t : t0];
           sweep_taps(gg, pdy + o * gg.out_pixels * group_block,
                      px + i * gg.padded_h * gg.padded_w * group_block, block_offsets, sums);
-          // sums[t][group] is dW[group * og + o, tap t0 + t, i].
-          for (std::int64_t t = 0; t < min_of<std::int64_t>(tap_block, gg.taps - t0); ++t) {
-            for (std::int64_t g = 0; g < groups; ++g) {
-              dw_part[(((g0 + g) * gg.og + o) * gg.taps + t0 + t) * gg.ig + i] = sums[t * group_block + g];
-            }
-          }
+          store_sums(o, i, t0);
         }
       }
     }
   });
-  const std::int64_t chunk = 4096;
-  parallel_for((part + chunk - 1) / chunk, [&](std::int64_t c) {
-    for (std::int64_t e = c * chunk; e < min_of(part, (c + 1) * chunk); ++e) {
-      float* out = e < dw_size ? dw + e : db + (e - dw_size);
-      float sum = accumulate ? *out : 0.0f;
-      for (std::int64_t n = 0; n < p.batch; ++n) sum += partials[n * part + e];
-      *out = sum;
-    }
-  });
+  sum_partials(partials, p.batch, dw_size, p.out_c, dw, db, accumulate);
   std::free(partials);
   std::free(offsets);
 }
@@ -405,7 +512,9 @@ void convolution_weights_gradient(const ConvParams& p, const float* dy, const fl
                                   bool accumulate) {
   const std::int64_t og = p.out_c / p.groups, ig = p.in_c / p.groups;
   // Groups of a few channels leave most of a GEMM tile empty; vectors across groups fill them.
-  if (p.groups > 1 && og <= 8 && ig <= 8) {
+  if (og == 1 && ig == 1 && p.layout == Layout::NHWC && p.out_c >= group_block) {
+    depthwise_nhwc_weights_gradient(p, dy, x, dw, db, accumulate);
+  } else if (p.groups > 1 && og <= 8 && ig <= 8) {
     grouped_weights_gradient(p, dy, x, dw, db, accumulate);
   } else {
     gemm_weights_gradient(p, dy, x, dw, db, accumulate);

@@ -1,0 +1,141 @@
+"""Shapes that steer the CPU kernels down each of their paths and through each of their tails.
+
+The weight gradient has two paths: a GEMM per group (groups == 1, or more than 8 output or input channels
+per group) with register tiles of 6 output channels by 64 / 16 columns (AVX-512 / AVX2; 4 by 4 in scalar
+code), column blocks of at most 512 columns (KH * KW * I / groups of them) and, when there are few column
+blocks and many pixels, the pixel sum split into segments; and "vectors across groups" (groups > 1 with at
+most 8 output and 8 input channels per group), which sweeps the taps 9 at a time over blocks of 32 / 16 / 2
+groups. Instance norm sums blocks of 512 pixels, one plane per task in NCHW and 256 channels per task in
+NHWC. Every case is checked against the float64 reference in both layouts; test_cpu_isa.py runs this file
+at every instruction-set level.
+"""
+
+import gradstate as gs
+import numpy as np
+import pytest
+import reference as ref
+from conftest import ConvCase, assert_close, check_conv, check_norm, f32, from_layout, in_layout
+
+LAYOUTS = ["NHWC", "NCHW"]
+
+# (N, H, W, I, O, kernel, stride, dilation, groups, padding)
+CONV_PATHS = [
+    # GEMM path with groups: 18 output and 18 input channels per group, one GEMM per group.
+    pytest.param((2, 9, 9, 36, 36, 3, 1, 1, 2, "same"), id="gemm_groups2_18_per_group"),
+    # Just past the grouped path's limit on input channels (8 out, 9 in per group): GEMM.
+    pytest.param((2, 7, 8, 18, 16, 3, 1, 1, 2, "same"), id="gemm_groups2_8_out_9_in"),
+    # 13 output channels (6 + 6 + 1, or 4 + 4 + 4 + 1 in scalar code) and 45 columns, a multiple of
+    # neither 64, 16 nor 4: the last tile is partial in both directions.
+    pytest.param((2, 8, 7, 5, 13, 3, 1, 1, 1, "same"), id="gemm_tile_tails_o13_i5"),
+    # 64 * 9 = 576 columns: two column blocks.
+    pytest.param((1, 8, 8, 64, 8, 3, 1, 1, 1, "same"), id="gemm_two_column_blocks_576"),
+    # 3200 pixels and one column block: the pixel sum is split into segments, none a multiple of the
+    # 256-pixel panel.
+    pytest.param((2, 40, 40, 8, 8, 3, 1, 1, 1, "same"), id="gemm_pixel_segments_3200"),
+    # 1024 pixels: the most that stays one segment.
+    pytest.param((1, 32, 32, 8, 8, 3, 1, 1, 1, "same"), id="gemm_one_segment_1024"),
+    # First layer of an image network: 3 input channels, 7x7 stride 2, padding 3 (rows in the padding,
+    # taps partly outside the image).
+    pytest.param((2, 30, 30, 3, 16, 7, 2, 1, 1, 3), id="gemm_first_layer_7x7_s2"),
+    pytest.param((2, 9, 9, 24, 20, 1, 1, 1, 1, 0), id="gemm_1x1"),
+    # Dilation turns off the contiguous-row packing of NHWC.
+    pytest.param((2, 11, 10, 8, 12, 3, 1, 2, 1, "same"), id="gemm_dilation2_same"),
+    # Depthwise with 37 channels: full blocks of groups and a partial one at every vector width.
+    pytest.param((2, 13, 11, 37, 37, 3, 2, 1, 37, 1), id="depthwise37_stride2_pad1"),
+    # 25 taps: sweeps of 9, 9 and 7 taps.
+    pytest.param((2, 9, 10, 37, 37, 5, 1, 1, 37, "same"), id="depthwise37_5x5"),
+    # One tap: a sweep that repeats it into the 8 unused slots and must drop their sums.
+    pytest.param((2, 7, 6, 37, 37, 1, 1, 1, 37, 0), id="depthwise37_1x1"),
+    pytest.param((2, 9, 8, 37, 37, 3, 1, 2, 37, "same"), id="depthwise37_dilation2"),
+    # 8 output and 8 input channels per group: the largest groups on the grouped path.
+    pytest.param((2, 7, 9, 40, 40, 3, 1, 1, 5, "same"), id="grouped_8_8_per_group"),
+    # 2 output and 3 input channels per group.
+    pytest.param((2, 8, 7, 21, 14, 3, 1, 1, 7, (1, 0, 2, 1)), id="grouped_2_out_3_in"),
+]
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("geom", CONV_PATHS)
+def test_convolution_path(geom, layout, rng):
+    n, h, w, i, o, k, stride, dilation, groups, padding = geom
+    check_conv(ConvCase(rng, n, h, w, i, o, k, stride, dilation, groups, padding), layout)
+
+
+# accumulate=True where each path handles it differently: the GEMM path adds straight into dW when it has
+# one segment and adds the sum of the segments' partials when it has several; the grouped path adds the
+# sum of the images' partials.
+ACCUMULATE_PATHS = [
+    pytest.param((1, 12, 12, 8, 13, 3, 1, 1, 1, "same"), id="gemm_one_segment"),
+    pytest.param((2, 40, 40, 8, 8, 3, 1, 1, 1, "same"), id="gemm_pixel_segments"),
+    pytest.param((3, 9, 8, 37, 37, 3, 1, 1, 37, "same"), id="depthwise"),
+    pytest.param((2, 7, 9, 40, 40, 3, 1, 1, 5, "same"), id="grouped_8_8"),
+]
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("geom", ACCUMULATE_PATHS)
+def test_convolution_accumulate(geom, layout, rng):
+    n, h, w, i, o, k, stride, dilation, groups, padding = geom
+    case = ConvCase(rng, n, h, w, i, o, k, stride, dilation, groups, padding)
+    conv = case.conv()
+    x = in_layout(case.x, layout)
+    _, state = conv.forward(x, layout=layout)
+    grad = gs.ConvolutionGradient(conv)
+    grad.backward(in_layout(case.dy, layout), x, state)
+    dy2 = f32(rng.standard_normal(case.dy.shape))
+    dx2 = grad.backward(in_layout(dy2, layout), x, state, accumulate=True)
+    assert_close(from_layout(dx2, layout), case.dx_ref(dy2), what="dx")
+    assert_close(np.asarray(state.gradient_for_weights), case.dw_ref() + case.dw_ref(dy2), what="dW")
+    assert_close(np.asarray(state.gradient_for_biases), case.db_ref() + case.db_ref(dy2), what="db")
+
+
+# (N, H, W, C): planes around the 512-pixel block (1, 511, 512, 513 and 1500 pixels), and NHWC channel
+# counts around the 256-channel task (255, 256, 257, 300), also together with a plane over 512 pixels.
+NORM_SHAPES = [
+    pytest.param((3, 1, 1, 5), id="plane_1"),
+    pytest.param((2, 7, 73, 3), id="plane_511"),
+    pytest.param((2, 16, 32, 3), id="plane_512"),
+    pytest.param((2, 27, 19, 3), id="plane_513"),
+    pytest.param((1, 30, 50, 4), id="plane_1500"),
+    pytest.param((2, 5, 7, 255), id="channels_255"),
+    pytest.param((2, 5, 7, 256), id="channels_256"),
+    pytest.param((2, 5, 7, 257), id="channels_257"),
+    pytest.param((2, 4, 6, 300), id="channels_300"),
+    pytest.param((1, 23, 23, 257), id="plane_529_channels_257"),
+]
+
+
+def norm_inputs(rng, shape):
+    """x with a different scale and mean per channel, and gamma, beta and dy."""
+    c = shape[-1]
+    x = f32(rng.standard_normal(c) + rng.standard_normal(shape) * rng.uniform(0.5, 2.0, c))
+    gamma, beta = f32(rng.standard_normal(c)), f32(rng.standard_normal(c))
+    return x, gamma, beta, f32(rng.standard_normal(shape))
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("shape", NORM_SHAPES)
+def test_instance_norm_path(shape, layout, rng):
+    x, gamma, beta, dy = norm_inputs(rng, shape)
+    check_norm(x, gamma, beta, 1e-5, dy, layout)
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize(
+    "shape",
+    [pytest.param((2, 27, 19, 3), id="plane_513"), pytest.param((2, 5, 7, 300), id="channels_300")],
+)
+def test_instance_norm_accumulate(shape, layout, rng):
+    x, gamma, _, dy = norm_inputs(rng, shape)
+    dy2 = f32(rng.standard_normal(shape))
+    inorm = gs.InstanceNormalization(shape[-1], gamma=gamma)
+    xl = in_layout(x, layout)
+    _, state = inorm.forward(xl, layout=layout)
+    grad = gs.InstanceNormalizationGradient(inorm)
+    grad.backward(in_layout(dy, layout), xl, state)
+    dx2 = grad.backward(in_layout(dy2, layout), xl, state, accumulate=True)
+    _, dgamma1, dbeta1 = ref.instance_norm_backward(dy, x, gamma, 1e-5)
+    dx2_ref, dgamma2, dbeta2 = ref.instance_norm_backward(dy2, x, gamma, 1e-5)
+    assert_close(from_layout(dx2, layout), dx2_ref, what="dx")
+    assert_close(np.asarray(state.gradient_for_gamma), dgamma1 + dgamma2, what="dgamma")
+    assert_close(np.asarray(state.gradient_for_beta), dbeta1 + dbeta2, what="dbeta")

@@ -1,0 +1,151 @@
+"""Thread count control, and results that are bitwise identical for any thread count.
+
+The CPU kernels split their work by the problem's shape only and add partial sums in a fixed order, so
+changing the number of threads must not change a single bit of any output. The shapes below make every
+kernel split its work into many tasks: the weight gradient's pixel segments, column blocks and blocks of
+groups, and instance norm's planes, pixel blocks and channel blocks.
+"""
+
+import gradstate as gs
+import numpy as np
+import pytest
+import reference as ref
+from conftest import (
+    ConvCase,
+    assert_close,
+    assert_same_bits,
+    call_in_child,
+    f32,
+    from_layout,
+    in_layout,
+    run_conv,
+)
+
+LAYOUTS = ["NHWC", "NCHW"]
+THREAD_COUNTS = [1, 2, 3]
+
+
+@pytest.fixture
+def restore_threads():
+    """Puts the thread count back as it was, so that other tests run with the configured count."""
+    before = gs.get_num_threads()
+    yield before
+    gs.set_num_threads(before)
+
+
+def test_set_get_round_trip(restore_threads):
+    for n in (1, 3, 2, restore_threads + 1):
+        gs.set_num_threads(n)
+        assert gs.get_num_threads() == n
+        assert gs.cpu_info()["num_threads"] == n
+
+
+@pytest.mark.parametrize(
+    "value, exc",
+    [(0, ValueError), (-1, ValueError), (1.5, TypeError), ("2", TypeError)],
+    ids=["zero", "negative", "float", "str"],
+)
+def test_set_num_threads_rejects(value, exc, restore_threads):
+    gs.set_num_threads(2)
+    with pytest.raises(exc, match=r"^n: ") as info:
+        gs.set_num_threads(value)
+    assert type(info.value) is exc
+    # A refused value leaves the count alone.
+    assert gs.get_num_threads() == 2
+
+
+def assert_same_for_every_thread_count(compute):
+    """compute() -> {name: float32 array}; runs it with each thread count (and the last one twice, as
+    races would show up between repeated runs) and checks that every output has the same bits as with one
+    thread. Returns the one-thread outputs."""
+    runs = []
+    for n in [*THREAD_COUNTS, THREAD_COUNTS[-1]]:
+        gs.set_num_threads(n)
+        assert gs.get_num_threads() == n
+        runs.append((n, compute()))
+    _, single = runs[0]
+    for n, outputs in runs[1:]:
+        assert outputs.keys() == single.keys()
+        for name, value in outputs.items():
+            assert_same_bits(value, single[name], what=f"{name} with {n} threads vs 1 thread")
+    return single
+
+
+# (N, H, W, I, O, kernel, groups): each weight-gradient path split into many work items.
+CONV_SHAPES = [
+    # 4096 pixels and 144 columns (one column block): the pixel sum is split into segments.
+    pytest.param((4, 32, 32, 16, 16, 3, 1), id="gemm_pixel_segments"),
+    # 1152 columns: three column blocks.
+    pytest.param((2, 16, 16, 128, 24, 3, 1), id="gemm_column_blocks"),
+    # 40 groups: more than one block of groups at every vector width, one task per image and block.
+    pytest.param((3, 12, 12, 40, 40, 3, 40), id="depthwise40"),
+    pytest.param((3, 10, 10, 32, 32, 3, 8), id="grouped_4_4_per_group"),
+]
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("shape", CONV_SHAPES)
+def test_convolution_bits_do_not_depend_on_thread_count(shape, layout, rng, restore_threads):
+    n, h, w, i, o, k, groups = shape
+    case = ConvCase(rng, n, h, w, i, o, k, groups=groups, padding="same")
+
+    def compute():
+        y, dx, dw, db = run_conv(case, layout)
+        return {"y": y, "dx": dx, "dW": dw, "db": db}
+
+    single = assert_same_for_every_thread_count(compute)
+    assert_close(single["y"], case.y_ref, what="y")
+    assert_close(single["dx"], case.dx_ref(), what="dx")
+    assert_close(single["dW"], case.dw_ref(), what="dW")
+    assert_close(single["db"], case.db_ref(), what="db")
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_instance_norm_bits_do_not_depend_on_thread_count(layout, rng, restore_threads):
+    # 576-pixel planes (more than one 512-pixel block) and 300 channels (two NHWC channel blocks).
+    shape = (2, 24, 24, 300)
+    c = shape[-1]
+    x = f32(rng.standard_normal(c) + rng.standard_normal(shape) * rng.uniform(0.5, 2.0, c))
+    gamma, beta = f32(rng.standard_normal(c)), f32(rng.standard_normal(c))
+    dy = f32(rng.standard_normal(shape))
+
+    def compute():
+        inorm = gs.InstanceNormalization(c, gamma=gamma, beta=beta)
+        xl = in_layout(x, layout)
+        y, state = inorm.forward(xl, layout=layout)
+        dx = gs.InstanceNormalizationGradient(inorm).backward(in_layout(dy, layout), xl, state)
+        return {
+            "y": from_layout(y, layout),
+            "dx": from_layout(dx, layout),
+            "dgamma": np.array(state.gradient_for_gamma, copy=True),
+            "dbeta": np.array(state.gradient_for_beta, copy=True),
+            "mean": np.array(state.mean, copy=True),
+            "inv_std": np.array(state.inv_std, copy=True),
+        }
+
+    single = assert_same_for_every_thread_count(compute)
+    y_ref, mean_ref, inv_std_ref = ref.instance_norm(x, gamma, beta, 1e-5)
+    dx_ref, dgamma_ref, dbeta_ref = ref.instance_norm_backward(dy, x, gamma, 1e-5)
+    assert_close(single["y"], y_ref, what="y")
+    assert_close(single["dx"], dx_ref, what="dx")
+    assert_close(single["dgamma"], dgamma_ref, what="dgamma")
+    assert_close(single["dbeta"], dbeta_ref, what="dbeta")
+    assert_close(single["mean"], mean_ref, what="mean")
+    assert_close(single["inv_std"], inv_std_ref, what="inv_std")
+
+
+# GRADSTATE_NUM_THREADS is read once per process, so these run in a child process.
+
+
+def test_environment_sets_thread_count():
+    assert call_in_child(
+        "(gs.get_num_threads(), gs.cpu_info()['num_threads'])", GRADSTATE_NUM_THREADS="3"
+    ) == ("returned (3, 3)")
+
+
+@pytest.mark.parametrize("value", ["zero", "0", "-2", "2.5"])
+def test_environment_rejects_bad_thread_count(value):
+    # Importing works; the first use of the thread count reports the variable and the value.
+    line = call_in_child("gs.get_num_threads()", GRADSTATE_NUM_THREADS=value)
+    assert line.startswith("ValueError: GRADSTATE_NUM_THREADS: "), line
+    assert repr(value) in line, line
