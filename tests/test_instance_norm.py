@@ -45,6 +45,17 @@ def test_against_reference(shape, gamma_beta, layout, rng):
         np.testing.assert_array_equal(np.asarray(state.beta), beta)
 
 
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("shape", [(2, 30, 50, 5), (1, 23, 23, 257)], ids=str)
+def test_mean_far_from_zero(shape, layout, rng):
+    # The float32 mean saved by the forward pass is off by up to half a unit in the last place (3e-5 at
+    # 1000); dgamma multiplies that error by sum(dy), which is large when dy has a mean of its own. Planes
+    # span several summation blocks (512 pixels) and, in NHWC, several blocks of channels (256).
+    x = f32(1000.0 + rng.standard_normal(shape))
+    dy = f32(1.0 + rng.standard_normal(shape))
+    check_norm(x, f32(rng.uniform(0.5, 1.5, shape[-1])), None, 1e-5, dy, layout)
+
+
 def test_one_pixel_plane_normalizes_to_beta(rng):
     # The variance is 0, so xhat is 0: y is beta and dx is 0, without NaN.
     x = f32(rng.standard_normal((3, 1, 1, 4)) * 10)
