@@ -16,22 +16,10 @@
 namespace gradstate::cpu::GRADSTATE_ISA_NAMESPACE {
 namespace {
 
-// Register tile of the microkernel: MR output channels by NV vectors (NR columns of dW). AVX2 has 16
-// vector registers, so its tile is 6 x 2 (12 accumulators); AVX-512 and NEON have 32 (6 x 4).
-#if GRADSTATE_VECTOR_BYTES == 32
-constexpr int MR = 6, NV = 2;
-#elif GRADSTATE_VECTOR_BYTES >= 16
-constexpr int MR = 6, NV = 4;
-#else
-constexpr int MR = 4, NV = 4;
-#endif
-constexpr int NR = NV * lanes;
-
-// Cache blocking: a panel of KC pixels by at most max_nc columns of X is packed per step (KC * NR floats of
-// it, one microkernel's B operand, stay in L1), next to KC pixels of dy for every output channel of the
-// group.
+// Cache blocking: a panel of KC pixels by at most max_columns columns of X is packed per step, next to KC
+// pixels of dy for every output channel of the group.
 constexpr std::int64_t KC = 256;
-constexpr std::int64_t max_nc = (512 / NR) * NR;
+constexpr std::int64_t max_columns = 512;
 
 // Work is split into items of (group, column block, pixel segment). The split depends on the problem
 // only — never on the thread count — and segments are summed in a fixed order, so every thread count
@@ -41,9 +29,22 @@ constexpr std::int64_t target_items = 16;
 constexpr std::int64_t min_segment_pixels = 4 * KC;
 constexpr std::int64_t max_partial_bytes = 8 << 20;
 
+// The register tile of the microkernel is MR output channels by NV vectors (NR columns of dW): two shapes
+// per level, and each problem takes the one that wastes the fewest multiply-adds on padding. AVX2 has 16
+// vector registers (tiles of 12 accumulators); AVX-512 and NEON have 32 (24 accumulators).
+#if GRADSTATE_VECTOR_BYTES == 32
+constexpr int tile_a[2] = {6, 2}, tile_b[2] = {4, 3};
+#elif GRADSTATE_VECTOR_BYTES >= 16
+constexpr int tile_a[2] = {6, 4}, tile_b[2] = {8, 3};
+#else
+constexpr int tile_a[2] = {4, 4}, tile_b[2] = {4, 4};
+#endif
+
 // acc (MR x NR) += a (kc x MR) * b (kc x NR), then c[rows x cols] += acc (c has row stride ldc).
+template <int MR, int NV>
 void microkernel(std::int64_t kc, const float* a, const float* b, float* c, std::int64_t ldc, int rows,
                  int cols) {
+  constexpr int NR = NV * lanes;
   Vec acc[MR][NV] = {};
   for (std::int64_t k = 0; k < kc; ++k) {
     Vec bv[NV];
@@ -65,8 +66,12 @@ void microkernel(std::int64_t kc, const float* a, const float* b, float* c, std:
   }
 }
 
-// One group's GEMM: dW (M x N, row stride N) over K pixels.
+// One group's GEMM: dW (M x N, row stride N) over K pixels, with the microkernel tile MR x NV.
+template <int MR, int NV>
 struct WeightsGemm {
+  static constexpr int NR = NV * lanes;
+  static constexpr std::int64_t max_nc = max_columns / NR * NR;
+
   WeightsGemm(const ConvParams& p, const float* dy, const float* x)
       : geo(p),
         dy(dy),
@@ -202,7 +207,8 @@ struct WeightsGemm {
         const int cols = static_cast<int>(min_of<std::int64_t>(NR, nc - jb * NR));
         for (std::int64_t mb = 0; mb < m_padded / MR; ++mb) {
           const int rows = static_cast<int>(min_of<std::int64_t>(MR, m - mb * MR));
-          microkernel(kc, a + mb * kc * MR, b + jb * kc * NR, c + mb * MR * n + j0 + jb * NR, n, rows, cols);
+          microkernel<MR, NV>(kc, a + mb * kc * MR, b + jb * kc * NR, c + mb * MR * n + j0 + jb * NR, n, rows,
+                              cols);
         }
       }
     }
@@ -230,9 +236,10 @@ void sum_partials(const float* partials, std::int64_t parts, std::int64_t dw_siz
   });
 }
 
+template <int MR, int NV>
 void gemm_weights_gradient(const ConvParams& p, const float* dy, const float* x, float* dw, float* db,
                            bool accumulate) {
-  const WeightsGemm gemm(p, dy, x);
+  const WeightsGemm<MR, NV> gemm(p, dy, x);
   const std::int64_t weights_per_group = gemm.m * gemm.n;
   const std::int64_t dw_size = p.groups * weights_per_group;
   const std::int64_t tiles = p.groups * gemm.column_blocks;
@@ -506,6 +513,13 @@ void grouped_weights_gradient(const ConvParams& p, const float* dy, const float*
   std::free(offsets);
 }
 
+// Padded tile area per useful element of an m x n problem tiled by {MR, NV}.
+double tile_waste(std::int64_t m, std::int64_t n, const int (&tile)[2]) {
+  const std::int64_t mr = tile[0], nr = tile[1] * lanes;
+  return static_cast<double>((m + mr - 1) / mr * mr) * ((n + nr - 1) / nr * nr) /
+         (static_cast<double>(m) * n);
+}
+
 }  // namespace
 
 void convolution_weights_gradient(const ConvParams& p, const float* dy, const float* x, float* dw, float* db,
@@ -516,8 +530,11 @@ void convolution_weights_gradient(const ConvParams& p, const float* dy, const fl
     depthwise_nhwc_weights_gradient(p, dy, x, dw, db, accumulate);
   } else if (p.groups > 1 && og <= 8 && ig <= 8) {
     grouped_weights_gradient(p, dy, x, dw, db, accumulate);
+  } else if (tile_waste(og, p.kernel_h * p.kernel_w * ig, tile_a) <=
+             tile_waste(og, p.kernel_h * p.kernel_w * ig, tile_b)) {
+    gemm_weights_gradient<tile_a[0], tile_a[1]>(p, dy, x, dw, db, accumulate);
   } else {
-    gemm_weights_gradient(p, dy, x, dw, db, accumulate);
+    gemm_weights_gradient<tile_b[0], tile_b[1]>(p, dy, x, dw, db, accumulate);
   }
 }
 
