@@ -66,11 +66,14 @@ void microkernel(std::int64_t kc, const float* a, const float* b, float* c, std:
   }
 }
 
-// One group's GEMM: dW (M x N, row stride N) over K pixels, with the microkernel tile MR x NV.
-template <int MR, int NV>
+// One group's GEMM: dW (M x N, row stride N) over K pixels, with the microkernel tile MR x NV, transposed
+// or not (see run).
+template <int MR, int NV, bool Transposed>
 struct WeightsGemm {
   static constexpr int NR = NV * lanes;
-  static constexpr std::int64_t max_nc = max_columns / NR * NR;
+  // Column blocks are whole microkernel tiles: NR columns, or MR when transposed.
+  static constexpr std::int64_t unit = Transposed ? MR : NR;
+  static constexpr std::int64_t max_nc = max_columns / unit * unit;
 
   WeightsGemm(const ConvParams& p, const float* dy, const float* x)
       : geo(p),
@@ -79,10 +82,9 @@ struct WeightsGemm {
         m(geo.out_per_group),
         n(p.kernel_h * p.kernel_w * geo.in_per_group),
         k(static_cast<std::int64_t>(p.batch) * p.out_h * p.out_w),
-        m_padded((m + MR - 1) / MR * MR),
         column_blocks((n + max_nc - 1) / max_nc),
         // Equal column blocks (whole microkernel tiles), so that no block packs dy for a sliver of columns.
-        nc((n + column_blocks * NR - 1) / (column_blocks * NR) * NR) {}
+        nc((n + column_blocks * unit - 1) / (column_blocks * unit) * unit) {}
 
   // The pixel k as (image, output row, output column).
   void pixel(std::int64_t k, std::int64_t& img, std::int64_t& oh, std::int64_t& ow) const {
@@ -92,20 +94,22 @@ struct WeightsGemm {
     img = rest / geo.p.out_h;
   }
 
-  // a[MR-block][k][MR] = dy of pixels [k0, k0 + kc) for the group's output channels, zero beyond m; adds
-  // the values to db when db is not null.
+  // a[W-block][k][W] = dy of pixels [k0, k0 + kc) for the group's output channels, zero beyond m; adds the
+  // values to db when db is not null.
+  template <int W>
   void pack_dy(std::int64_t g, std::int64_t k0, std::int64_t kc, float* a, float* db) const {
     // Rows past m stay zero, so the last tile's extra output channels accumulate nothing.
-    std::memset(a + (m_padded / MR - 1) * kc * MR, 0, sizeof(float) * kc * MR);
+    const std::int64_t blocks = (m + W - 1) / W;
+    std::memset(a + (blocks - 1) * kc * W, 0, sizeof(float) * kc * W);
     std::int64_t img, oh, ow;
     pixel(k0, img, oh, ow);
     for (std::int64_t k = 0; k < kc; ++k) {
       const float* src = dy + geo.y_offset(img, oh, ow, g * m);
       const std::int64_t step = geo.y.c;
-      for (std::int64_t mb = 0; mb * MR < m; ++mb) {
-        float* dst = a + mb * kc * MR + k * MR;
-        const std::int64_t rows = min_of<std::int64_t>(MR, m - mb * MR);
-        for (std::int64_t r = 0; r < rows; ++r) dst[r] = src[(mb * MR + r) * step];
+      for (std::int64_t mb = 0; mb < blocks; ++mb) {
+        float* dst = a + mb * kc * W + k * W;
+        const std::int64_t rows = min_of<std::int64_t>(W, m - mb * W);
+        for (std::int64_t r = 0; r < rows; ++r) dst[r] = src[(mb * W + r) * step];
       }
       if (db != nullptr) {
         for (std::int64_t o = 0; o < m; ++o) db[o] += src[o * step];
@@ -117,13 +121,14 @@ struct WeightsGemm {
     }
   }
 
-  // Writes `count` values into columns [col, col + count) of row k of a panel b[NR-block][k][NR] of kc
-  // rows, splitting them at block boundaries: src[0], src[stride], ... or zeros when src is null.
+  // Writes `count` values into columns [col, col + count) of row k of a panel b[W-block][k][W] of kc rows,
+  // splitting them at block boundaries: src[0], src[stride], ... or zeros when src is null.
+  template <int W>
   static void put(float* b, std::int64_t kc, std::int64_t k, std::int64_t col, std::int64_t count,
                   const float* src, std::int64_t stride) {
     while (count > 0) {
-      const std::int64_t lane = col % NR, piece = min_of(NR - lane, count);
-      float* dst = b + (col / NR) * kc * NR + k * NR + lane;
+      const std::int64_t lane = col % W, piece = min_of<std::int64_t>(W - lane, count);
+      float* dst = b + (col / W) * kc * W + k * W + lane;
       // Explicit vector loops: the pieces are short, and library copies of unknown length start slowly.
       std::int64_t i = 0;
       if (src == nullptr) {
@@ -142,13 +147,14 @@ struct WeightsGemm {
     }
   }
 
-  // b[NR-block][k][NR] = columns [j0, j0 + nc) of X for pixels [k0, k0 + kc), zero in the padding and
-  // beyond nc. Column j = (kh * KW + kw) * ig + i; one kernel row kh spans KW * ig columns.
+  // b[W-block][k][W] = columns [j0, j0 + nc) of X for pixels [k0, k0 + kc), zero in the padding and beyond
+  // nc. Column j = (kh * KW + kw) * ig + i; one kernel row kh spans KW * ig columns.
+  template <int W>
   void pack_x(std::int64_t g, std::int64_t j0, std::int64_t nc, std::int64_t k0, std::int64_t kc,
               float* b) const {
     const ConvParams& p = geo.p;
     const std::int64_t ig = geo.in_per_group, row_cols = p.kernel_w * ig;
-    const std::int64_t padded_nc = (nc + NR - 1) / NR * NR;
+    const std::int64_t padded_nc = (nc + W - 1) / W * W;
     // In NHWC without groups and dilation, the taps of one kernel row read one contiguous run of x.
     const bool contiguous_rows = geo.x.c == 1 && p.groups == 1 && p.dilation_x == 1;
     std::int64_t img, oh, ow;
@@ -159,7 +165,7 @@ struct WeightsGemm {
         const std::int64_t first = max_of(row, j0), last = min_of(row + row_cols, j0 + nc);
         const std::int64_t ih = geo.input_row(oh, kh);
         if (!geo.row_inside(ih)) {
-          put(b, kc, k, first - j0, last - first, nullptr, 0);
+          put<W>(b, kc, k, first - j0, last - first, nullptr, 0);
         } else if (contiguous_rows) {
           // Taps kw in [kw_lo, kw_hi) read inside the image.
           const std::int64_t left = geo.input_col(ow, 0);
@@ -169,9 +175,9 @@ struct WeightsGemm {
           const std::int64_t v1 = min_of(max_of(row + kw_hi * ig, v0), last);
           // Column j's value is x[run + j]; the offset is negative when the row starts in the padding.
           const std::int64_t run = geo.x_offset(img, ih, left, 0) - row;
-          put(b, kc, k, first - j0, v0 - first, nullptr, 0);
-          if (v1 > v0) put(b, kc, k, v0 - j0, v1 - v0, x + (run + v0), 1);
-          put(b, kc, k, v1 - j0, last - v1, nullptr, 0);
+          put<W>(b, kc, k, first - j0, v0 - first, nullptr, 0);
+          if (v1 > v0) put<W>(b, kc, k, v0 - j0, v1 - v0, x + (run + v0), 1);
+          put<W>(b, kc, k, v1 - j0, last - v1, nullptr, 0);
         } else {
           for (std::int64_t j = first; j < last;) {
             const std::int64_t kw = (j - row) / ig, tap_end = min_of(row + (kw + 1) * ig, last);
@@ -179,12 +185,12 @@ struct WeightsGemm {
             const float* src = geo.col_inside(iw)
                                    ? x + geo.x_offset(img, ih, iw, g) + (j - row - kw * ig) * geo.x.c
                                    : nullptr;
-            put(b, kc, k, j - j0, tap_end - j, src, geo.x.c);
+            put<W>(b, kc, k, j - j0, tap_end - j, src, geo.x.c);
             j = tap_end;
           }
         }
       }
-      put(b, kc, k, nc, padded_nc - nc, nullptr, 0);
+      put<W>(b, kc, k, nc, padded_nc - nc, nullptr, 0);
       if (++ow == p.out_w) {
         ow = 0;
         if (++oh == p.out_h) oh = 0, ++img;
@@ -193,31 +199,53 @@ struct WeightsGemm {
   }
 
   // c[:, j0 : j0 + nc] += the product over pixels [k_begin, k_end); db (when not null) += dy over them.
+  // Normally the microkernel's rows are output channels and its vectors columns of X, accumulating straight
+  // into c; transposed, its rows are columns of X and its vectors output channels (for few, odd columns,
+  // as in a first layer), accumulating into a transposed tile that is added to c at the end.
   void run(std::int64_t g, std::int64_t j0, std::int64_t k_begin, std::int64_t k_end, float* c,
            float* db) const {
     const std::int64_t nc = min_of(this->nc, n - j0);
-    const std::int64_t blocks = (nc + NR - 1) / NR;
-    float* a = static_cast<float*>(thread_scratch(sizeof(float) * KC * (m_padded + blocks * NR)));
-    float* b = a + KC * m_padded;
+    const std::int64_t row_blocks = Transposed ? (nc + MR - 1) / MR : (m + MR - 1) / MR;
+    const std::int64_t vector_blocks = Transposed ? (m + NR - 1) / NR : (nc + NR - 1) / NR;
+    const std::int64_t tile_floats = Transposed ? row_blocks * MR * vector_blocks * NR : 0;
+    float* a = static_cast<float*>(
+        thread_scratch(sizeof(float) * (KC * (row_blocks * MR + vector_blocks * NR) + tile_floats)));
+    float* b = a + KC * row_blocks * MR;
+    float* tile = b + KC * vector_blocks * NR;
+    const std::int64_t ldt = vector_blocks * NR;
+    std::memset(tile, 0, sizeof(float) * tile_floats);
     for (std::int64_t k0 = k_begin; k0 < k_end; k0 += KC) {
       const std::int64_t kc = min_of(KC, k_end - k0);
-      pack_dy(g, k0, kc, a, db);
-      pack_x(g, j0, nc, k0, kc, b);
-      for (std::int64_t jb = 0; jb < blocks; ++jb) {
-        const int cols = static_cast<int>(min_of<std::int64_t>(NR, nc - jb * NR));
-        for (std::int64_t mb = 0; mb < m_padded / MR; ++mb) {
-          const int rows = static_cast<int>(min_of<std::int64_t>(MR, m - mb * MR));
-          microkernel<MR, NV>(kc, a + mb * kc * MR, b + jb * kc * NR, c + mb * MR * n + j0 + jb * NR, n, rows,
-                              cols);
+      if (Transposed) {
+        pack_x<MR>(g, j0, nc, k0, kc, a);
+        pack_dy<NR>(g, k0, kc, b, db);
+      } else {
+        pack_dy<MR>(g, k0, kc, a, db);
+        pack_x<NR>(g, j0, nc, k0, kc, b);
+      }
+      for (std::int64_t vb = 0; vb < vector_blocks; ++vb) {
+        for (std::int64_t rb = 0; rb < row_blocks; ++rb) {
+          const float* ap = a + rb * kc * MR;
+          const float* bp = b + vb * kc * NR;
+          if (Transposed) {
+            microkernel<MR, NV>(kc, ap, bp, tile + rb * MR * ldt + vb * NR, ldt, MR, NR);
+          } else {
+            const int rows = static_cast<int>(min_of<std::int64_t>(MR, m - rb * MR));
+            const int cols = static_cast<int>(min_of<std::int64_t>(NR, nc - vb * NR));
+            microkernel<MR, NV>(kc, ap, bp, c + rb * MR * n + j0 + vb * NR, n, rows, cols);
+          }
         }
       }
     }
+    if (!Transposed) return;
+    for (std::int64_t o = 0; o < m; ++o)
+      for (std::int64_t j = 0; j < nc; ++j) c[o * n + j0 + j] += tile[j * ldt + o];
   }
 
   Geometry geo;
   const float* dy;
   const float* x;
-  std::int64_t m, n, k, m_padded, column_blocks, nc;
+  std::int64_t m, n, k, column_blocks, nc;
 };
 
 // dw and db from per-part partial sums laid out [part][dw then db], added in part order (a fixed order, so
@@ -236,10 +264,10 @@ void sum_partials(const float* partials, std::int64_t parts, std::int64_t dw_siz
   });
 }
 
-template <int MR, int NV>
+template <int MR, int NV, bool Transposed>
 void gemm_weights_gradient(const ConvParams& p, const float* dy, const float* x, float* dw, float* db,
                            bool accumulate) {
-  const WeightsGemm<MR, NV> gemm(p, dy, x);
+  const WeightsGemm<MR, NV, Transposed> gemm(p, dy, x);
   const std::int64_t weights_per_group = gemm.m * gemm.n;
   const std::int64_t dw_size = p.groups * weights_per_group;
   const std::int64_t tiles = p.groups * gemm.column_blocks;
@@ -513,11 +541,28 @@ void grouped_weights_gradient(const ConvParams& p, const float* dy, const float*
   std::free(offsets);
 }
 
-// Padded tile area per useful element of an m x n problem tiled by {MR, NV}.
-double tile_waste(std::int64_t m, std::int64_t n, const int (&tile)[2]) {
+// Padded tile area per useful element when the tile's MR rows run over `rows` values and its NV vectors
+// over `cols` values.
+double tile_waste(std::int64_t rows, std::int64_t cols, const int (&tile)[2]) {
   const std::int64_t mr = tile[0], nr = tile[1] * lanes;
-  return static_cast<double>((m + mr - 1) / mr * mr) * ((n + nr - 1) / nr * nr) /
-         (static_cast<double>(m) * n);
+  return static_cast<double>((rows + mr - 1) / mr * mr) * ((cols + nr - 1) / nr * nr) /
+         (static_cast<double>(rows) * cols);
+}
+
+// The GEMM with the tile and orientation that waste the least (the first of equals).
+void gemm_weights_gradient(const ConvParams& p, const float* dy, const float* x, float* dw, float* db,
+                           bool accumulate) {
+  const std::int64_t m = p.out_c / p.groups,
+                     n = static_cast<std::int64_t>(p.kernel_h) * p.kernel_w * (p.in_c / p.groups);
+  const double waste[4] = {tile_waste(m, n, tile_a), tile_waste(m, n, tile_b), tile_waste(n, m, tile_a),
+                           tile_waste(n, m, tile_b)};
+  int best = 0;
+  for (int i = 1; i < 4; ++i) best = waste[i] < waste[best] ? i : best;
+  using Gemm = void (*)(const ConvParams&, const float*, const float*, float*, float*, bool);
+  static constexpr Gemm gemms[4] = {
+      gemm_weights_gradient<tile_a[0], tile_a[1], false>, gemm_weights_gradient<tile_b[0], tile_b[1], false>,
+      gemm_weights_gradient<tile_a[0], tile_a[1], true>, gemm_weights_gradient<tile_b[0], tile_b[1], true>};
+  gemms[best](p, dy, x, dw, db, accumulate);
 }
 
 }  // namespace
@@ -530,11 +575,8 @@ void convolution_weights_gradient(const ConvParams& p, const float* dy, const fl
     depthwise_nhwc_weights_gradient(p, dy, x, dw, db, accumulate);
   } else if (p.groups > 1 && og <= 8 && ig <= 8) {
     grouped_weights_gradient(p, dy, x, dw, db, accumulate);
-  } else if (tile_waste(og, p.kernel_h * p.kernel_w * ig, tile_a) <=
-             tile_waste(og, p.kernel_h * p.kernel_w * ig, tile_b)) {
-    gemm_weights_gradient<tile_a[0], tile_a[1]>(p, dy, x, dw, db, accumulate);
   } else {
-    gemm_weights_gradient<tile_b[0], tile_b[1]>(p, dy, x, dw, db, accumulate);
+    gemm_weights_gradient(p, dy, x, dw, db, accumulate);
   }
 }
 
