@@ -549,13 +549,16 @@ double tile_waste(std::int64_t rows, std::int64_t cols, const int (&tile)[2]) {
          (static_cast<double>(rows) * cols);
 }
 
-// The GEMM with the tile and orientation that waste the least (the first of equals).
+// The GEMM with the tile and orientation that waste the least (the first of equals). The transposed
+// orientation packs X into narrower blocks and transposes its result, so it must save more than that costs.
 void gemm_weights_gradient(const ConvParams& p, const float* dy, const float* x, float* dw, float* db,
                            bool accumulate) {
   const std::int64_t m = p.out_c / p.groups,
                      n = static_cast<std::int64_t>(p.kernel_h) * p.kernel_w * (p.in_c / p.groups);
-  const double waste[4] = {tile_waste(m, n, tile_a), tile_waste(m, n, tile_b), tile_waste(n, m, tile_a),
-                           tile_waste(n, m, tile_b)};
+  constexpr double transposed_cost = 1.2;
+  const double waste[4] = {tile_waste(m, n, tile_a), tile_waste(m, n, tile_b),
+                           transposed_cost * tile_waste(n, m, tile_a),
+                           transposed_cost * tile_waste(n, m, tile_b)};
   int best = 0;
   for (int i = 1; i < 4; ++i) best = waste[i] < waste[best] ? i : best;
   using Gemm = void (*)(const ConvParams&, const float*, const float*, float*, float*, bool);
