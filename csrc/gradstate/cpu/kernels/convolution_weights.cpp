@@ -198,12 +198,58 @@ struct WeightsGemm {
     }
   }
 
+  // NCHW: packing would gather the values of one pixel from as many planes, so the rows of each image that
+  // the pixels need are first copied, for this group's channels, into NHWC order, and the NHWC path runs on
+  // the copy: a one-image problem over those rows, its padding shifted to match.
+  void run_planar(std::int64_t g, std::int64_t j0, std::int64_t k_begin, std::int64_t k_end, float* c,
+                  float* db) const {
+    const ConvParams& p = geo.p;
+    const std::int64_t ig = geo.in_per_group, in_plane = static_cast<std::int64_t>(p.in_h) * p.in_w;
+    const std::int64_t out_plane = static_cast<std::int64_t>(p.out_h) * p.out_w;
+    for (std::int64_t k = k_begin; k < k_end;) {
+      const std::int64_t img = k / out_plane, first = k % out_plane;
+      const std::int64_t count = min_of(k_end - k, out_plane - first);
+      const std::int64_t oh0 = first / p.out_w, oh1 = (first + count - 1) / p.out_w + 1;
+      const std::int64_t r0 = max_of<std::int64_t>(0, oh0 * p.stride_y - p.pad_top);
+      const std::int64_t r1 = min_of<std::int64_t>(
+          p.in_h, (oh1 - 1) * p.stride_y - p.pad_top + (p.kernel_h - 1) * p.dilation_y + 1);
+      ConvParams rows = p;
+      rows.batch = 1, rows.groups = 1, rows.layout = Layout::NHWC;
+      rows.in_c = static_cast<std::int32_t>(ig), rows.out_c = static_cast<std::int32_t>(m);
+      rows.in_h = static_cast<std::int32_t>(max_of<std::int64_t>(r1 - r0, 0));
+      rows.out_h = static_cast<std::int32_t>(oh1 - oh0);
+      rows.pad_top = static_cast<std::int32_t>(p.pad_top + r0 - oh0 * p.stride_y);
+      const std::int64_t x_values = static_cast<std::int64_t>(rows.in_h) * p.in_w;
+      const std::int64_t dy_values = static_cast<std::int64_t>(rows.out_h) * p.out_w;
+      float* xs = static_cast<float*>(std::malloc(sizeof(float) * (x_values * ig + dy_values * m + 1)));
+      float* dys = xs + x_values * ig;
+      transpose_planes(x + img * geo.x.n + g * ig * in_plane + r0 * p.in_w, ig, in_plane, x_values, xs);
+      transpose_planes(dy + img * geo.y.n + g * m * out_plane + oh0 * p.out_w, m, out_plane, dy_values, dys);
+      const WeightsGemm copy(rows, dys, xs);
+      copy.run(0, j0, first - oh0 * p.out_w, first - oh0 * p.out_w + count, c, db);
+      std::free(xs);
+      k += count;
+    }
+  }
+
+  // dst[pixel][channel] = src[channel * stride + pixel] for `channels` planes of `pixels` values.
+  static void transpose_planes(const float* src, std::int64_t channels, std::int64_t stride,
+                               std::int64_t pixels, float* dst) {
+    constexpr std::int64_t tile = 16;  // a tile of 16 x 16 values reads and writes whole cache lines
+    for (std::int64_t c0 = 0; c0 < channels; c0 += tile)
+      for (std::int64_t p0 = 0; p0 < pixels; p0 += tile)
+        for (std::int64_t px = p0; px < min_of(pixels, p0 + tile); ++px)
+          for (std::int64_t ch = c0; ch < min_of(channels, c0 + tile); ++ch)
+            dst[px * channels + ch] = src[ch * stride + px];
+  }
+
   // c[:, j0 : j0 + nc] += the product over pixels [k_begin, k_end); db (when not null) += dy over them.
   // Normally the microkernel's rows are output channels and its vectors columns of X, accumulating straight
   // into c; transposed, its rows are columns of X and its vectors output channels (for few, odd columns,
   // as in a first layer), accumulating into a transposed tile that is added to c at the end.
   void run(std::int64_t g, std::int64_t j0, std::int64_t k_begin, std::int64_t k_end, float* c,
            float* db) const {
+    if (geo.p.layout == Layout::NCHW) return run_planar(g, j0, k_begin, k_end, c, db);
     const std::int64_t nc = min_of(this->nc, n - j0);
     const std::int64_t row_blocks = Transposed ? (nc + MR - 1) / MR : (m + MR - 1) / MR;
     const std::int64_t vector_blocks = Transposed ? (m + NR - 1) / NR : (nc + NR - 1) / NR;
