@@ -24,6 +24,9 @@ NAMES = [
     "InstanceNormalization",
     "InstanceNormalizationGradient",
     "InstanceNormalizationGradientState",
+    "ConvolutionWeightsAndBiasesState",
+    "NormalizationGammaAndBetaState",
+    "optim",
 ]
 
 MPS_NAMES = {
@@ -35,6 +38,8 @@ MPS_NAMES = {
     "MPSCNNInstanceNormalization": "InstanceNormalization",
     "MPSCNNInstanceNormalizationGradient": "InstanceNormalizationGradient",
     "MPSCNNInstanceNormalizationGradientState": "InstanceNormalizationGradientState",
+    "MPSCNNConvolutionWeightsAndBiasesState": "ConvolutionWeightsAndBiasesState",
+    "MPSCNNNormalizationGammaAndBetaState": "NormalizationGammaAndBetaState",
     "MPSNNGradientState": "GradientState",
     "MPSState": "GradientState",
     "MTLBuffer": "Buffer",
@@ -171,8 +176,10 @@ def test_instance_norm_state_properties(layout):
     assert isinstance(state, gs.InstanceNormalizationGradientState) and isinstance(state, gs.GradientState)
     assert state.instance_normalization is inorm
     assert state.layout == layout
-    assert state.gamma is None and state.beta is None
     c = inorm.num_channels
+    # A layer made without gamma and beta holds ones and zeros, and the state copies of them.
+    np.testing.assert_array_equal(np.asarray(state.gamma), np.ones(c, F32))
+    np.testing.assert_array_equal(np.asarray(state.beta), np.zeros(c, F32))
     assert state.mean.shape == (2, c) and state.inv_std.shape == (2, c)
     assert state.gradient_for_gamma.shape == (c,) and state.gradient_for_beta.shape == (c,)
     assert not np.asarray(state.gradient_for_gamma).any()

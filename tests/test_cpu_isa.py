@@ -17,8 +17,13 @@ from conftest import call_in_child, child_env
 KNOWN_LEVELS = ["scalar", "x86_v3", "x86_v4", "neon"]
 USABLE = gs.cpu_info()["usable"]
 TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
-# The tests of every kernel's results against the float64 reference.
-GRADIENT_MODULES = ["test_convolution.py", "test_instance_norm.py", "test_kernel_paths.py"]
+# The tests of every kernel's results against the float64 reference (the optimizers' too).
+GRADIENT_MODULES = [
+    "test_convolution.py",
+    "test_instance_norm.py",
+    "test_kernel_paths.py",
+    "test_optim.py",
+]
 
 
 def test_cpu_info_is_consistent():

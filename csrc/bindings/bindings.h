@@ -10,5 +10,6 @@ void bind_gradient_state(pybind11::module_& m);
 void bind_convolution(pybind11::module_& m);
 void bind_cpu(pybind11::module_& m);
 void bind_instance_norm(pybind11::module_& m);
+void bind_optimizer(pybind11::module_& m);
 
 }  // namespace gradstate::bindings

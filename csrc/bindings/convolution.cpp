@@ -6,6 +6,7 @@
 #include "arrays.h"
 #include "bindings.h"
 #include "device.h"
+#include "gradstate/ops/checks.h"
 
 namespace gradstate::bindings {
 
@@ -50,6 +51,13 @@ py::object backward(ConvolutionGradient& self, py::handle dy, py::handle x, py::
     dx = self.backward(dy_buffer, x_buffer, s, accumulate, requested ? &*requested : nullptr);
   }
   return dx ? py::object(to_numpy(dx)) : py::none();
+}
+
+std::shared_ptr<ConvolutionWeightsAndBiasesState> make_weights_state(py::handle weights, py::handle biases) {
+  const FloatArray w = as_float32("weights", weights);
+  const std::optional<FloatArray> b = as_optional_float32("biases", biases);
+  return std::make_shared<ConvolutionWeightsAndBiasesState>(copy_of(borrow(w)),
+                                                            b ? copy_of(borrow(*b)) : nullptr);
 }
 
 py::tuple pair_tuple(Pair pair) { return py::make_tuple(pair[0], pair[1]); }
@@ -107,7 +115,37 @@ void bind_convolution(py::module_& m) {
           "dilation", [](const Convolution& c) { return pair_tuple(c.dilation()); }, "(vertical, horizontal)")
       .def_property_readonly("padding", &padding_of, "'valid', 'same', 'full' or (top, bottom, left, right)")
       .def_property_readonly("has_bias", [](const Convolution& c) { return c.bias() != nullptr; })
+      .def_property_readonly(
+          "weights", [](const Convolution& c) { return to_numpy(c.weights_buffer()); },
+          "The weights (O, KH, KW, I // groups): a writable float32 view of the layer's own buffer (no "
+          "copy). Writes through it, and optimizer steps, take effect from the next forward pass on.")
+      .def_property_readonly(
+          "bias",
+          [](const Convolution& c) { return c.bias() ? py::object(to_numpy(c.bias_buffer())) : py::none(); },
+          "The bias (O,) as a writable view like weights, or None for a convolution without bias.")
+      .def("export_weights_and_biases", &Convolution::export_weights_and_biases,
+           "A ConvolutionWeightsAndBiasesState holding copies of the current weights and bias.")
+      .def(
+          "reload_weights_and_biases",
+          [](Convolution& c, py::handle state) {
+            c.reload_weights_and_biases(
+                as_state<ConvolutionWeightsAndBiasesState>(state, "ConvolutionWeightsAndBiasesState"));
+          },
+          py::arg("state"),
+          "Copies the state's weights and biases into the layer (shapes must match; biases exactly when the "
+          "layer has a bias).")
       .def_property_readonly("device", [](const Convolution& c) { return Device{c.device()}; });
+
+  py::class_<ConvolutionWeightsAndBiasesState, std::shared_ptr<ConvolutionWeightsAndBiasesState>>(
+      m, "ConvolutionWeightsAndBiasesState",
+      "The weights (OHWI) and biases of a convolution (MPSCNNConvolutionWeightsAndBiasesState), as "
+      "Convolution.export_weights_and_biases() returns them and reload_weights_and_biases() reads them. The "
+      "constructor copies its arguments.")
+      .def(py::init(&make_weights_state), py::arg("weights"), py::arg("biases") = py::none())
+      .def_property_readonly("weights", &ConvolutionWeightsAndBiasesState::weights,
+                             "A float32 Buffer (O, KH, KW, I // groups).")
+      .def_property_readonly("biases", &ConvolutionWeightsAndBiasesState::biases,
+                             "A float32 Buffer (O,), or None.");
 
   py::class_<ConvolutionGradientState, GradientState, std::shared_ptr<ConvolutionGradientState>>(
       m, "ConvolutionGradientState",

@@ -4,6 +4,7 @@
 #include "arrays.h"
 #include "bindings.h"
 #include "device.h"
+#include "gradstate/ops/checks.h"
 
 namespace gradstate::bindings {
 
@@ -21,6 +22,12 @@ std::shared_ptr<InstanceNormalization> make_instance_norm(py::handle num_channel
   return std::make_shared<InstanceNormalization>(as_int("num_channels", num_channels),
                                                  g_buffer ? &*g_buffer : nullptr,
                                                  b_buffer ? &*b_buffer : nullptr, epsilon, as_device(device));
+}
+
+std::shared_ptr<NormalizationGammaAndBetaState> make_gamma_beta_state(py::handle gamma, py::handle beta) {
+  const FloatArray g = as_float32("gamma", gamma);
+  const FloatArray b = as_float32("beta", beta);
+  return std::make_shared<NormalizationGammaAndBetaState>(copy_of(borrow(g)), copy_of(borrow(b)));
 }
 
 py::tuple forward(InstanceNormalization& self, py::handle x, py::handle layout, bool temporary_state) {
@@ -56,7 +63,8 @@ void bind_instance_norm(py::module_& m) {
   py::class_<InstanceNormalization, std::shared_ptr<InstanceNormalization>>(
       m, "InstanceNormalization",
       "Instance normalization (MPSCNNInstanceNormalization): each (image, channel) plane is normalized to "
-      "zero mean and unit variance, then scaled by gamma[c] and shifted by beta[c] (1 and 0 when None).")
+      "zero mean and unit variance, then scaled by gamma[c] and shifted by beta[c]. The layer always holds "
+      "gamma and beta, ones and zeros for those not given, so that an optimizer can train them.")
       .def(py::init(&make_instance_norm), py::arg("num_channels"), py::arg("gamma") = py::none(),
            py::arg("beta") = py::none(), py::arg("epsilon") = 1e-5, py::arg("device") = py::none())
       .def("forward", &forward, py::arg("x"), py::arg("layout") = "NHWC", py::kw_only(),
@@ -64,7 +72,32 @@ void bind_instance_norm(py::module_& m) {
            "Returns (y, state): y in the layout of x, and the state an InstanceNormalizationGradient needs.")
       .def_property_readonly("num_channels", &InstanceNormalization::num_channels)
       .def_property_readonly("epsilon", &InstanceNormalization::epsilon)
+      .def_property_readonly(
+          "gamma", [](const InstanceNormalization& n) { return to_numpy(n.gamma()); },
+          "gamma (C,): a writable float32 view of the layer's own buffer, without a copy. Writes through it "
+          "(and optimizer steps) take effect from the next forward pass on.")
+      .def_property_readonly(
+          "beta", [](const InstanceNormalization& n) { return to_numpy(n.beta()); },
+          "beta (C,): a writable view like gamma.")
+      .def("export_gamma_and_beta", &InstanceNormalization::export_gamma_and_beta,
+           "A NormalizationGammaAndBetaState holding copies of the current gamma and beta.")
+      .def(
+          "reload_gamma_and_beta",
+          [](InstanceNormalization& n, py::handle state) {
+            n.reload_gamma_and_beta(
+                as_state<NormalizationGammaAndBetaState>(state, "NormalizationGammaAndBetaState"));
+          },
+          py::arg("state"), "Copies the state's gamma and beta (num_channels values each) into the layer.")
       .def_property_readonly("device", [](const InstanceNormalization& n) { return Device{n.device()}; });
+
+  py::class_<NormalizationGammaAndBetaState, std::shared_ptr<NormalizationGammaAndBetaState>>(
+      m, "NormalizationGammaAndBetaState",
+      "The gamma and beta of a normalization layer (MPSCNNNormalizationGammaAndBetaState), as "
+      "InstanceNormalization.export_gamma_and_beta() returns them and reload_gamma_and_beta() reads them. "
+      "The constructor copies its arguments.")
+      .def(py::init(&make_gamma_beta_state), py::arg("gamma"), py::arg("beta"))
+      .def_property_readonly("gamma", &NormalizationGammaAndBetaState::gamma, "A float32 Buffer (C,).")
+      .def_property_readonly("beta", &NormalizationGammaAndBetaState::beta, "A float32 Buffer (C,).");
 
   py::class_<InstanceNormalizationGradientState, GradientState,
              std::shared_ptr<InstanceNormalizationGradientState>>(
@@ -76,9 +109,9 @@ void bind_instance_norm(py::module_& m) {
       .def_property_readonly("gradient_for_beta", &InstanceNormalizationGradientState::gradient_for_beta,
                              "dL/dbeta summed over the batch: a float32 Buffer (C,).")
       .def_property_readonly("gamma", &InstanceNormalizationGradientState::gamma,
-                             "The gamma the forward pass used (a copy), or None when the layer has none.")
+                             "The gamma the forward pass used: a float32 Buffer (C,), a copy.")
       .def_property_readonly("beta", &InstanceNormalizationGradientState::beta,
-                             "The beta the forward pass used (a copy), or None when the layer has none.")
+                             "The beta the forward pass used: a float32 Buffer (C,), a copy.")
       .def_property_readonly("mean", &InstanceNormalizationGradientState::mean,
                              "Per-(image, channel) mean: a float32 Buffer (N, C).")
       .def_property_readonly("inv_std", &InstanceNormalizationGradientState::inv_std,

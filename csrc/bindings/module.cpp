@@ -28,4 +28,5 @@ PYBIND11_MODULE(_core, m) {
   gradstate::bindings::bind_convolution(m);
   gradstate::bindings::bind_cpu(m);
   gradstate::bindings::bind_instance_norm(m);
+  gradstate::bindings::bind_optimizer(m);
 }

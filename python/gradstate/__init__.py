@@ -1,23 +1,27 @@
 """gradstate: Metal Performance Shaders-style training kernels and gradient states for numpy.
 
 Convolution and instance normalization, forward and backward, with the weight, bias, gamma and beta
-gradients delivered in gradient states whose buffers numpy can view without copying. See ``gradstate.mps``
-for the same classes under their MPS names.
+gradients delivered in gradient states whose buffers numpy can view without copying, and optimizers
+(``gradstate.optim``) that train the layers from those states. See ``gradstate.mps`` for the same classes
+under their MPS names.
 """
 
 from importlib.metadata import PackageNotFoundError, version
 
+from . import optim
 from ._core import (
     Buffer,
     Convolution,
     ConvolutionGradient,
     ConvolutionGradientState,
+    ConvolutionWeightsAndBiasesState,
     Device,
     GradientOption,
     GradientState,
     InstanceNormalization,
     InstanceNormalizationGradient,
     InstanceNormalizationGradientState,
+    NormalizationGammaAndBetaState,
     WeightsLayout,
     cpu_info,
     default_device,
@@ -37,12 +41,14 @@ __all__ = [
     "Convolution",
     "ConvolutionGradient",
     "ConvolutionGradientState",
+    "ConvolutionWeightsAndBiasesState",
     "Device",
     "GradientOption",
     "GradientState",
     "InstanceNormalization",
     "InstanceNormalizationGradient",
     "InstanceNormalizationGradientState",
+    "NormalizationGammaAndBetaState",
     "WeightsLayout",
     "__version__",
     "cpu_info",
@@ -50,5 +56,6 @@ __all__ = [
     "devices",
     "get_num_threads",
     "live_native_bytes",
+    "optim",
     "set_num_threads",
 ]

@@ -40,6 +40,16 @@ class Backend {
   virtual void instance_norm_backward(const NormParams& p, const Buffer& dy, const Buffer& x,
                                       const Buffer* gamma, const Buffer& mean, const Buffer& inv_std,
                                       Buffer& dx, Buffer& dgamma, Buffer& dbeta, bool accumulate) = 0;
+
+  // One optimizer update of values, in place, from gradient (same shape), with the rules of
+  // ops/optimizer.h. The optimizer's vectors are updated too; momentum and maximum_velocity are null when
+  // the options use none (SGD without momentum, Adam without AMSGrad).
+  virtual void sgd_update(const OptimizerParams& p, const Buffer& gradient, Buffer& values,
+                          Buffer* momentum) = 0;
+  virtual void rmsprop_update(const OptimizerParams& p, const Buffer& gradient, Buffer& values,
+                              Buffer& sum_of_squares) = 0;
+  virtual void adam_update(const OptimizerParams& p, const Buffer& gradient, Buffer& values, Buffer& momentum,
+                           Buffer& velocity, Buffer* maximum_velocity) = 0;
 };
 
 // The backend of each device kind, defined by that backend's own sources (cpu/, metal/).

@@ -31,4 +31,31 @@ struct NormParams {
   float epsilon;
 };
 
+// Regularization added to an optimizer's gradient (MPSNNRegularizationType): L1 adds scale * sign(value),
+// L2 adds scale * value.
+enum class Regularization : std::int32_t { none = 0, l1 = 1, l2 = 2 };
+
+// One optimizer update of a vector of values from their gradient (MPSNNOptimizerDescriptor and the fields of
+// MPSNNOptimizerStochasticGradientDescent, ...RMSProp and ...Adam; each kernel reads its own). The gradient
+// is first clipped to [gradient_clip_min, gradient_clip_max] when apply_gradient_clipping, then multiplied
+// by gradient_rescale, then the regularization gradient of the value is added.
+struct OptimizerParams {
+  float learning_rate;
+  float gradient_rescale;
+  std::int32_t apply_gradient_clipping;
+  float gradient_clip_min, gradient_clip_max;
+  Regularization regularization;
+  float regularization_scale;
+  // SGD
+  float momentum_scale;
+  std::int32_t use_nesterov_momentum;
+  // RMSProp; 1 - decay is computed in double, so that it keeps its precision for a decay close to 1.
+  float decay, one_minus_decay;
+  // RMSProp and Adam
+  float epsilon;
+  // Adam; step_size is learning_rate * sqrt(1 - beta2^t) / (1 - beta1^t) for the time step t.
+  float beta1, one_minus_beta1, beta2, one_minus_beta2;
+  float step_size;
+};
+
 }  // namespace gradstate

@@ -26,5 +26,11 @@ void UnavailableBackend::instance_norm_backward(const NormParams&, const Buffer&
                                                 Buffer&, bool) {
   refuse();
 }
+void UnavailableBackend::sgd_update(const OptimizerParams&, const Buffer&, Buffer&, Buffer*) { refuse(); }
+void UnavailableBackend::rmsprop_update(const OptimizerParams&, const Buffer&, Buffer&, Buffer&) { refuse(); }
+void UnavailableBackend::adam_update(const OptimizerParams&, const Buffer&, Buffer&, Buffer&, Buffer&,
+                                     Buffer*) {
+  refuse();
+}
 
 }  // namespace gradstate

@@ -25,6 +25,9 @@ class UnavailableBackend final : public Backend {
                              Buffer&) override;
   void instance_norm_backward(const NormParams&, const Buffer&, const Buffer&, const Buffer*, const Buffer&,
                               const Buffer&, Buffer&, Buffer&, Buffer&, bool) override;
+  void sgd_update(const OptimizerParams&, const Buffer&, Buffer&, Buffer*) override;
+  void rmsprop_update(const OptimizerParams&, const Buffer&, Buffer&, Buffer&) override;
+  void adam_update(const OptimizerParams&, const Buffer&, Buffer&, Buffer&, Buffer&, Buffer*) override;
 
  private:
   [[noreturn]] void refuse() const;

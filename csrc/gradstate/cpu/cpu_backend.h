@@ -1,5 +1,5 @@
 // The CPU backend. Each op's kernels live in the file named after the op (convolution.cpp,
-// instance_norm.cpp), as they do in every backend.
+// instance_norm.cpp, optimizer.cpp), as they do in every backend.
 #pragma once
 
 #include "gradstate/core/backend.h"
@@ -24,6 +24,12 @@ class CpuBackend final : public Backend {
   void instance_norm_backward(const NormParams& p, const Buffer& dy, const Buffer& x, const Buffer* gamma,
                               const Buffer& mean, const Buffer& inv_std, Buffer& dx, Buffer& dgamma,
                               Buffer& dbeta, bool accumulate) override;
+  void sgd_update(const OptimizerParams& p, const Buffer& gradient, Buffer& values,
+                  Buffer* momentum) override;
+  void rmsprop_update(const OptimizerParams& p, const Buffer& gradient, Buffer& values,
+                      Buffer& sum_of_squares) override;
+  void adam_update(const OptimizerParams& p, const Buffer& gradient, Buffer& values, Buffer& momentum,
+                   Buffer& velocity, Buffer* maximum_velocity) override;
 };
 
 }  // namespace gradstate

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <algorithm>
+#include <cstring>
 #include <memory>
 
 #include "gradstate/core/buffer.h"
@@ -23,6 +24,18 @@ inline std::shared_ptr<Buffer> copy_of(const Buffer& source) {
   auto copy = Buffer::allocate(source.dtype(), source.shape(), source.device(), Buffer::Fill::none);
   std::copy_n(source.f32(), source.size(), copy->f32());
   return copy;
+}
+
+// Copies source's values into destination, a buffer of the same size.
+inline void copy_into(Buffer& destination, const Buffer& source) {
+  std::memmove(destination.data(), source.data(), source.nbytes());
+}
+
+// A new float32 buffer of `shape` with every value `value`.
+inline std::shared_ptr<Buffer> filled(const Shape& shape, float value, DeviceKind device) {
+  auto buffer = Buffer::allocate(DType::float32, shape, device, Buffer::Fill::none);
+  std::fill_n(buffer->f32(), buffer->size(), value);
+  return buffer;
 }
 
 }  // namespace gradstate

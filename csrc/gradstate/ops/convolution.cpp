@@ -36,12 +36,8 @@ std::int64_t output_extent(const char* axis, std::int64_t input, std::int64_t be
   return output;
 }
 
-}  // namespace
-
-Convolution::Convolution(const Buffer& weights, const Buffer* bias, Pair stride, Pair dilation,
-                         std::int64_t groups, Padding padding, DeviceKind device)
-    : stride_(stride), dilation_(dilation), groups_(groups), padding_(padding), device_(device) {
-  const Shape& shape = weights.shape();
+// ValueError naming weights unless the shape is (O, KH, KW, I // groups) with no empty dimension.
+void check_weights_shape(const Shape& shape) {
   if (shape.size() != 4) {
     throw ValueError(concat("weights: expected 4 dimensions (O, KH, KW, I // groups), got ", shape.size(),
                             " (shape ", shape_string(shape), ")"));
@@ -52,6 +48,15 @@ Convolution::Convolution(const Buffer& weights, const Buffer* bias, Pair stride,
           concat("weights: expected every dimension to be at least 1, got shape ", shape_string(shape)));
     }
   }
+}
+
+}  // namespace
+
+Convolution::Convolution(const Buffer& weights, const Buffer* bias, Pair stride, Pair dilation,
+                         std::int64_t groups, Padding padding, DeviceKind device)
+    : stride_(stride), dilation_(dilation), groups_(groups), padding_(padding), device_(device) {
+  const Shape& shape = weights.shape();
+  check_weights_shape(shape);
   if (groups < 1 || shape[0] % groups != 0) {
     throw ValueError(concat("groups: expected a positive divisor of the ", shape[0],
                             " output channels (weights.shape[0]), got ", groups));
@@ -103,6 +108,37 @@ std::pair<std::shared_ptr<Buffer>, std::shared_ptr<ConvolutionGradientState>> Co
                             device_, Buffer::Fill::none);
   backend_for(device_).convolution_forward(p, x, *weights_, bias_.get(), *y);
   return {y, std::make_shared<ConvolutionGradientState>(shared_from_this(), p, temporary_state)};
+}
+
+std::shared_ptr<ConvolutionWeightsAndBiasesState> Convolution::export_weights_and_biases() const {
+  return std::make_shared<ConvolutionWeightsAndBiasesState>(copy_of(*weights_),
+                                                            bias_ ? copy_of(*bias_) : nullptr);
+}
+
+void Convolution::reload_weights_and_biases(const ConvolutionWeightsAndBiasesState& state) {
+  if (state.weights()->shape() != weights_->shape()) {
+    throw ValueError(concat("state: expected weights of shape ", shape_string(weights_->shape()),
+                            " (this convolution's), got ", shape_string(state.weights()->shape())));
+  }
+  if (bias_ && !state.biases()) {
+    throw ValueError(concat("state: expected biases of shape ", shape_string(bias_->shape()),
+                            " (this convolution has a bias), got None"));
+  }
+  if (!bias_ && state.biases()) {
+    throw ValueError(concat("state: expected no biases (this convolution has no bias), got biases of shape ",
+                            shape_string(state.biases()->shape())));
+  }
+  copy_into(*weights_, *state.weights());
+  if (bias_) copy_into(*bias_, *state.biases());
+}
+
+ConvolutionWeightsAndBiasesState::ConvolutionWeightsAndBiasesState(std::shared_ptr<Buffer> weights,
+                                                                   std::shared_ptr<Buffer> biases)
+    : weights_(std::move(weights)), biases_(std::move(biases)) {
+  check_weights_shape(weights_->shape());
+  if (biases_) {
+    check_shape("biases", biases_->shape(), {weights_->shape()[0]}, "one value per output channel");
+  }
 }
 
 ConvolutionGradientState::ConvolutionGradientState(std::shared_ptr<Convolution> convolution,

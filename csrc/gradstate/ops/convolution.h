@@ -13,6 +13,7 @@
 namespace gradstate {
 
 class ConvolutionGradientState;
+class ConvolutionWeightsAndBiasesState;
 
 // Which gradients a ConvolutionGradient computes (MPSCNNConvolutionGradientOption).
 enum class GradientOption { data = 1, weights_and_bias = 2, all = 3 };
@@ -31,8 +32,20 @@ class Convolution : public std::enable_shared_from_this<Convolution> {
                                                                                         Layout layout,
                                                                                         bool temporary_state);
 
+  // The parameters the next pass reads. The buffers are the layer's own: whoever writes into them (an
+  // optimizer, a numpy view of them) changes the layer from its next forward pass on.
   const Buffer& weights() const { return *weights_; }
   const Buffer* bias() const { return bias_.get(); }
+  const std::shared_ptr<Buffer>& weights_buffer() const { return weights_; }
+  const std::shared_ptr<Buffer>& bias_buffer() const { return bias_; }
+
+  // A state holding copies of the current weights and biases (exportWeightsAndBiasesWithCommandBuffer:).
+  std::shared_ptr<ConvolutionWeightsAndBiasesState> export_weights_and_biases() const;
+  // Copies the state's weights and biases into the layer's buffers (reloadWeightsAndBiasesWithCommandBuffer:
+  // state:); ValueError naming state unless they have the layer's shapes, biases included exactly when the
+  // layer has a bias.
+  void reload_weights_and_biases(const ConvolutionWeightsAndBiasesState& state);
+
   std::int64_t output_channels() const { return weights_->shape()[0]; }
   std::int64_t kernel_height() const { return weights_->shape()[1]; }
   std::int64_t kernel_width() const { return weights_->shape()[2]; }
@@ -52,6 +65,20 @@ class Convolution : public std::enable_shared_from_this<Convolution> {
   std::int64_t groups_;
   Padding padding_;
   DeviceKind device_;
+};
+
+// Weights (OHWI) and biases of a convolution (MPSCNNConvolutionWeightsAndBiasesState).
+class ConvolutionWeightsAndBiasesState {
+ public:
+  // weights (O, KH, KW, I / groups) and biases (O,) or null, held (not copied); ValueError naming weights or
+  // biases for other shapes.
+  ConvolutionWeightsAndBiasesState(std::shared_ptr<Buffer> weights, std::shared_ptr<Buffer> biases);
+
+  const std::shared_ptr<Buffer>& weights() const { return weights_; }
+  const std::shared_ptr<Buffer>& biases() const { return biases_; }
+
+ private:
+  std::shared_ptr<Buffer> weights_, biases_;
 };
 
 class ConvolutionGradientState : public GradientState {

@@ -22,8 +22,31 @@ InstanceNormalization::InstanceNormalization(std::int64_t num_channels, const Bu
   if (gamma != nullptr) check_shape("gamma", gamma->shape(), {num_channels}, "one value per channel");
   if (beta != nullptr) check_shape("beta", beta->shape(), {num_channels}, "one value per channel");
   available_backend(device);
-  if (gamma != nullptr) gamma_ = copy_of(*gamma);
-  if (beta != nullptr) beta_ = copy_of(*beta);
+  gamma_ = gamma != nullptr ? copy_of(*gamma) : filled({num_channels}, 1.0f, device);
+  beta_ = beta != nullptr ? copy_of(*beta) : filled({num_channels}, 0.0f, device);
+}
+
+std::shared_ptr<NormalizationGammaAndBetaState> InstanceNormalization::export_gamma_and_beta() const {
+  return std::make_shared<NormalizationGammaAndBetaState>(copy_of(*gamma_), copy_of(*beta_));
+}
+
+void InstanceNormalization::reload_gamma_and_beta(const NormalizationGammaAndBetaState& state) {
+  if (state.gamma()->shape() != gamma_->shape()) {
+    throw ValueError(concat("state: expected gamma and beta of shape ", shape_string(gamma_->shape()),
+                            " (num_channels), got ", shape_string(state.gamma()->shape())));
+  }
+  copy_into(*gamma_, *state.gamma());
+  copy_into(*beta_, *state.beta());
+}
+
+NormalizationGammaAndBetaState::NormalizationGammaAndBetaState(std::shared_ptr<Buffer> gamma,
+                                                               std::shared_ptr<Buffer> beta)
+    : gamma_(std::move(gamma)), beta_(std::move(beta)) {
+  const Shape& shape = gamma_->shape();
+  if (shape.size() != 1 || shape[0] < 1) {
+    throw ValueError(concat("gamma: expected shape (C,) with C >= 1, got ", shape_string(shape)));
+  }
+  check_shape("beta", beta_->shape(), shape, "the shape of gamma");
 }
 
 std::pair<std::shared_ptr<Buffer>, std::shared_ptr<InstanceNormalizationGradientState>>
@@ -41,9 +64,8 @@ InstanceNormalization::forward(const Buffer& x, Layout layout, bool temporary_st
                      epsilon_};
   // The state keeps the gamma and beta this pass used, so a later change of the layer's values does not
   // change the gradient of this pass.
-  auto state = std::make_shared<InstanceNormalizationGradientState>(
-      shared_from_this(), p, gamma_ ? copy_of(*gamma_) : nullptr, beta_ ? copy_of(*beta_) : nullptr,
-      temporary_state);
+  auto state = std::make_shared<InstanceNormalizationGradientState>(shared_from_this(), p, copy_of(*gamma_),
+                                                                    copy_of(*beta_), temporary_state);
   auto y = Buffer::allocate(DType::float32, x.shape(), device_, Buffer::Fill::none);
   backend_for(device_).instance_norm_forward(p, x, state->gamma().get(), state->beta().get(), *y,
                                              *state->mean(), *state->inv_std());

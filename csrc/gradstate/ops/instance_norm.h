@@ -12,10 +12,12 @@
 namespace gradstate {
 
 class InstanceNormalizationGradientState;
+class NormalizationGammaAndBetaState;
 
 class InstanceNormalization : public std::enable_shared_from_this<InstanceNormalization> {
  public:
-  // gamma and beta, (num_channels,) or null (meaning 1 and 0), are copied.
+  // gamma and beta, (num_channels,) or null, are copied. The layer always holds both, ones and zeros for
+  // those not given, so an optimizer can train them; the output is the same as without them.
   InstanceNormalization(std::int64_t num_channels, const Buffer* gamma, const Buffer* beta, double epsilon,
                         DeviceKind device);
 
@@ -24,6 +26,16 @@ class InstanceNormalization : public std::enable_shared_from_this<InstanceNormal
       const Buffer& x, Layout layout, bool temporary_state);
 
   std::int64_t num_channels() const { return num_channels_; }
+  // The parameters the next forward pass reads. The buffers are the layer's own: whoever writes into them
+  // (an optimizer, a numpy view of them) changes the layer from its next forward pass on.
+  const std::shared_ptr<Buffer>& gamma() const { return gamma_; }
+  const std::shared_ptr<Buffer>& beta() const { return beta_; }
+
+  // A state holding copies of the current gamma and beta.
+  std::shared_ptr<NormalizationGammaAndBetaState> export_gamma_and_beta() const;
+  // Copies the state's gamma and beta into the layer's buffers (reloadGammaAndBetaWithCommandBuffer:
+  // gammaAndBetaState:); ValueError naming state unless they have num_channels values.
+  void reload_gamma_and_beta(const NormalizationGammaAndBetaState& state);
   float epsilon() const { return epsilon_; }
   DeviceKind device() const { return device_; }
 
@@ -34,6 +46,19 @@ class InstanceNormalization : public std::enable_shared_from_this<InstanceNormal
   DeviceKind device_;
 };
 
+// Gamma and beta of a normalization layer (MPSCNNNormalizationGammaAndBetaState).
+class NormalizationGammaAndBetaState {
+ public:
+  // gamma and beta, (C,) each, held (not copied); ValueError naming gamma or beta for other shapes.
+  NormalizationGammaAndBetaState(std::shared_ptr<Buffer> gamma, std::shared_ptr<Buffer> beta);
+
+  const std::shared_ptr<Buffer>& gamma() const { return gamma_; }
+  const std::shared_ptr<Buffer>& beta() const { return beta_; }
+
+ private:
+  std::shared_ptr<Buffer> gamma_, beta_;
+};
+
 class InstanceNormalizationGradientState : public GradientState {
  public:
   InstanceNormalizationGradientState(std::shared_ptr<InstanceNormalization> layer, const NormParams& params,
@@ -42,7 +67,7 @@ class InstanceNormalizationGradientState : public GradientState {
 
   const std::shared_ptr<InstanceNormalization>& instance_normalization() const { return layer_; }
   const NormParams& params() const { return params_; }
-  // The gamma and beta the forward pass used (null when the layer has none).
+  // Copies of the gamma and beta the forward pass used.
   const std::shared_ptr<Buffer>& gamma() const { return gamma_; }
   const std::shared_ptr<Buffer>& beta() const { return beta_; }
   const std::shared_ptr<Buffer>& mean() const { return mean_; }

@@ -26,6 +26,14 @@ struct CpuKernels {
   void (*instance_norm_backward)(const NormParams& p, const float* dy, const float* x, const float* gamma,
                                  const float* mean, const float* inv_std, float* dx, float* dgamma,
                                  float* dbeta, bool accumulate);
+  // One optimizer update of `size` values in place from their gradient, with the optimizer's own vectors
+  // (updated too; null where the options use none: SGD without momentum, Adam without AMSGrad).
+  void (*sgd_update)(const OptimizerParams& p, std::int64_t size, const float* gradient, float* values,
+                     float* momentum);
+  void (*rmsprop_update)(const OptimizerParams& p, std::int64_t size, const float* gradient, float* values,
+                         float* sum_of_squares);
+  void (*adam_update)(const OptimizerParams& p, std::int64_t size, const float* gradient, float* values,
+                      float* momentum, float* velocity, float* maximum_velocity);
 };
 
 // The table of each level built into this binary, defined by that level's table.cpp.
@@ -46,6 +54,12 @@ void instance_norm_forward(const NormParams& p, const float* x, const float* gam
 void instance_norm_backward(const NormParams& p, const float* dy, const float* x, const float* gamma,
                             const float* mean, const float* inv_std, float* dx, float* dgamma, float* dbeta,
                             bool accumulate);
+void sgd_update(const OptimizerParams& p, std::int64_t size, const float* gradient, float* values,
+                float* momentum);
+void rmsprop_update(const OptimizerParams& p, std::int64_t size, const float* gradient, float* values,
+                    float* sum_of_squares);
+void adam_update(const OptimizerParams& p, std::int64_t size, const float* gradient, float* values,
+                 float* momentum, float* velocity, float* maximum_velocity);
 }  // namespace GRADSTATE_ISA_NAMESPACE
 #endif
 
