@@ -439,9 +439,9 @@ void sweep_taps(const GroupedGeometry& gg, const float* pdy, const float* px, co
 }
 
 // Depthwise in NHWC needs no packing: a block of group_block channels is contiguous in both dy and x.
-// sums[t][channel] = sum over output rows [oh_begin, oh_end) of image n of dy * x at tap t0 + t, for T taps,
-// and dy_sum[channel] the sum of dy when it is not null. Taps that read the padding are skipped; away from
-// the borders no tap does, and the inner loop runs without checks.
+// Adds to sums[t][channel] the sum over output rows [oh_begin, oh_end) of image n of dy * x at tap t0 + t,
+// for T taps, and to dy_sum[channel] the sum of dy when it is not null. Taps that read the padding are
+// skipped; away from the borders no tap does, and the inner loop runs without checks.
 template <int T>
 void sweep_depthwise(const Geometry& geo, const float* dy, const float* x, std::int64_t n,
                      std::int64_t oh_begin, std::int64_t oh_end, std::int64_t c0, std::int64_t t0,
@@ -459,7 +459,12 @@ void sweep_depthwise(const Geometry& geo, const float* dy, const float* x, std::
   const std::int64_t ow_lo = min_of<std::int64_t>(p.out_w, (p.pad_left + p.stride_x - 1) / p.stride_x);
   const std::int64_t ow_hi = max_of<std::int64_t>(
       ow_lo, min_of<std::int64_t>(p.out_w, (p.in_w + p.pad_left - col_hi - 1) / p.stride_x + 1));
-  Vec acc[T][group_vectors] = {}, total[group_vectors] = {};
+  Vec acc[T][group_vectors], total[group_vectors] = {};
+  for (int t = 0; t < T; ++t)
+    for (int v = 0; v < group_vectors; ++v) acc[t][v] = load(sums + t * group_block + v * lanes);
+  if (dy_sum != nullptr) {
+    for (int v = 0; v < group_vectors; ++v) total[v] = load(dy_sum + v * lanes);
+  }
   for (std::int64_t oh = oh_begin; oh < oh_end; ++oh) {
     const std::int64_t ih0 = oh * p.stride_y - p.pad_top;
     bool rows_inside = true;
@@ -507,9 +512,9 @@ void sweep_depthwise_taps(const Geometry& geo, const float* dy, const float* x, 
 }
 
 // Depthwise in NHWC with at least group_block channels, read in place. A task takes a band of output rows
-// of one image, small enough for its dy and x rows to stay in cache while every block of channels sweeps
-// them; the last block ends at the last channel, overlapping the one before (overlapping channels get the
-// same sums from both). The bands' partials are summed in order.
+// of one image; row by row, every block of channels sweeps the row while it is in cache (its accumulators
+// wait in memory between rows). The last block ends at the last channel, overlapping the one before
+// (overlapping channels get the same sums from both). The bands' partials are summed in order.
 constexpr std::int64_t band_pixels = 512;
 
 void depthwise_nhwc_weights_gradient(const ConvParams& p, const float* dy, const float* x, float* dw,
@@ -525,18 +530,29 @@ void depthwise_nhwc_weights_gradient(const ConvParams& p, const float* dy, const
     const std::int64_t n = task / bands, oh_begin = (task % bands) * band_rows;
     const std::int64_t oh_end = min_of<std::int64_t>(p.out_h, oh_begin + band_rows);
     float* dw_part = partials + task * part;
-    float sums[tap_block * group_block], dy_sum[group_block];
+    // Per block of channels: taps x group_block sums of dy * x, then group_block sums of dy.
+    const std::int64_t block_floats = (taps + 1) * group_block;
+    float* sums = static_cast<float*>(thread_scratch(sizeof(float) * blocks * block_floats));
+    std::memset(sums, 0, sizeof(float) * blocks * block_floats);
+    for (std::int64_t oh = oh_begin; oh < oh_end; ++oh) {
+      for (std::int64_t b = 0; b < blocks; ++b) {
+        const std::int64_t c0 = min_of(b * group_block, channels - group_block);
+        float* block_sums = sums + b * block_floats;
+        for (std::int64_t t0 = 0; t0 < taps; t0 += tap_block) {
+          sweep_depthwise_taps(geo, dy, x, n, oh, oh + 1, c0, t0, min_of<std::int64_t>(tap_block, taps - t0),
+                               block_sums + t0 * group_block,
+                               t0 == 0 ? block_sums + taps * group_block : nullptr);
+        }
+      }
+    }
     for (std::int64_t b = 0; b < blocks; ++b) {
       const std::int64_t c0 = min_of(b * group_block, channels - group_block);
-      for (std::int64_t t0 = 0; t0 < taps; t0 += tap_block) {
-        const std::int64_t count = min_of<std::int64_t>(tap_block, taps - t0);
-        sweep_depthwise_taps(geo, dy, x, n, oh_begin, oh_end, c0, t0, count, sums,
-                             t0 == 0 ? dy_sum : nullptr);
-        for (std::int64_t t = 0; t < count; ++t)
-          for (std::int64_t c = 0; c < group_block; ++c)
-            dw_part[(c0 + c) * taps + t0 + t] = sums[t * group_block + c];
+      const float* block_sums = sums + b * block_floats;
+      for (std::int64_t c = 0; c < group_block; ++c) {
+        for (std::int64_t t = 0; t < taps; ++t)
+          dw_part[(c0 + c) * taps + t] = block_sums[t * group_block + c];
+        dw_part[dw_size + c0 + c] = block_sums[taps * group_block + c];
       }
-      for (std::int64_t c = 0; c < group_block; ++c) dw_part[dw_size + c0 + c] = dy_sum[c];
     }
   });
   sum_partials(partials, p.batch * bands, dw_size, channels, dw, db, accumulate);
