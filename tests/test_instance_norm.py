@@ -51,6 +51,15 @@ def test_mean_far_from_zero(shape, layout, rng):
     check_norm(x, f32(rng.uniform(0.5, 1.5, shape[-1])), None, 1e-5, dy, layout)
 
 
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_large_output(layout, rng):
+    # Over 2**20 elements, outputs are written past the caches in NCHW; odd plane sizes (257 x 255) make
+    # most planes start off a vector boundary.
+    x = f32(rng.standard_normal((2, 257, 255, 9)))
+    dy = f32(rng.standard_normal(x.shape))
+    check_norm(x, f32(rng.uniform(0.5, 1.5, 9)), f32(rng.standard_normal(9)), 1e-5, dy, layout)
+
+
 def test_one_pixel_plane_normalizes_to_beta(rng):
     # The variance is 0, so xhat is 0: y is beta and dx is 0, without NaN.
     x = f32(rng.standard_normal((3, 1, 1, 4)) * 10)

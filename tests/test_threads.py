@@ -149,3 +149,15 @@ def test_environment_rejects_bad_thread_count(value):
     line = call_in_child("gs.get_num_threads()", GRADSTATE_NUM_THREADS=value)
     assert line.startswith("ValueError: GRADSTATE_NUM_THREADS: "), line
     assert repr(value) in line, line
+
+
+def test_resizing_between_calls_keeps_results(rng, restore_threads):
+    # The pool's workers are replaced on every resize; a new worker must join only the jobs posted after
+    # it started, or a call could return while a worker still writes its result.
+    case = ConvCase(rng, 4, 32, 32, 16, 16, 3, groups=1, padding="same")
+    gs.set_num_threads(1)
+    expected = run_conv(case, "NHWC")
+    for round_ in range(60):
+        gs.set_num_threads(1 + round_ % 3)
+        for value, reference, name in zip(run_conv(case, "NHWC"), expected, ("y", "dx", "dW", "db")):
+            assert_same_bits(value, reference, what=f"{name} after resizing to {1 + round_ % 3} threads")

@@ -64,9 +64,11 @@ class ThreadPool {
   }
 
  private:
+  // Called with no job running. New workers start from the current generation: a worker that took an
+  // older one for a new job would run tasks of a finished job's context and count itself out twice.
   void start(int threads) {
     stopping_ = false;
-    for (int i = 1; i < threads; ++i) workers_.emplace_back([this] { worker(); });
+    for (int i = 1; i < threads; ++i) workers_.emplace_back([this, seen = generation_] { worker(seen); });
   }
 
   void stop() {
@@ -83,8 +85,7 @@ class ThreadPool {
     for (std::int64_t i = next_.fetch_add(1); i < count_; i = next_.fetch_add(1)) task_(context_, i);
   }
 
-  void worker() {
-    std::uint64_t seen = 0;
+  void worker(std::uint64_t seen) {
     for (;;) {
       {
         std::unique_lock<std::mutex> lock(mutex_);

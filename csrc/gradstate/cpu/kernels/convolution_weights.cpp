@@ -40,17 +40,18 @@ constexpr int tile_a[2] = {6, 4}, tile_b[2] = {8, 3};
 constexpr int tile_a[2] = {4, 4}, tile_b[2] = {4, 4};
 #endif
 
-// acc (MR x NR) += a (kc x MR) * b (kc x NR), then c[rows x cols] += acc (c has row stride ldc).
+// acc (MR x NR) += a (kc x MR, row stride lda) * b (kc x NR), then c[rows x cols] += acc (c has row
+// stride ldc).
 template <int MR, int NV>
-void microkernel(std::int64_t kc, const float* a, const float* b, float* c, std::int64_t ldc, int rows,
-                 int cols) {
+void microkernel(std::int64_t kc, const float* a, std::int64_t lda, const float* b, float* c,
+                 std::int64_t ldc, int rows, int cols) {
   constexpr int NR = NV * lanes;
   Vec acc[MR][NV] = {};
   for (std::int64_t k = 0; k < kc; ++k) {
     Vec bv[NV];
     for (int v = 0; v < NV; ++v) bv[v] = load(b + k * NR + v * lanes);
     for (int m = 0; m < MR; ++m) {
-      const Vec av = broadcast(a[k * MR + m]);
+      const Vec av = broadcast(a[k * lda + m]);
       for (int v = 0; v < NV; ++v) acc[m][v] += av * bv[v];
     }
   }
@@ -95,7 +96,7 @@ struct WeightsGemm {
   }
 
   // a[W-block][k][W] = dy of pixels [k0, k0 + kc) for the group's output channels, zero beyond m; adds the
-  // values to db when db is not null.
+  // values to db when db is not null. Like pack_x, it reads NHWC data (run_planar converts NCHW).
   template <int W>
   void pack_dy(std::int64_t g, std::int64_t k0, std::int64_t kc, float* a, float* db) const {
     // Rows past m stay zero, so the last tile's extra output channels accumulate nothing.
@@ -105,15 +106,8 @@ struct WeightsGemm {
     pixel(k0, img, oh, ow);
     for (std::int64_t k = 0; k < kc; ++k) {
       const float* src = dy + geo.y_offset(img, oh, ow, g * m);
-      const std::int64_t step = geo.y.c;
-      for (std::int64_t mb = 0; mb < blocks; ++mb) {
-        float* dst = a + mb * kc * W + k * W;
-        const std::int64_t rows = min_of<std::int64_t>(W, m - mb * W);
-        for (std::int64_t r = 0; r < rows; ++r) dst[r] = src[(mb * W + r) * step];
-      }
-      if (db != nullptr) {
-        for (std::int64_t o = 0; o < m; ++o) db[o] += src[o * step];
-      }
+      put(W, a, kc, k, 0, m, src);
+      if (db != nullptr) add_to(db, src, m);
       if (++ow == geo.p.out_w) {
         ow = 0;
         if (++oh == geo.p.out_h) oh = 0, ++img;
@@ -121,11 +115,17 @@ struct WeightsGemm {
     }
   }
 
+  // sum[i] += values[i] for i < count.
+  static void add_to(float* sum, const float* values, std::int64_t count) {
+    std::int64_t i = 0;
+    for (; i + lanes <= count; i += lanes) store(sum + i, load(sum + i) + load(values + i));
+    for (; i < count; ++i) sum[i] += values[i];
+  }
+
   // Writes `count` values into columns [col, col + count) of row k of a panel b[W-block][k][W] of kc rows,
-  // splitting them at block boundaries: src[0], src[stride], ... or zeros when src is null.
-  template <int W>
-  static void put(float* b, std::int64_t kc, std::int64_t k, std::int64_t col, std::int64_t count,
-                  const float* src, std::int64_t stride) {
+  // splitting them at block boundaries: src[0], src[1], ... or zeros when src is null.
+  static void put(std::int64_t W, float* b, std::int64_t kc, std::int64_t k, std::int64_t col,
+                  std::int64_t count, const float* src) {
     while (count > 0) {
       const std::int64_t lane = col % W, piece = min_of<std::int64_t>(W - lane, count);
       float* dst = b + (col / W) * kc * W + k * W + lane;
@@ -134,13 +134,10 @@ struct WeightsGemm {
       if (src == nullptr) {
         for (; i + lanes <= piece; i += lanes) store(dst + i, Vec{});
         for (; i < piece; ++i) dst[i] = 0.0f;
-      } else if (stride == 1) {
+      } else {
         for (; i + lanes <= piece; i += lanes) store(dst + i, load(src + i));
         for (; i < piece; ++i) dst[i] = src[i];
         src += piece;
-      } else {
-        for (; i < piece; ++i) dst[i] = src[i * stride];
-        src += piece * stride;
       }
       col += piece;
       count -= piece;
@@ -148,15 +145,15 @@ struct WeightsGemm {
   }
 
   // b[W-block][k][W] = columns [j0, j0 + nc) of X for pixels [k0, k0 + kc), zero in the padding and beyond
-  // nc. Column j = (kh * KW + kw) * ig + i; one kernel row kh spans KW * ig columns.
-  template <int W>
-  void pack_x(std::int64_t g, std::int64_t j0, std::int64_t nc, std::int64_t k0, std::int64_t kc,
-              float* b) const {
+  // nc. Column j = (kh * KW + kw) * ig + i; one kernel row kh spans KW * ig columns. x is NHWC here
+  // (run_planar converts NCHW), so each tap's ig channels are contiguous.
+  void pack_x(std::int64_t W, std::int64_t g, std::int64_t j0, std::int64_t nc, std::int64_t k0,
+              std::int64_t kc, float* b) const {
     const ConvParams& p = geo.p;
     const std::int64_t ig = geo.in_per_group, row_cols = p.kernel_w * ig;
     const std::int64_t padded_nc = (nc + W - 1) / W * W;
-    // In NHWC without groups and dilation, the taps of one kernel row read one contiguous run of x.
-    const bool contiguous_rows = geo.x.c == 1 && p.groups == 1 && p.dilation_x == 1;
+    // Without groups and dilation, the taps of one kernel row read one contiguous run of x.
+    const bool contiguous_rows = p.groups == 1 && p.dilation_x == 1;
     std::int64_t img, oh, ow;
     pixel(k0, img, oh, ow);
     for (std::int64_t k = 0; k < kc; ++k) {
@@ -165,7 +162,7 @@ struct WeightsGemm {
         const std::int64_t first = max_of(row, j0), last = min_of(row + row_cols, j0 + nc);
         const std::int64_t ih = geo.input_row(oh, kh);
         if (!geo.row_inside(ih)) {
-          put<W>(b, kc, k, first - j0, last - first, nullptr, 0);
+          put(W, b, kc, k, first - j0, last - first, nullptr);
         } else if (contiguous_rows) {
           // Taps kw in [kw_lo, kw_hi) read inside the image.
           const std::int64_t left = geo.input_col(ow, 0);
@@ -175,22 +172,21 @@ struct WeightsGemm {
           const std::int64_t v1 = min_of(max_of(row + kw_hi * ig, v0), last);
           // Column j's value is x[run + j]; the offset is negative when the row starts in the padding.
           const std::int64_t run = geo.x_offset(img, ih, left, 0) - row;
-          put<W>(b, kc, k, first - j0, v0 - first, nullptr, 0);
-          if (v1 > v0) put<W>(b, kc, k, v0 - j0, v1 - v0, x + (run + v0), 1);
-          put<W>(b, kc, k, v1 - j0, last - v1, nullptr, 0);
+          put(W, b, kc, k, first - j0, v0 - first, nullptr);
+          if (v1 > v0) put(W, b, kc, k, v0 - j0, v1 - v0, x + (run + v0));
+          put(W, b, kc, k, v1 - j0, last - v1, nullptr);
         } else {
           for (std::int64_t j = first; j < last;) {
             const std::int64_t kw = (j - row) / ig, tap_end = min_of(row + (kw + 1) * ig, last);
             const std::int64_t iw = geo.input_col(ow, kw);
-            const float* src = geo.col_inside(iw)
-                                   ? x + geo.x_offset(img, ih, iw, g) + (j - row - kw * ig) * geo.x.c
-                                   : nullptr;
-            put<W>(b, kc, k, j - j0, tap_end - j, src, geo.x.c);
+            const float* src =
+                geo.col_inside(iw) ? x + geo.x_offset(img, ih, iw, g) + (j - row - kw * ig) : nullptr;
+            put(W, b, kc, k, j - j0, tap_end - j, src);
             j = tap_end;
           }
         }
       }
-      put<W>(b, kc, k, nc, padded_nc - nc, nullptr, 0);
+      put(W, b, kc, k, nc, padded_nc - nc, nullptr);
       if (++ow == p.out_w) {
         ow = 0;
         if (++oh == p.out_h) oh = 0, ++img;
@@ -259,26 +255,29 @@ struct WeightsGemm {
     float* b = a + KC * row_blocks * MR;
     float* tile = b + KC * vector_blocks * NR;
     const std::int64_t ldt = vector_blocks * NR;
+    // Transposed, the X panel is row-major (one row of row_blocks * MR columns per pixel): a pixel's columns
+    // then are one copy per kernel row, where blocks of MR would cut them into many short pieces.
+    const std::int64_t lda = Transposed ? row_blocks * MR : MR;
     std::memset(tile, 0, sizeof(float) * tile_floats);
     for (std::int64_t k0 = k_begin; k0 < k_end; k0 += KC) {
       const std::int64_t kc = min_of(KC, k_end - k0);
       if (Transposed) {
-        pack_x<MR>(g, j0, nc, k0, kc, a);
+        pack_x(lda, g, j0, nc, k0, kc, a);
         pack_dy<NR>(g, k0, kc, b, db);
       } else {
         pack_dy<MR>(g, k0, kc, a, db);
-        pack_x<NR>(g, j0, nc, k0, kc, b);
+        pack_x(NR, g, j0, nc, k0, kc, b);
       }
       for (std::int64_t vb = 0; vb < vector_blocks; ++vb) {
         for (std::int64_t rb = 0; rb < row_blocks; ++rb) {
-          const float* ap = a + rb * kc * MR;
+          const float* ap = Transposed ? a + rb * MR : a + rb * kc * MR;
           const float* bp = b + vb * kc * NR;
           if (Transposed) {
-            microkernel<MR, NV>(kc, ap, bp, tile + rb * MR * ldt + vb * NR, ldt, MR, NR);
+            microkernel<MR, NV>(kc, ap, lda, bp, tile + rb * MR * ldt + vb * NR, ldt, MR, NR);
           } else {
             const int rows = static_cast<int>(min_of<std::int64_t>(MR, m - rb * MR));
             const int cols = static_cast<int>(min_of<std::int64_t>(NR, nc - vb * NR));
-            microkernel<MR, NV>(kc, ap, bp, c + rb * MR * n + j0 + vb * NR, n, rows, cols);
+            microkernel<MR, NV>(kc, ap, lda, bp, c + rb * MR * n + j0 + vb * NR, n, rows, cols);
           }
         }
       }
@@ -439,9 +438,9 @@ void sweep_taps(const GroupedGeometry& gg, const float* pdy, const float* px, co
 }
 
 // Depthwise in NHWC needs no packing: a block of group_block channels is contiguous in both dy and x.
-// sums[t][channel] = sum over output rows [oh_begin, oh_end) of image n of dy * x at tap t0 + t, for T taps,
-// and dy_sum[channel] the sum of dy when it is not null. Taps that read the padding are skipped; away from
-// the borders no tap does, and the inner loop runs without checks.
+// Adds to sums[t][channel] the sum over output rows [oh_begin, oh_end) of image n of dy * x at tap t0 + t,
+// for T taps, and to dy_sum[channel] the sum of dy when it is not null. Taps that read the padding are
+// skipped; away from the borders no tap does, and the inner loop runs without checks.
 template <int T>
 void sweep_depthwise(const Geometry& geo, const float* dy, const float* x, std::int64_t n,
                      std::int64_t oh_begin, std::int64_t oh_end, std::int64_t c0, std::int64_t t0,
@@ -459,7 +458,12 @@ void sweep_depthwise(const Geometry& geo, const float* dy, const float* x, std::
   const std::int64_t ow_lo = min_of<std::int64_t>(p.out_w, (p.pad_left + p.stride_x - 1) / p.stride_x);
   const std::int64_t ow_hi = max_of<std::int64_t>(
       ow_lo, min_of<std::int64_t>(p.out_w, (p.in_w + p.pad_left - col_hi - 1) / p.stride_x + 1));
-  Vec acc[T][group_vectors] = {}, total[group_vectors] = {};
+  Vec acc[T][group_vectors], total[group_vectors] = {};
+  for (int t = 0; t < T; ++t)
+    for (int v = 0; v < group_vectors; ++v) acc[t][v] = load(sums + t * group_block + v * lanes);
+  if (dy_sum != nullptr) {
+    for (int v = 0; v < group_vectors; ++v) total[v] = load(dy_sum + v * lanes);
+  }
   for (std::int64_t oh = oh_begin; oh < oh_end; ++oh) {
     const std::int64_t ih0 = oh * p.stride_y - p.pad_top;
     bool rows_inside = true;
@@ -507,9 +511,9 @@ void sweep_depthwise_taps(const Geometry& geo, const float* dy, const float* x, 
 }
 
 // Depthwise in NHWC with at least group_block channels, read in place. A task takes a band of output rows
-// of one image, small enough for its dy and x rows to stay in cache while every block of channels sweeps
-// them; the last block ends at the last channel, overlapping the one before (overlapping channels get the
-// same sums from both). The bands' partials are summed in order.
+// of one image; row by row, every block of channels sweeps the row while it is in cache (its accumulators
+// wait in memory between rows). The last block ends at the last channel, overlapping the one before
+// (overlapping channels get the same sums from both). The bands' partials are summed in order.
 constexpr std::int64_t band_pixels = 512;
 
 void depthwise_nhwc_weights_gradient(const ConvParams& p, const float* dy, const float* x, float* dw,
@@ -525,18 +529,29 @@ void depthwise_nhwc_weights_gradient(const ConvParams& p, const float* dy, const
     const std::int64_t n = task / bands, oh_begin = (task % bands) * band_rows;
     const std::int64_t oh_end = min_of<std::int64_t>(p.out_h, oh_begin + band_rows);
     float* dw_part = partials + task * part;
-    float sums[tap_block * group_block], dy_sum[group_block];
+    // Per block of channels: taps x group_block sums of dy * x, then group_block sums of dy.
+    const std::int64_t block_floats = (taps + 1) * group_block;
+    float* sums = static_cast<float*>(thread_scratch(sizeof(float) * blocks * block_floats));
+    std::memset(sums, 0, sizeof(float) * blocks * block_floats);
+    for (std::int64_t oh = oh_begin; oh < oh_end; ++oh) {
+      for (std::int64_t b = 0; b < blocks; ++b) {
+        const std::int64_t c0 = min_of(b * group_block, channels - group_block);
+        float* block_sums = sums + b * block_floats;
+        for (std::int64_t t0 = 0; t0 < taps; t0 += tap_block) {
+          sweep_depthwise_taps(geo, dy, x, n, oh, oh + 1, c0, t0, min_of<std::int64_t>(tap_block, taps - t0),
+                               block_sums + t0 * group_block,
+                               t0 == 0 ? block_sums + taps * group_block : nullptr);
+        }
+      }
+    }
     for (std::int64_t b = 0; b < blocks; ++b) {
       const std::int64_t c0 = min_of(b * group_block, channels - group_block);
-      for (std::int64_t t0 = 0; t0 < taps; t0 += tap_block) {
-        const std::int64_t count = min_of<std::int64_t>(tap_block, taps - t0);
-        sweep_depthwise_taps(geo, dy, x, n, oh_begin, oh_end, c0, t0, count, sums,
-                             t0 == 0 ? dy_sum : nullptr);
-        for (std::int64_t t = 0; t < count; ++t)
-          for (std::int64_t c = 0; c < group_block; ++c)
-            dw_part[(c0 + c) * taps + t0 + t] = sums[t * group_block + c];
+      const float* block_sums = sums + b * block_floats;
+      for (std::int64_t c = 0; c < group_block; ++c) {
+        for (std::int64_t t = 0; t < taps; ++t)
+          dw_part[(c0 + c) * taps + t] = block_sums[t * group_block + c];
+        dw_part[dw_size + c0 + c] = block_sums[taps * group_block + c];
       }
-      for (std::int64_t c = 0; c < group_block; ++c) dw_part[dw_size + c0 + c] = dy_sum[c];
     }
   });
   sum_partials(partials, p.batch * bands, dw_size, channels, dw, db, accumulate);

@@ -120,10 +120,18 @@ struct Affine {
   float a, u_shift, b, v_shift, k;
 };
 
+// With Stream, the vector stores bypass the caches (see stream in vec.h), after scalar stores up to the first
+// aligned element.
+template <bool Stream>
 void apply_run(float* out, const float* u, const float* v, std::int64_t count, const Affine& f) {
   std::int64_t i = 0;
+  if (Stream) {
+    for (; i < count && !aligned(out + i); ++i)
+      out[i] = f.a * (u[i] - f.u_shift) + f.b * (v[i] - f.v_shift) + f.k;
+  }
   for (; i + lanes <= count; i += lanes) {
-    store(out + i, f.a * (load(u + i) - f.u_shift) + f.b * (load(v + i) - f.v_shift) + f.k);
+    const Vec r = f.a * (load(u + i) - f.u_shift) + f.b * (load(v + i) - f.v_shift) + f.k;
+    Stream ? stream(out + i, r) : store(out + i, r);
   }
   for (; i < count; ++i) out[i] = f.a * (u[i] - f.u_shift) + f.b * (v[i] - f.v_shift) + f.k;
 }
@@ -141,6 +149,10 @@ void apply_pixel(float* out, const float* u, const float* v, const ChannelAffine
   }
   for (; i < count; ++i) out[i] = f.a[i] * (u[i] - f.u_shift[i]) + f.b[i] * (v[i] - f.v_shift[i]) + f.k[i];
 }
+
+// NCHW outputs larger than this are streamed past the caches, which could not hold them anyway (measured
+// faster there; in NHWC, streaming the short per-pixel runs measured slower).
+constexpr std::int64_t stream_floats = std::int64_t{1} << 20;
 
 // Scratch of one NHWC task: three accumulators and five coefficient arrays of channel_block floats, and
 // channel_block Sums.
@@ -174,6 +186,7 @@ void for_each_channel_block(const NormParams& p, Task&& task) {
 void instance_norm_forward(const NormParams& p, const float* x, const float* gamma, const float* beta,
                            float* y, float* mean, float* inv_std) {
   const std::int64_t pixels = static_cast<std::int64_t>(p.height) * p.width, channels = p.channels;
+  const bool streaming = p.batch * channels * pixels >= stream_floats;
   // Saves the plane's statistics from sums of (x - shift); returns y = scale * (x - mean) + beta as an
   // Affine of (x, x) with the float mean, corrected for its rounding.
   auto finish = [&](std::int64_t plane, float shift, const Sums& sums) {
@@ -195,7 +208,10 @@ void instance_norm_forward(const NormParams& p, const float* x, const float* gam
       Sums sums;
       for (std::int64_t p0 = 0; p0 < pixels; p0 += block)
         add_forward_run(sums, xs + p0, min_of(block, pixels - p0), xs[0]);
-      apply_run(y + plane * pixels, xs, xs, pixels, finish(plane, xs[0], sums));
+      const Affine f = finish(plane, xs[0], sums);
+      streaming ? apply_run<true>(y + plane * pixels, xs, xs, pixels, f)
+                : apply_run<false>(y + plane * pixels, xs, xs, pixels, f);
+      stream_fence();
     });
     return;
   }
@@ -225,6 +241,7 @@ void instance_norm_backward(const NormParams& p, const float* dy, const float* x
                             bool accumulate) {
   const std::int64_t pixels = static_cast<std::int64_t>(p.height) * p.width, channels = p.channels;
   const std::int64_t planes = p.batch * channels;
+  const bool streaming = planes * pixels >= stream_floats;
   // Per-(image, channel) gamma and beta gradients: sum(dy * xhat) and sum(dy).
   double* plane_dgamma = static_cast<double*>(std::malloc(sizeof(double) * 2 * planes));
   double* plane_dbeta = plane_dgamma + planes;
@@ -249,7 +266,10 @@ void instance_norm_backward(const NormParams& p, const float* dy, const float* x
       for (std::int64_t p0 = 0; p0 < pixels; p0 += block) {
         add_backward_run(sums, dys + p0, xs + p0, min_of(block, pixels - p0), mean[plane]);
       }
-      apply_run(dx + plane * pixels, dys, xs, pixels, finish(plane, sums));
+      const Affine f = finish(plane, sums);
+      streaming ? apply_run<true>(dx + plane * pixels, dys, xs, pixels, f)
+                : apply_run<false>(dx + plane * pixels, dys, xs, pixels, f);
+      stream_fence();
     });
   } else {
     for_each_channel_block(p, [&](std::int64_t img, std::int64_t c0, std::int64_t count) {

@@ -3,6 +3,10 @@
 // namespace, so each level gets its own copy.
 #pragma once
 
+#if GRADSTATE_VECTOR_BYTES >= 32 && defined(__x86_64__)
+#include <immintrin.h>
+#endif
+
 namespace gradstate::cpu::GRADSTATE_ISA_NAMESPACE {
 
 constexpr int lanes = GRADSTATE_VECTOR_BYTES / static_cast<int>(sizeof(float));
@@ -16,6 +20,26 @@ inline Vec load(const float* p) {
 }
 
 inline void store(float* p, Vec v) { __builtin_memcpy(p, &v, sizeof v); }
+
+// A store that bypasses the caches, for large outputs nothing reads soon: it saves reading each line before
+// writing it. p must be aligned to the vector size; call stream_fence() once the streaming is done.
+inline void stream(float* p, Vec v) {
+#if GRADSTATE_VECTOR_BYTES == 64 && defined(__AVX512F__)
+  _mm512_stream_ps(p, reinterpret_cast<__m512&>(v));
+#elif GRADSTATE_VECTOR_BYTES == 32 && defined(__AVX__)
+  _mm256_stream_ps(p, reinterpret_cast<__m256&>(v));
+#else
+  store(p, v);
+#endif
+}
+
+inline void stream_fence() {
+#if GRADSTATE_VECTOR_BYTES >= 32 && defined(__x86_64__)
+  _mm_sfence();
+#endif
+}
+
+inline bool aligned(const float* p) { return reinterpret_cast<unsigned long long>(p) % sizeof(Vec) == 0; }
 
 // s - 0 is s for every s (s + 0 is not, for s = -0), so the compiler folds the subtraction away and
 // only the broadcast remains.
