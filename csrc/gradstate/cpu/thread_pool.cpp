@@ -53,6 +53,9 @@ class ThreadPool {
       task_ = task;
       context_ = context;
       count_ = count;
+      // Threads take runs of tasks, about eight per thread in all: one shared counter per task would cost
+      // more than a small task (the counter's cache line moves between cores on every take).
+      grain_ = std::max<std::int64_t>(1, count / (8 * threads()));
       next_.store(0);
       busy_ = static_cast<int>(workers_.size());
       ++generation_;
@@ -82,7 +85,9 @@ class ThreadPool {
   }
 
   void work() {
-    for (std::int64_t i = next_.fetch_add(1); i < count_; i = next_.fetch_add(1)) task_(context_, i);
+    for (std::int64_t first = next_.fetch_add(grain_); first < count_; first = next_.fetch_add(grain_)) {
+      for (std::int64_t i = first; i < std::min(count_, first + grain_); ++i) task_(context_, i);
+    }
   }
 
   void worker(std::uint64_t seen) {
@@ -109,6 +114,7 @@ class ThreadPool {
   void (*task_)(void*, std::int64_t) = nullptr;
   void* context_ = nullptr;
   std::int64_t count_ = 0;
+  std::int64_t grain_ = 1;
   std::atomic<std::int64_t> next_{0};
 };
 
