@@ -9,6 +9,7 @@
 #include <cstring>
 
 #include "gradstate/cpu/kernels/conv_geometry.h"
+#include "gradstate/cpu/kernels/gemm.h"
 #include "gradstate/cpu/kernels/kernels.h"
 #include "gradstate/cpu/kernels/vec.h"
 #include "gradstate/cpu/thread_pool.h"
@@ -28,44 +29,6 @@ constexpr std::int64_t max_columns = 512;
 constexpr std::int64_t target_items = 16;
 constexpr std::int64_t min_segment_pixels = 4 * KC;
 constexpr std::int64_t max_partial_bytes = 8 << 20;
-
-// The register tile of the microkernel is MR output channels by NV vectors (NR columns of dW): two shapes
-// per level, and each problem takes the one that wastes the fewest multiply-adds on padding. AVX2 has 16
-// vector registers (tiles of 12 accumulators); AVX-512 and NEON have 32 (24 accumulators).
-#if GRADSTATE_VECTOR_BYTES == 32
-constexpr int tile_a[2] = {6, 2}, tile_b[2] = {4, 3};
-#elif GRADSTATE_VECTOR_BYTES >= 16
-constexpr int tile_a[2] = {6, 4}, tile_b[2] = {8, 3};
-#else
-constexpr int tile_a[2] = {4, 4}, tile_b[2] = {4, 4};
-#endif
-
-// acc (MR x NR) += a (kc x MR, row stride lda) * b (kc x NR), then c[rows x cols] += acc (c has row
-// stride ldc).
-template <int MR, int NV>
-void microkernel(std::int64_t kc, const float* a, std::int64_t lda, const float* b, float* c,
-                 std::int64_t ldc, int rows, int cols) {
-  constexpr int NR = NV * lanes;
-  Vec acc[MR][NV] = {};
-  for (std::int64_t k = 0; k < kc; ++k) {
-    Vec bv[NV];
-    for (int v = 0; v < NV; ++v) bv[v] = load(b + k * NR + v * lanes);
-    for (int m = 0; m < MR; ++m) {
-      const Vec av = broadcast(a[k * lda + m]);
-      for (int v = 0; v < NV; ++v) acc[m][v] += av * bv[v];
-    }
-  }
-  if (rows == MR && cols == NR) {
-    for (int m = 0; m < MR; ++m)
-      for (int v = 0; v < NV; ++v) store(c + m * ldc + v * lanes, load(c + m * ldc + v * lanes) + acc[m][v]);
-    return;
-  }
-  for (int m = 0; m < rows; ++m) {
-    float row[NR];
-    for (int v = 0; v < NV; ++v) store(row + v * lanes, acc[m][v]);
-    for (int j = 0; j < cols; ++j) c[m * ldc + j] += row[j];
-  }
-}
 
 // One group's GEMM: dW (M x N, row stride N) over K pixels, with the microkernel tile MR x NV, transposed
 // or not (see run).
@@ -87,14 +50,6 @@ struct WeightsGemm {
         // Equal column blocks (whole microkernel tiles), so that no block packs dy for a sliver of columns.
         nc((n + column_blocks * unit - 1) / (column_blocks * unit) * unit) {}
 
-  // The pixel k as (image, output row, output column).
-  void pixel(std::int64_t k, std::int64_t& img, std::int64_t& oh, std::int64_t& ow) const {
-    ow = k % geo.p.out_w;
-    const std::int64_t rest = k / geo.p.out_w;
-    oh = rest % geo.p.out_h;
-    img = rest / geo.p.out_h;
-  }
-
   // a[W-block][k][W] = dy of pixels [k0, k0 + kc) for the group's output channels, zero beyond m; adds the
   // values to db when db is not null. Like pack_x, it reads NHWC data (run_planar converts NCHW).
   template <int W>
@@ -103,15 +58,12 @@ struct WeightsGemm {
     const std::int64_t blocks = (m + W - 1) / W;
     std::memset(a + (blocks - 1) * kc * W, 0, sizeof(float) * kc * W);
     std::int64_t img, oh, ow;
-    pixel(k0, img, oh, ow);
+    pixel_of(geo.p, k0, img, oh, ow);
     for (std::int64_t k = 0; k < kc; ++k) {
       const float* src = dy + geo.y_offset(img, oh, ow, g * m);
       put(W, a, kc, k, 0, m, src);
       if (db != nullptr) add_to(db, src, m);
-      if (++ow == geo.p.out_w) {
-        ow = 0;
-        if (++oh == geo.p.out_h) oh = 0, ++img;
-      }
+      next_pixel(geo.p, img, oh, ow);
     }
   }
 
@@ -122,76 +74,10 @@ struct WeightsGemm {
     for (; i < count; ++i) sum[i] += values[i];
   }
 
-  // Writes `count` values into columns [col, col + count) of row k of a panel b[W-block][k][W] of kc rows,
-  // splitting them at block boundaries: src[0], src[1], ... or zeros when src is null.
-  static void put(std::int64_t W, float* b, std::int64_t kc, std::int64_t k, std::int64_t col,
-                  std::int64_t count, const float* src) {
-    while (count > 0) {
-      const std::int64_t lane = col % W, piece = min_of<std::int64_t>(W - lane, count);
-      float* dst = b + (col / W) * kc * W + k * W + lane;
-      // Explicit vector loops: the pieces are short, and library copies of unknown length start slowly.
-      std::int64_t i = 0;
-      if (src == nullptr) {
-        for (; i + lanes <= piece; i += lanes) store(dst + i, Vec{});
-        for (; i < piece; ++i) dst[i] = 0.0f;
-      } else {
-        for (; i + lanes <= piece; i += lanes) store(dst + i, load(src + i));
-        for (; i < piece; ++i) dst[i] = src[i];
-        src += piece;
-      }
-      col += piece;
-      count -= piece;
-    }
-  }
-
-  // b[W-block][k][W] = columns [j0, j0 + nc) of X for pixels [k0, k0 + kc), zero in the padding and beyond
-  // nc. Column j = (kh * KW + kw) * ig + i; one kernel row kh spans KW * ig columns. x is NHWC here
-  // (run_planar converts NCHW), so each tap's ig channels are contiguous.
+  // b[W-block][k][W] = columns [j0, j0 + nc) of X for pixels [k0, k0 + kc) (see pack_columns).
   void pack_x(std::int64_t W, std::int64_t g, std::int64_t j0, std::int64_t nc, std::int64_t k0,
               std::int64_t kc, float* b) const {
-    const ConvParams& p = geo.p;
-    const std::int64_t ig = geo.in_per_group, row_cols = p.kernel_w * ig;
-    const std::int64_t padded_nc = (nc + W - 1) / W * W;
-    // Without groups and dilation, the taps of one kernel row read one contiguous run of x.
-    const bool contiguous_rows = p.groups == 1 && p.dilation_x == 1;
-    std::int64_t img, oh, ow;
-    pixel(k0, img, oh, ow);
-    for (std::int64_t k = 0; k < kc; ++k) {
-      for (std::int64_t kh = j0 / row_cols; kh < p.kernel_h && kh * row_cols < j0 + nc; ++kh) {
-        const std::int64_t row = kh * row_cols;
-        const std::int64_t first = max_of(row, j0), last = min_of(row + row_cols, j0 + nc);
-        const std::int64_t ih = geo.input_row(oh, kh);
-        if (!geo.row_inside(ih)) {
-          put(W, b, kc, k, first - j0, last - first, nullptr);
-        } else if (contiguous_rows) {
-          // Taps kw in [kw_lo, kw_hi) read inside the image.
-          const std::int64_t left = geo.input_col(ow, 0);
-          const std::int64_t kw_lo = min_of<std::int64_t>(p.kernel_w, max_of<std::int64_t>(0, -left));
-          const std::int64_t kw_hi = max_of(kw_lo, min_of<std::int64_t>(p.kernel_w, p.in_w - left));
-          const std::int64_t v0 = min_of(max_of(row + kw_lo * ig, first), last);
-          const std::int64_t v1 = min_of(max_of(row + kw_hi * ig, v0), last);
-          // Column j's value is x[run + j]; the offset is negative when the row starts in the padding.
-          const std::int64_t run = geo.x_offset(img, ih, left, 0) - row;
-          put(W, b, kc, k, first - j0, v0 - first, nullptr);
-          if (v1 > v0) put(W, b, kc, k, v0 - j0, v1 - v0, x + (run + v0));
-          put(W, b, kc, k, v1 - j0, last - v1, nullptr);
-        } else {
-          for (std::int64_t j = first; j < last;) {
-            const std::int64_t kw = (j - row) / ig, tap_end = min_of(row + (kw + 1) * ig, last);
-            const std::int64_t iw = geo.input_col(ow, kw);
-            const float* src =
-                geo.col_inside(iw) ? x + geo.x_offset(img, ih, iw, g) + (j - row - kw * ig) : nullptr;
-            put(W, b, kc, k, j - j0, tap_end - j, src);
-            j = tap_end;
-          }
-        }
-      }
-      put(W, b, kc, k, nc, padded_nc - nc, nullptr);
-      if (++ow == p.out_w) {
-        ow = 0;
-        if (++oh == p.out_h) oh = 0, ++img;
-      }
-    }
+    pack_columns(geo, x, W, g, j0, nc, k0, kc, b);
   }
 
   // NCHW: packing would gather the values of one pixel from as many planes, so the rows of each image that
