@@ -1,14 +1,107 @@
-// Convolution forward and data-gradient kernels of one ISA level (see kernels.h): direct loops over the
-// formulas. The weight gradient is in convolution_weights.cpp.
+// Convolution forward and data-gradient kernels of one ISA level (see kernels.h). The weight gradient is in
+// convolution_weights.cpp.
+//
+// The forward pass of layers with at least min_gemm_channels output channels per group is a GEMM per group:
+// y[p, o] = b[o] + sum over the im2col columns j of X[p, j] * W[o, j]. The weights are packed once into
+// vector blocks of output channels; each task packs the im2col rows of a block of output pixels and the
+// microkernel accumulates MR pixels by NR output channels. Other layers, and the data gradient, run
+// direct loops over the formulas.
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 
 #include "gradstate/cpu/kernels/conv_geometry.h"
+#include "gradstate/cpu/kernels/gemm.h"
 #include "gradstate/cpu/kernels/kernels.h"
+#include "gradstate/cpu/thread_pool.h"
 
 namespace gradstate::cpu::GRADSTATE_ISA_NAMESPACE {
+namespace {
+
+constexpr std::int64_t min_gemm_channels = 8;
+constexpr std::int64_t forward_pixels = 96;  // output pixels of one task: its im2col rows stay in L2
+
+// The forward GEMM for NHWC activations (see the top of this file).
+template <int MR, int NV>
+void forward_gemm(const ConvParams& p, const float* x, const float* w, const float* b, float* y) {
+  constexpr std::int64_t NR = NV * lanes;
+  const Geometry geo(p);
+  const std::int64_t og = geo.out_per_group,
+                     n = static_cast<std::int64_t>(p.kernel_h) * p.kernel_w * geo.in_per_group;
+  const std::int64_t o_blocks = (og + NR - 1) / NR, ld = (n + lanes - 1) / lanes * lanes;
+  // packed[g][o block][j][NR] = w[g * og + o block * NR + r][j], zero past the group's channels.
+  float* packed = static_cast<float*>(std::malloc(sizeof(float) * p.groups * o_blocks * n * NR));
+  parallel_for(p.groups * o_blocks, [&](std::int64_t gb) {
+    const std::int64_t first = (gb / o_blocks) * og + (gb % o_blocks) * NR;
+    const std::int64_t count = min_of(NR, (gb / o_blocks + 1) * og - first);
+    float* dst = packed + gb * n * NR;
+    for (std::int64_t j = 0; j < n; ++j)
+      for (std::int64_t r = 0; r < NR; ++r) dst[j * NR + r] = r < count ? w[(first + r) * n + j] : 0.0f;
+  });
+  const std::int64_t pixels = static_cast<std::int64_t>(p.batch) * p.out_h * p.out_w;
+  const std::int64_t tasks_per_group = (pixels + forward_pixels - 1) / forward_pixels;
+  constexpr std::int64_t panel_rows = (forward_pixels + MR - 1) / MR * MR;
+  parallel_for(p.groups * tasks_per_group, [&](std::int64_t task) {
+    const std::int64_t g = task / tasks_per_group, k0 = (task % tasks_per_group) * forward_pixels;
+    const std::int64_t kc = min_of(forward_pixels, pixels - k0);
+    float* panel = static_cast<float*>(thread_scratch(sizeof(float) * panel_rows * ld));
+    pack_columns(geo, x, ld, g, 0, n, k0, kc, panel);  // row-major: one im2col row per pixel
+    // The last tile may run past kc; its extra rows are computed (never stored) from zeros.
+    std::memset(panel + kc * ld, 0, sizeof(float) * (panel_rows - kc) * ld);
+    for (std::int64_t k = 0; k < kc; ++k) {
+      float* row = y + (k0 + k) * p.out_c + g * og;
+      for (std::int64_t o = 0; o < og; ++o) row[o] = b ? b[g * og + o] : 0.0f;
+    }
+    for (std::int64_t r = 0; r < kc; r += MR) {
+      const int rows = static_cast<int>(min_of<std::int64_t>(MR, kc - r));
+      for (std::int64_t ob = 0; ob < o_blocks; ++ob) {
+        const int cols = static_cast<int>(min_of(NR, og - ob * NR));
+        microkernel<MR, NV, true>(n, panel + r * ld, ld, packed + (g * o_blocks + ob) * n * NR,
+                                  y + (k0 + r) * p.out_c + g * og + ob * NR, p.out_c, rows, cols);
+      }
+    }
+  });
+  std::free(packed);
+}
+
+// The tile that pads the group's output channels least (pixels are always plenty).
+void forward_gemm_nhwc(const ConvParams& p, const float* x, const float* w, const float* b, float* y) {
+  const std::int64_t og = p.out_c / p.groups;
+  auto padded = [&](const int (&tile)[2]) {
+    return (og + tile[1] * lanes - 1) / (tile[1] * lanes) * tile[1] * lanes;
+  };
+  if (padded(tile_a) <= padded(tile_b)) {
+    forward_gemm<tile_a[0], tile_a[1]>(p, x, w, b, y);
+  } else {
+    forward_gemm<tile_b[0], tile_b[1]>(p, x, w, b, y);
+  }
+}
+
+// NCHW: the GEMM runs on NHWC copies of x and y.
+void forward_gemm_nchw(const ConvParams& p, const float* x, const float* w, const float* b, float* y) {
+  const std::int64_t in_plane = static_cast<std::int64_t>(p.in_h) * p.in_w;
+  const std::int64_t out_plane = static_cast<std::int64_t>(p.out_h) * p.out_w;
+  const std::int64_t in_image = in_plane * p.in_c, out_image = out_plane * p.out_c;
+  float* xs = static_cast<float*>(std::malloc(sizeof(float) * p.batch * (in_image + out_image)));
+  float* ys = xs + p.batch * in_image;
+  parallel_for(p.batch, [&](std::int64_t img) {
+    transpose(x + img * in_image, p.in_c, in_plane, in_plane, xs + img * in_image, p.in_c);
+  });
+  ConvParams nhwc = p;
+  nhwc.layout = Layout::NHWC;
+  forward_gemm_nhwc(nhwc, xs, w, b, ys);
+  parallel_for(p.batch, [&](std::int64_t img) {
+    transpose(ys + img * out_image, out_plane, p.out_c, p.out_c, y + img * out_image, out_plane);
+  });
+  std::free(xs);
+}
+
+}  // namespace
 
 void convolution_forward(const ConvParams& p, const float* x, const float* w, const float* b, float* y) {
+  if (p.out_c / p.groups >= min_gemm_channels) {
+    return p.layout == Layout::NHWC ? forward_gemm_nhwc(p, x, w, b, y) : forward_gemm_nchw(p, x, w, b, y);
+  }
   const Geometry geo(p);
   for (std::int64_t n = 0; n < p.batch; ++n)
     for (std::int64_t oh = 0; oh < p.out_h; ++oh)

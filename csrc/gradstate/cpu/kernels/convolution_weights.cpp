@@ -105,24 +105,13 @@ struct WeightsGemm {
       const std::int64_t dy_values = static_cast<std::int64_t>(rows.out_h) * p.out_w;
       float* xs = static_cast<float*>(std::malloc(sizeof(float) * (x_values * ig + dy_values * m + 1)));
       float* dys = xs + x_values * ig;
-      transpose_planes(x + img * geo.x.n + g * ig * in_plane + r0 * p.in_w, ig, in_plane, x_values, xs);
-      transpose_planes(dy + img * geo.y.n + g * m * out_plane + oh0 * p.out_w, m, out_plane, dy_values, dys);
+      transpose(x + img * geo.x.n + g * ig * in_plane + r0 * p.in_w, ig, x_values, in_plane, xs, ig);
+      transpose(dy + img * geo.y.n + g * m * out_plane + oh0 * p.out_w, m, dy_values, out_plane, dys, m);
       const WeightsGemm copy(rows, dys, xs);
       copy.run(0, j0, first - oh0 * p.out_w, first - oh0 * p.out_w + count, c, db);
       std::free(xs);
       k += count;
     }
-  }
-
-  // dst[pixel][channel] = src[channel * stride + pixel] for `channels` planes of `pixels` values.
-  static void transpose_planes(const float* src, std::int64_t channels, std::int64_t stride,
-                               std::int64_t pixels, float* dst) {
-    constexpr std::int64_t tile = 16;  // a tile of 16 x 16 values reads and writes whole cache lines
-    for (std::int64_t c0 = 0; c0 < channels; c0 += tile)
-      for (std::int64_t p0 = 0; p0 < pixels; p0 += tile)
-        for (std::int64_t px = p0; px < min_of(pixels, p0 + tile); ++px)
-          for (std::int64_t ch = c0; ch < min_of(channels, c0 + tile); ++ch)
-            dst[px * channels + ch] = src[ch * stride + px];
   }
 
   // c[:, j0 : j0 + nc] += the product over pixels [k_begin, k_end); db (when not null) += dy over them.

@@ -135,4 +135,16 @@ inline void pack_columns(const Geometry& geo, const float* x, std::int64_t W, st
   }
 }
 
+// dst[c * dst_stride + r] = src[r * src_stride + c] for r < rows and c < cols (NCHW <-> NHWC per image),
+// in tiles of 16 x 16 values so that reads and writes both use whole cache lines.
+inline void transpose(const float* src, std::int64_t rows, std::int64_t cols, std::int64_t src_stride,
+                      float* dst, std::int64_t dst_stride) {
+  constexpr std::int64_t tile = 16;
+  for (std::int64_t r0 = 0; r0 < rows; r0 += tile)
+    for (std::int64_t c0 = 0; c0 < cols; c0 += tile)
+      for (std::int64_t c = c0; c < min_of(cols, c0 + tile); ++c)
+        for (std::int64_t r = r0; r < min_of(rows, r0 + tile); ++r)
+          dst[c * dst_stride + r] = src[r * src_stride + c];
+}
+
 }  // namespace gradstate::cpu::GRADSTATE_ISA_NAMESPACE
