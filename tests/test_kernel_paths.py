@@ -41,6 +41,11 @@ CONV_PATHS = [
     # Dilation turns off the contiguous-row packing of NHWC.
     pytest.param((2, 11, 10, 8, 12, 3, 1, 2, 1, "same"), id="gemm_dilation2_same"),
     # Depthwise with 37 channels: full blocks of groups and a partial one at every vector width.
+    # The forward GEMM, and dx at stride 1 as a forward pass with flipped weights: padding wider than the
+    # kernel (a negative padding for the flipped pass), asymmetric, with dilation, and with groups.
+    pytest.param((2, 9, 8, 12, 10, 3, 1, 1, 1, (3, 0, 1, 4)), id="gemm_stride1_wide_padding"),
+    pytest.param((2, 9, 8, 12, 10, 3, 1, 2, 1, (5, 1, 0, 2)), id="gemm_stride1_dilation2_wide_padding"),
+    pytest.param((2, 7, 7, 32, 24, 3, 1, 1, 2, (0, 2, 2, 0)), id="gemm_stride1_groups2_16_in"),
     pytest.param((2, 13, 11, 37, 37, 3, 2, 1, 37, 1), id="depthwise37_stride2_pad1"),
     # 25 taps: sweeps of 9, 9 and 7 taps.
     pytest.param((2, 9, 10, 37, 37, 5, 1, 1, 37, "same"), id="depthwise37_5x5"),

@@ -4,8 +4,8 @@
 // The forward pass of layers with at least min_gemm_channels output channels per group is a GEMM per group:
 // y[p, o] = b[o] + sum over the im2col columns j of X[p, j] * W[o, j]. The weights are packed once into
 // vector blocks of output channels; each task packs the im2col rows of a block of output pixels and the
-// microkernel accumulates MR pixels by NR output channels. Other layers, and the data gradient, run
-// direct loops over the formulas.
+// microkernel accumulates MR pixels by NR output channels. The data gradient of stride-1 layers is such a
+// forward pass too (see convolution_data_gradient). Other layers run direct loops over the formulas.
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
@@ -117,6 +117,29 @@ void convolution_forward(const ConvParams& p, const float* x, const float* w, co
 }
 
 void convolution_data_gradient(const ConvParams& p, const float* dy, const float* w, float* dx) {
+  // With stride 1, dx is a forward convolution of dy with the flipped weights, input and output channels
+  // of each group exchanged: dx[ih] = sum over taps kh and channels o of W[o, kh, i] * dy[ih + pad - kh * d],
+  // which is tap KH - 1 - kh of a convolution padded by (KH - 1) * d - pad.
+  if (p.stride_y == 1 && p.stride_x == 1 && p.in_c / p.groups >= min_gemm_channels) {
+    const std::int64_t og = p.out_c / p.groups, ig = p.in_c / p.groups;
+    const std::int64_t kh = p.kernel_h, kw = p.kernel_w;
+    float* flipped = static_cast<float*>(std::malloc(sizeof(float) * p.out_c * kh * kw * ig));
+    for (std::int64_t g = 0; g < p.groups; ++g)
+      for (std::int64_t i = 0; i < ig; ++i)
+        for (std::int64_t r = 0; r < kh; ++r)
+          for (std::int64_t c = 0; c < kw; ++c)
+            for (std::int64_t o = 0; o < og; ++o)
+              flipped[(((g * ig + i) * kh + r) * kw + c) * og + o] =
+                  w[(((g * og + o) * kh + (kh - 1 - r)) * kw + (kw - 1 - c)) * ig + i];
+    ConvParams t = p;
+    t.in_h = p.out_h, t.in_w = p.out_w, t.in_c = p.out_c;
+    t.out_h = p.in_h, t.out_w = p.in_w, t.out_c = p.in_c;
+    t.pad_top = (p.kernel_h - 1) * p.dilation_y - p.pad_top;
+    t.pad_left = (p.kernel_w - 1) * p.dilation_x - p.pad_left;
+    convolution_forward(t, dy, flipped, nullptr, dx);
+    std::free(flipped);
+    return;
+  }
   const Geometry geo(p);
   std::memset(dx, 0, sizeof(float) * p.batch * p.in_c * p.in_h * p.in_w);
   for_each_tap(geo, [&](std::int64_t n, std::int64_t oh, std::int64_t ow, std::int64_t o, std::int64_t kh,
