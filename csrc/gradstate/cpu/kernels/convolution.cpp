@@ -64,6 +64,68 @@ void forward_gemm(const ConvParams& p, const float* x, const float* w, const flo
   std::free(packed);
 }
 
+// dx for strides above 1, NHWC: per image and group, dX_cols = dy * W over blocks of MR output pixels (a GEMM
+// whose A operand is dy itself, row by row), then col2im: each column of a pixel adds into the input pixel
+// its tap reads. A task owns one image's channels of one group, so no two tasks write the same dx values and
+// each adds in a fixed order.
+template <int MR, int NV>
+void data_gradient_col2im(const ConvParams& p, const float* dy, const float* w, float* dx) {
+  constexpr std::int64_t NR = NV * lanes;
+  const Geometry geo(p);
+  const std::int64_t og = geo.out_per_group, ig = geo.in_per_group;
+  const std::int64_t n = static_cast<std::int64_t>(p.kernel_h) * p.kernel_w * ig,
+                     j_blocks = (n + NR - 1) / NR;
+  // packed[g][column block][o][NR] = w[g * og + o][column block * NR + r], zero past n.
+  float* packed = static_cast<float*>(std::malloc(sizeof(float) * p.groups * j_blocks * og * NR));
+  parallel_for(p.groups * j_blocks, [&](std::int64_t gb) {
+    const std::int64_t g = gb / j_blocks, j0 = (gb % j_blocks) * NR;
+    float* dst = packed + gb * og * NR;
+    for (std::int64_t o = 0; o < og; ++o)
+      for (std::int64_t r = 0; r < NR; ++r)
+        dst[o * NR + r] = j0 + r < n ? w[(g * og + o) * n + j0 + r] : 0.0f;
+  });
+  std::memset(dx, 0, sizeof(float) * p.batch * p.in_c * p.in_h * p.in_w);
+  const std::int64_t image_pixels = static_cast<std::int64_t>(p.out_h) * p.out_w;
+  parallel_for(p.batch * p.groups, [&](std::int64_t task) {
+    const std::int64_t img = task / p.groups, g = task % p.groups;
+    float* scratch = static_cast<float*>(thread_scratch(sizeof(float) * (MR * NR + MR * og)));
+    float* tile = scratch;
+    float* rows_copy = scratch + MR * NR;  // the last, partial block of pixels, zero-padded
+    for (std::int64_t p0 = 0; p0 < image_pixels; p0 += MR) {
+      const std::int64_t rows = min_of<std::int64_t>(MR, image_pixels - p0);
+      const float* a = dy + (img * image_pixels + p0) * p.out_c + g * og;
+      std::int64_t lda = p.out_c;
+      if (rows < MR) {
+        std::memset(rows_copy, 0, sizeof(float) * MR * og);
+        for (std::int64_t m = 0; m < rows; ++m)
+          std::memcpy(rows_copy + m * og, a + m * p.out_c, sizeof(float) * og);
+        a = rows_copy, lda = og;
+      }
+      for (std::int64_t jb = 0; jb < j_blocks; ++jb) {
+        std::memset(tile, 0, sizeof(float) * MR * NR);
+        microkernel<MR, NV, true>(og, a, lda, packed + (g * j_blocks + jb) * og * NR, tile, NR, MR, NR);
+        // col2im: the block's columns, tap by tap, each tap's channels one contiguous run of dx.
+        const std::int64_t j0 = jb * NR, j1 = min_of(n, j0 + NR);
+        for (std::int64_t m = 0; m < rows; ++m) {
+          const std::int64_t oh = (p0 + m) / p.out_w, ow = (p0 + m) % p.out_w;
+          for (std::int64_t j = j0; j < j1;) {
+            const std::int64_t tap = j / ig, end = min_of(j1, (tap + 1) * ig);
+            const std::int64_t ih = geo.input_row(oh, tap / p.kernel_w),
+                               iw = geo.input_col(ow, tap % p.kernel_w);
+            if (geo.row_inside(ih) && geo.col_inside(iw)) {
+              float* out = dx + geo.x_offset(img, ih, iw, g) + (j - tap * ig);
+              const float* in = tile + m * NR + (j - j0);
+              for (std::int64_t e = 0; e < end - j; ++e) out[e] += in[e];
+            }
+            j = end;
+          }
+        }
+      }
+    }
+  });
+  std::free(packed);
+}
+
 // The tile that pads the group's output channels least (pixels are always plenty).
 void forward_gemm_nhwc(const ConvParams& p, const float* x, const float* w, const float* b, float* y) {
   const std::int64_t og = p.out_c / p.groups;
@@ -94,6 +156,37 @@ void forward_gemm_nchw(const ConvParams& p, const float* x, const float* w, cons
     transpose(ys + img * out_image, out_plane, p.out_c, p.out_c, y + img * out_image, out_plane);
   });
   std::free(xs);
+}
+
+// The col2im data gradient with the tile that pads the im2col columns least, on NHWC copies for NCHW.
+void data_gradient_gemm(const ConvParams& p, const float* dy, const float* w, float* dx) {
+  const std::int64_t n = static_cast<std::int64_t>(p.kernel_h) * p.kernel_w * (p.in_c / p.groups);
+  auto padded = [&](const int (&tile)[2]) {
+    return (n + tile[1] * lanes - 1) / (tile[1] * lanes) * tile[1] * lanes;
+  };
+  auto run = [&](const ConvParams& q, const float* dy_nhwc, float* dx_nhwc) {
+    if (padded(tile_a) <= padded(tile_b)) {
+      data_gradient_col2im<tile_a[0], tile_a[1]>(q, dy_nhwc, w, dx_nhwc);
+    } else {
+      data_gradient_col2im<tile_b[0], tile_b[1]>(q, dy_nhwc, w, dx_nhwc);
+    }
+  };
+  if (p.layout == Layout::NHWC) return run(p, dy, dx);
+  const std::int64_t in_plane = static_cast<std::int64_t>(p.in_h) * p.in_w;
+  const std::int64_t out_plane = static_cast<std::int64_t>(p.out_h) * p.out_w;
+  const std::int64_t in_image = in_plane * p.in_c, out_image = out_plane * p.out_c;
+  float* dys = static_cast<float*>(std::malloc(sizeof(float) * p.batch * (in_image + out_image)));
+  float* dxs = dys + p.batch * out_image;
+  parallel_for(p.batch, [&](std::int64_t img) {
+    transpose(dy + img * out_image, p.out_c, out_plane, out_plane, dys + img * out_image, p.out_c);
+  });
+  ConvParams nhwc = p;
+  nhwc.layout = Layout::NHWC;
+  run(nhwc, dys, dxs);
+  parallel_for(p.batch, [&](std::int64_t img) {
+    transpose(dxs + img * in_image, in_plane, p.in_c, p.in_c, dx + img * in_image, in_plane);
+  });
+  std::free(dys);
 }
 
 }  // namespace
@@ -140,6 +233,7 @@ void convolution_data_gradient(const ConvParams& p, const float* dy, const float
     std::free(flipped);
     return;
   }
+  if (p.out_c / p.groups >= min_gemm_channels) return data_gradient_gemm(p, dy, w, dx);
   const Geometry geo(p);
   std::memset(dx, 0, sizeof(float) * p.batch * p.in_c * p.in_h * p.in_w);
   for_each_tap(geo, [&](std::int64_t n, std::int64_t oh, std::int64_t ow, std::int64_t o, std::int64_t kh,
