@@ -47,6 +47,9 @@ CONV_PATHS = [
     pytest.param((2, 9, 8, 12, 10, 3, 1, 2, 1, (5, 1, 0, 2)), id="gemm_stride1_dilation2_wide_padding"),
     pytest.param((2, 7, 7, 32, 24, 3, 1, 1, 2, (0, 2, 2, 0)), id="gemm_stride1_groups2_16_in"),
     pytest.param((2, 13, 11, 37, 37, 3, 2, 1, 37, 1), id="depthwise37_stride2_pad1"),
+    # Padding on the right only and a stride wider than the image: no output column is free of padding.
+    pytest.param((1, 3, 1, 32, 32, 3, (1, 4), 1, 32, (0, 0, 0, 2)), id="depthwise32_right_padding_stride4"),
+    pytest.param((1, 3, 2, 64, 64, 3, (1, 3), 1, 64, (0, 0, 0, 2)), id="depthwise64_right_padding_stride3"),
     # 25 taps: sweeps of 9, 9 and 7 taps.
     pytest.param((2, 9, 10, 37, 37, 5, 1, 1, 37, "same"), id="depthwise37_5x5"),
     # One tap: a sweep that repeats it into the 8 unused slots and must drop their sums.

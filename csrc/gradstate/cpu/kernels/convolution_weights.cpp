@@ -322,17 +322,19 @@ void sweep_depthwise(const Geometry& geo, const float* dy, const float* x, std::
                      float* sums, float* dy_sum) {
   const ConvParams& p = geo.p;
   std::int64_t row[T], col[T], offset[T];  // tap displacement in input rows, columns and elements
-  std::int64_t col_lo = 0, col_hi = p.kernel_w * p.dilation_x;
+  std::int64_t max_col = 0;
   for (int t = 0; t < T; ++t) {
     row[t] = (t0 + t) / p.kernel_w * p.dilation_y;
     col[t] = (t0 + t) % p.kernel_w * p.dilation_x;
     offset[t] = row[t] * geo.x.h + col[t] * geo.x.w;
-    col_lo = min_of(col_lo, col[t]), col_hi = max_of(col_hi, col[t]);
+    max_col = max_of(max_col, col[t]);
   }
-  // Output columns whose every tap column is inside the image.
+  // Output columns [ow_lo, ow_hi) read no padding column at any tap: iw0 >= 0 and iw0 + max_col < in_w,
+  // with iw0 = ow * stride - pad_left. (A negative bound must not be rounded toward zero.)
   const std::int64_t ow_lo = min_of<std::int64_t>(p.out_w, (p.pad_left + p.stride_x - 1) / p.stride_x);
-  const std::int64_t ow_hi = max_of<std::int64_t>(
-      ow_lo, min_of<std::int64_t>(p.out_w, (p.in_w + p.pad_left - col_hi - 1) / p.stride_x + 1));
+  const std::int64_t slack = p.in_w + p.pad_left - 1 - max_col;  // the largest iw0 + pad_left inside
+  const std::int64_t ow_hi =
+      slack < 0 ? ow_lo : max_of(ow_lo, min_of<std::int64_t>(p.out_w, slack / p.stride_x + 1));
   Vec acc[T][group_vectors], total[group_vectors] = {};
   for (int t = 0; t < T; ++t)
     for (int v = 0; v < group_vectors; ++v) acc[t][v] = load(sums + t * group_block + v * lanes);
