@@ -1,5 +1,7 @@
 #include "arrays.h"
 
+#include <new>
+
 #include "gradstate/core/errors.h"
 
 namespace gradstate::bindings {
@@ -19,7 +21,9 @@ FloatArray as_float32(const char* argument, py::handle value) {
     throw TypeError(concat(argument, ": expected a floating-point array, got dtype ",
                            py::str(array.dtype()).cast<std::string>()));
   }
-  return FloatArray::ensure(array);
+  FloatArray converted = FloatArray::ensure(array);
+  if (!converted) throw std::bad_alloc();  // the float32 copy could not be made
+  return converted;
 }
 
 std::optional<FloatArray> as_optional_float32(const char* argument, py::handle value) {

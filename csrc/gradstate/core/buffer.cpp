@@ -96,7 +96,9 @@ void* allocate_bytes(std::size_t nbytes) {
 }  // namespace
 
 std::shared_ptr<Buffer> Buffer::allocate(DType dtype, Shape shape, DeviceKind device, Fill fill) {
-  const std::size_t nbytes = static_cast<std::size_t>(element_count(shape)) * itemsize(dtype);
+  const std::int64_t count = element_count(shape);
+  if (count > (std::int64_t{1} << 56) / static_cast<std::int64_t>(itemsize(dtype))) throw std::bad_alloc();
+  const std::size_t nbytes = static_cast<std::size_t>(count) * itemsize(dtype);
   void* data = allocate_bytes(nbytes);
   if (fill == Fill::zeros) std::memset(data, 0, nbytes);
   live_bytes.fetch_add(static_cast<std::int64_t>(nbytes), std::memory_order_relaxed);

@@ -1,10 +1,14 @@
 #include "gradstate/core/shape.h"
 
+#include <new>
+
 namespace gradstate {
 
 std::int64_t element_count(const Shape& shape) {
   std::int64_t count = 1;
-  for (std::int64_t extent : shape) count *= extent;
+  for (std::int64_t extent : shape) {
+    if (__builtin_mul_overflow(count, extent, &count)) throw std::bad_alloc();
+  }
   return count;
 }
 

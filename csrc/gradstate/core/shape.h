@@ -9,6 +9,7 @@ namespace gradstate {
 
 using Shape = std::vector<std::int64_t>;
 
+// std::bad_alloc when the count does not fit in 64 bits (no buffer of that size can exist).
 std::int64_t element_count(const Shape& shape);
 
 // "(2, 3, 4)", "(5,)" — the way Python prints a tuple, so messages read naturally to numpy users.

@@ -4,14 +4,20 @@
 #include <atomic>
 #include <condition_variable>
 #include <cstdlib>
+#include <exception>
 #include <memory>
 #include <mutex>
 #include <new>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "gradstate/core/errors.h"
+
+#if defined(__unix__) || defined(__APPLE__)
+#include <pthread.h>
+#endif
 
 namespace gradstate::cpu {
 namespace {
@@ -57,6 +63,7 @@ class ThreadPool {
       // more than a small task (the counter's cache line moves between cores on every take).
       grain_ = std::max<std::int64_t>(1, count / (8 * threads()));
       next_.store(0);
+      error_ = nullptr;
       busy_ = static_cast<int>(workers_.size());
       ++generation_;
     }
@@ -64,6 +71,8 @@ class ThreadPool {
     work();
     std::unique_lock<std::mutex> lock(mutex_);
     done_.wait(lock, [&] { return busy_ == 0; });
+    // Every thread has left the job, so its context (the caller's frame) is no longer in use.
+    if (error_) std::rethrow_exception(std::exchange(error_, nullptr));
   }
 
  private:
@@ -84,9 +93,17 @@ class ThreadPool {
     workers_.clear();
   }
 
+  // Runs tasks until none is left. A task that throws (std::bad_alloc, say) ends the job early: its
+  // exception is kept for run() to rethrow once every thread is done, the remaining tasks are skipped.
   void work() {
-    for (std::int64_t first = next_.fetch_add(grain_); first < count_; first = next_.fetch_add(grain_)) {
-      for (std::int64_t i = first; i < std::min(count_, first + grain_); ++i) task_(context_, i);
+    try {
+      for (std::int64_t first = next_.fetch_add(grain_); first < count_; first = next_.fetch_add(grain_)) {
+        for (std::int64_t i = first; i < std::min(count_, first + grain_); ++i) task_(context_, i);
+      }
+    } catch (...) {
+      next_.store(count_);
+      std::lock_guard<std::mutex> lock(mutex_);
+      if (!error_) error_ = std::current_exception();
     }
   }
 
@@ -115,12 +132,32 @@ class ThreadPool {
   void* context_ = nullptr;
   std::int64_t count_ = 0;
   std::int64_t grain_ = 1;
+  std::exception_ptr error_;
   std::atomic<std::int64_t> next_{0};
 };
 
+// The pool of this process. A child made by fork() inherits the pool's memory but not its threads: it drops
+// the inherited pool (never destroyed — its threads do not exist there) and makes its own on first use.
+std::atomic<ThreadPool*> current_pool{nullptr};
+
 ThreadPool& pool() {
-  static ThreadPool instance(default_thread_count());
-  return instance;
+  static std::once_flag registered;
+  std::call_once(registered, [] {
+#if defined(__unix__) || defined(__APPLE__)
+    pthread_atfork(nullptr, nullptr, [] { current_pool.store(nullptr); });
+#endif
+  });
+  ThreadPool* p = current_pool.load();
+  if (p == nullptr) {
+    static std::mutex creating;
+    std::lock_guard<std::mutex> lock(creating);
+    p = current_pool.load();
+    if (p == nullptr) {
+      p = new ThreadPool(default_thread_count());  // lives until the process ends
+      current_pool.store(p);
+    }
+  }
+  return *p;
 }
 
 struct AlignedFree {

@@ -23,6 +23,11 @@ std::int64_t output_extent(const char* axis, std::int64_t input, std::int64_t be
                            std::int64_t kernel, std::int64_t stride, std::int64_t dilation) {
   const std::int64_t padded = input + before + after;
   const std::int64_t span = (kernel - 1) * dilation + 1;
+  // Kernels index within a padded row or column with 32-bit parameters (see params.h).
+  if (padded > int32_limit || span > int32_limit) {
+    throw ValueError(concat("x: expected a padded ", axis, " and a dilated kernel ", axis,
+                            " below 2**31, got ", padded, " and ", span));
+  }
   if (padded < span) {
     throw ValueError(concat("x: expected a padded ", axis, " of at least ", span, " (the dilated kernel ",
                             axis, "), got ", padded, " (", axis, " ", input, " + padding ", before, " + ",

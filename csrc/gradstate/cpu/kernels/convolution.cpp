@@ -13,6 +13,7 @@
 #include "gradstate/cpu/kernels/conv_geometry.h"
 #include "gradstate/cpu/kernels/gemm.h"
 #include "gradstate/cpu/kernels/kernels.h"
+#include "gradstate/cpu/memory.h"
 #include "gradstate/cpu/thread_pool.h"
 
 namespace gradstate::cpu::GRADSTATE_ISA_NAMESPACE {
@@ -30,7 +31,8 @@ void forward_gemm(const ConvParams& p, const float* x, const float* w, const flo
                      n = static_cast<std::int64_t>(p.kernel_h) * p.kernel_w * geo.in_per_group;
   const std::int64_t o_blocks = (og + NR - 1) / NR, ld = (n + lanes - 1) / lanes * lanes;
   // packed[g][o block][j][NR] = w[g * og + o block * NR + r][j], zero past the group's channels.
-  float* packed = static_cast<float*>(std::malloc(sizeof(float) * p.groups * o_blocks * n * NR));
+  const Memory packed_memory(sizeof(float) * p.groups * o_blocks * n * NR);
+  float* packed = packed_memory.floats();
   parallel_for(p.groups * o_blocks, [&](std::int64_t gb) {
     const std::int64_t first = (gb / o_blocks) * og + (gb % o_blocks) * NR;
     const std::int64_t count = min_of(NR, (gb / o_blocks + 1) * og - first);
@@ -61,7 +63,6 @@ void forward_gemm(const ConvParams& p, const float* x, const float* w, const flo
       }
     }
   });
-  std::free(packed);
 }
 
 // dx for strides above 1, NHWC: per image and group, dX_cols = dy * W over blocks of MR output pixels (a GEMM
@@ -76,7 +77,8 @@ void data_gradient_col2im(const ConvParams& p, const float* dy, const float* w, 
   const std::int64_t n = static_cast<std::int64_t>(p.kernel_h) * p.kernel_w * ig,
                      j_blocks = (n + NR - 1) / NR;
   // packed[g][column block][o][NR] = w[g * og + o][column block * NR + r], zero past n.
-  float* packed = static_cast<float*>(std::malloc(sizeof(float) * p.groups * j_blocks * og * NR));
+  const Memory packed_memory(sizeof(float) * p.groups * j_blocks * og * NR);
+  float* packed = packed_memory.floats();
   parallel_for(p.groups * j_blocks, [&](std::int64_t gb) {
     const std::int64_t g = gb / j_blocks, j0 = (gb % j_blocks) * NR;
     float* dst = packed + gb * og * NR;
@@ -123,7 +125,6 @@ void data_gradient_col2im(const ConvParams& p, const float* dy, const float* w, 
       }
     }
   });
-  std::free(packed);
 }
 
 // The tile that pads the group's output channels least (pixels are always plenty).
@@ -144,7 +145,8 @@ void forward_gemm_nchw(const ConvParams& p, const float* x, const float* w, cons
   const std::int64_t in_plane = static_cast<std::int64_t>(p.in_h) * p.in_w;
   const std::int64_t out_plane = static_cast<std::int64_t>(p.out_h) * p.out_w;
   const std::int64_t in_image = in_plane * p.in_c, out_image = out_plane * p.out_c;
-  float* xs = static_cast<float*>(std::malloc(sizeof(float) * p.batch * (in_image + out_image)));
+  const Memory xs_memory(sizeof(float) * p.batch * (in_image + out_image));
+  float* xs = xs_memory.floats();
   float* ys = xs + p.batch * in_image;
   parallel_for(p.batch, [&](std::int64_t img) {
     transpose(x + img * in_image, p.in_c, in_plane, in_plane, xs + img * in_image, p.in_c);
@@ -155,7 +157,6 @@ void forward_gemm_nchw(const ConvParams& p, const float* x, const float* w, cons
   parallel_for(p.batch, [&](std::int64_t img) {
     transpose(ys + img * out_image, out_plane, p.out_c, p.out_c, y + img * out_image, out_plane);
   });
-  std::free(xs);
 }
 
 // The col2im data gradient with the tile that pads the im2col columns least, on NHWC copies for NCHW.
@@ -175,7 +176,8 @@ void data_gradient_gemm(const ConvParams& p, const float* dy, const float* w, fl
   const std::int64_t in_plane = static_cast<std::int64_t>(p.in_h) * p.in_w;
   const std::int64_t out_plane = static_cast<std::int64_t>(p.out_h) * p.out_w;
   const std::int64_t in_image = in_plane * p.in_c, out_image = out_plane * p.out_c;
-  float* dys = static_cast<float*>(std::malloc(sizeof(float) * p.batch * (in_image + out_image)));
+  const Memory dys_memory(sizeof(float) * p.batch * (in_image + out_image));
+  float* dys = dys_memory.floats();
   float* dxs = dys + p.batch * out_image;
   parallel_for(p.batch, [&](std::int64_t img) {
     transpose(dy + img * out_image, p.out_c, out_plane, out_plane, dys + img * out_image, p.out_c);
@@ -186,7 +188,6 @@ void data_gradient_gemm(const ConvParams& p, const float* dy, const float* w, fl
   parallel_for(p.batch, [&](std::int64_t img) {
     transpose(dxs + img * in_image, in_plane, p.in_c, p.in_c, dx + img * in_image, in_plane);
   });
-  std::free(dys);
 }
 
 }  // namespace
@@ -216,7 +217,8 @@ void convolution_data_gradient(const ConvParams& p, const float* dy, const float
   if (p.stride_y == 1 && p.stride_x == 1 && p.in_c / p.groups >= min_gemm_channels) {
     const std::int64_t og = p.out_c / p.groups, ig = p.in_c / p.groups;
     const std::int64_t kh = p.kernel_h, kw = p.kernel_w;
-    float* flipped = static_cast<float*>(std::malloc(sizeof(float) * p.out_c * kh * kw * ig));
+    const Memory flipped_memory(sizeof(float) * p.out_c * kh * kw * ig);
+    float* flipped = flipped_memory.floats();
     for (std::int64_t g = 0; g < p.groups; ++g)
       for (std::int64_t i = 0; i < ig; ++i)
         for (std::int64_t r = 0; r < kh; ++r)
@@ -230,7 +232,6 @@ void convolution_data_gradient(const ConvParams& p, const float* dy, const float
     t.pad_top = (p.kernel_h - 1) * p.dilation_y - p.pad_top;
     t.pad_left = (p.kernel_w - 1) * p.dilation_x - p.pad_left;
     convolution_forward(t, dy, flipped, nullptr, dx);
-    std::free(flipped);
     return;
   }
   if (p.out_c / p.groups >= min_gemm_channels) return data_gradient_gemm(p, dy, w, dx);

@@ -12,6 +12,7 @@
 #include "gradstate/cpu/kernels/gemm.h"
 #include "gradstate/cpu/kernels/kernels.h"
 #include "gradstate/cpu/kernels/vec.h"
+#include "gradstate/cpu/memory.h"
 #include "gradstate/cpu/thread_pool.h"
 
 namespace gradstate::cpu::GRADSTATE_ISA_NAMESPACE {
@@ -103,13 +104,13 @@ struct WeightsGemm {
       rows.pad_top = static_cast<std::int32_t>(p.pad_top + r0 - oh0 * p.stride_y);
       const std::int64_t x_values = static_cast<std::int64_t>(rows.in_h) * p.in_w;
       const std::int64_t dy_values = static_cast<std::int64_t>(rows.out_h) * p.out_w;
-      float* xs = static_cast<float*>(std::malloc(sizeof(float) * (x_values * ig + dy_values * m + 1)));
+      const Memory xs_memory(sizeof(float) * (x_values * ig + dy_values * m + 1));
+      float* xs = xs_memory.floats();
       float* dys = xs + x_values * ig;
       transpose(x + img * geo.x.n + g * ig * in_plane + r0 * p.in_w, ig, x_values, in_plane, xs, ig);
       transpose(dy + img * geo.y.n + g * m * out_plane + oh0 * p.out_w, m, dy_values, out_plane, dys, m);
       const WeightsGemm copy(rows, dys, xs);
       copy.run(0, j0, first - oh0 * p.out_w, first - oh0 * p.out_w + count, c, db);
-      std::free(xs);
       k += count;
     }
   }
@@ -199,14 +200,11 @@ void gemm_weights_gradient(const ConvParams& p, const float* dy, const float* x,
 
   // With one segment the items write dW and db directly; with several, each segment sums into its own
   // zeroed partial, and the partials are added in segment order below.
-  float* partials = nullptr;
-  if (segments == 1) {
-    if (!accumulate) {
-      std::memset(dw, 0, sizeof(float) * dw_size);
-      std::memset(db, 0, sizeof(float) * p.out_c);
-    }
-  } else {
-    partials = static_cast<float*>(std::calloc(segments * (dw_size + p.out_c), sizeof(float)));
+  const Memory partials_memory(segments == 1 ? 0 : sizeof(float) * segments * (dw_size + p.out_c), true);
+  float* partials = segments == 1 ? nullptr : partials_memory.floats();
+  if (segments == 1 && !accumulate) {
+    std::memset(dw, 0, sizeof(float) * dw_size);
+    std::memset(db, 0, sizeof(float) * p.out_c);
   }
   auto dw_of = [&](std::int64_t s) { return partials ? partials + s * (dw_size + p.out_c) : dw; };
   auto db_of = [&](std::int64_t s) { return partials ? partials + s * (dw_size + p.out_c) + dw_size : db; };
@@ -222,7 +220,6 @@ void gemm_weights_gradient(const ConvParams& p, const float* dy, const float* x,
 
   if (partials == nullptr) return;
   sum_partials(partials, segments, dw_size, p.out_c, dw, db, accumulate);
-  std::free(partials);
 }
 
 // ---- groups of few channels (depthwise included) ----------------------------------------------------------
@@ -238,6 +235,9 @@ constexpr std::int64_t group_block = group_vectors * lanes;
 // Taps accumulated per sweep: 9 taps x 2 vectors = 18 accumulators. A sweep over fewer taps repeats its
 // first tap into the unused slots and drops their sums.
 constexpr int tap_block = 9;
+// A task packs a whole padded input plane per channel of a group; planes larger than this (huge padding)
+// take the GEMM path, which packs only the pixels it reads.
+constexpr std::int64_t max_packed_floats = std::int64_t{16} << 20;
 
 struct GroupedGeometry {
   explicit GroupedGeometry(const ConvParams& p)
@@ -401,7 +401,8 @@ void depthwise_nhwc_weights_gradient(const ConvParams& p, const float* dy, const
   const std::int64_t band_rows = max_of<std::int64_t>(1, band_pixels / p.out_w);
   const std::int64_t bands = (p.out_h + band_rows - 1) / band_rows;
   const std::int64_t blocks = (channels + group_block - 1) / group_block;
-  float* partials = static_cast<float*>(std::malloc(sizeof(float) * p.batch * bands * part));
+  const Memory partials_memory(sizeof(float) * p.batch * bands * part);
+  float* partials = partials_memory.floats();
   parallel_for(p.batch * bands, [&](std::int64_t task) {
     const std::int64_t n = task / bands, oh_begin = (task % bands) * band_rows;
     const std::int64_t oh_end = min_of<std::int64_t>(p.out_h, oh_begin + band_rows);
@@ -432,7 +433,6 @@ void depthwise_nhwc_weights_gradient(const ConvParams& p, const float* dy, const
     }
   });
   sum_partials(partials, p.batch * bands, dw_size, channels, dw, db, accumulate);
-  std::free(partials);
 }
 
 void grouped_weights_gradient(const ConvParams& p, const float* dy, const float* x, float* dw, float* db,
@@ -440,12 +440,14 @@ void grouped_weights_gradient(const ConvParams& p, const float* dy, const float*
   const GroupedGeometry gg(p);
   const std::int64_t dw_size = static_cast<std::int64_t>(p.out_c) * gg.taps * gg.ig, part = dw_size + p.out_c;
   // Offsets of every tap in a packed x plane.
-  std::int64_t* offsets = static_cast<std::int64_t*>(std::malloc(sizeof(std::int64_t) * gg.taps));
+  const Memory offsets_memory(sizeof(std::int64_t) * gg.taps);
+  auto* offsets = static_cast<std::int64_t*>(offsets_memory.data());
   for (std::int64_t t = 0; t < gg.taps; ++t) {
     offsets[t] =
         ((t / p.kernel_w) * p.dilation_y * gg.padded_w + (t % p.kernel_w) * p.dilation_x) * group_block;
   }
-  float* partials = static_cast<float*>(std::calloc(p.batch * part, sizeof(float)));
+  const Memory partials_memory(sizeof(float) * (p.batch * part), true);
+  float* partials = partials_memory.floats();
   parallel_for(p.batch * gg.blocks, [&](std::int64_t task) {
     const std::int64_t n = task / gg.blocks, g0 = (task % gg.blocks) * group_block;
     const std::int64_t groups = min_of<std::int64_t>(group_block, p.groups - g0);
@@ -475,8 +477,6 @@ void grouped_weights_gradient(const ConvParams& p, const float* dy, const float*
     }
   });
   sum_partials(partials, p.batch, dw_size, p.out_c, dw, db, accumulate);
-  std::free(partials);
-  std::free(offsets);
 }
 
 // Padded tile area per useful element when the tile's MR rows run over `rows` values and its NV vectors
@@ -514,7 +514,7 @@ void convolution_weights_gradient(const ConvParams& p, const float* dy, const fl
   // Groups of a few channels leave most of a GEMM tile empty; vectors across groups fill them.
   if (og == 1 && ig == 1 && p.layout == Layout::NHWC && p.out_c >= group_block) {
     depthwise_nhwc_weights_gradient(p, dy, x, dw, db, accumulate);
-  } else if (p.groups > 1 && og <= 8 && ig <= 8) {
+  } else if (p.groups > 1 && og <= 8 && ig <= 8 && GroupedGeometry(p).x_floats() <= max_packed_floats) {
     grouped_weights_gradient(p, dy, x, dw, db, accumulate);
   } else {
     gemm_weights_gradient(p, dy, x, dw, db, accumulate);

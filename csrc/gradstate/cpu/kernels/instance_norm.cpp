@@ -19,6 +19,7 @@
 
 #include "gradstate/cpu/kernels/kernels.h"
 #include "gradstate/cpu/kernels/vec.h"
+#include "gradstate/cpu/memory.h"
 #include "gradstate/cpu/thread_pool.h"
 
 namespace gradstate::cpu::GRADSTATE_ISA_NAMESPACE {
@@ -243,7 +244,8 @@ void instance_norm_backward(const NormParams& p, const float* dy, const float* x
   const std::int64_t planes = p.batch * channels;
   const bool streaming = planes * pixels >= stream_floats;
   // Per-(image, channel) gamma and beta gradients: sum(dy * xhat) and sum(dy).
-  double* plane_dgamma = static_cast<double*>(std::malloc(sizeof(double) * 2 * planes));
+  const Memory plane_dgamma_memory(sizeof(double) * 2 * planes);
+  double* plane_dgamma = static_cast<double*>(plane_dgamma_memory.data());
   double* plane_dbeta = plane_dgamma + planes;
   // From the plane's sums of dy, dy * (x - m) and x - m (m the saved float mean, mu the exact mean
   // m + sum(x - m) / pixels): dx = a * (dy - mean(dy)) + b * (x - mu) with a = gamma * inv_std and
@@ -301,7 +303,6 @@ void instance_norm_backward(const NormParams& p, const float* dy, const float* x
     dgamma[c] = static_cast<float>(total_gamma);
     dbeta[c] = static_cast<float>(total_beta);
   }
-  std::free(plane_dgamma);
 }
 
 }  // namespace gradstate::cpu::GRADSTATE_ISA_NAMESPACE

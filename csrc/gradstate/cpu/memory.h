@@ -1,0 +1,25 @@
+// Memory a kernel needs for the length of one call (packed weights, partial sums, layout copies), freed when
+// the call ends — also when it ends by an exception. Defined out of line, so that the per-ISA kernel files
+// that use it share no inline code (see kernels/kernels.h).
+#pragma once
+
+#include <cstdint>
+
+namespace gradstate::cpu {
+
+class Memory {
+ public:
+  // At least `bytes`, 64-byte aligned, zero-filled when `zeroed`; std::bad_alloc when it cannot be had.
+  explicit Memory(std::int64_t bytes, bool zeroed = false);
+  ~Memory();
+  Memory(const Memory&) = delete;
+  Memory& operator=(const Memory&) = delete;
+
+  float* floats() const { return static_cast<float*>(data_); }
+  void* data() const { return data_; }
+
+ private:
+  void* data_;
+};
+
+}  // namespace gradstate::cpu
