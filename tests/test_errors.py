@@ -173,6 +173,31 @@ CASES = [
     ("in_bwd_state_conv", lambda: inorm_backward(state=other_conv_state()), TypeError, "state", None),
     ("in_bwd_state_none", lambda: inorm_backward(state=None), TypeError, "state", None),
     ("in_bwd_layout_mismatch", lambda: inorm_backward(layout="NCHW"), ValueError, "layout", None),
+    # Arguments whose Python type is checked by gradstate, not by the binding layer.
+    ("grad_convolution_none", lambda: gs.ConvolutionGradient(None), TypeError, "convolution", "NoneType"),
+    (
+        "grad_option_int",
+        lambda: gs.ConvolutionGradient(gs.Convolution(W), option=3),
+        TypeError,
+        "option",
+        "3",
+    ),
+    (
+        "in_grad_layer_none",
+        lambda: gs.InstanceNormalizationGradient(None),
+        TypeError,
+        "instance_normalization",
+        "NoneType",
+    ),
+    ("in_epsilon_str", lambda: gs.InstanceNormalization(5, epsilon="1e-5"), TypeError, "epsilon", "str"),
+    ("read_count_float", lambda: setattr(inorm_state(), "read_count", 1.5), TypeError, "read_count", "1.5"),
+    (
+        "sgd_learning_rate_huge",
+        lambda: gs.optim.SGD(learning_rate=10**400),
+        ValueError,
+        "learning_rate",
+        None,
+    ),
 ]
 
 

@@ -11,13 +11,13 @@
 namespace gradstate::bindings {
 namespace {
 
-std::string repr_of(py::handle value) { return py::repr(value).cast<std::string>(); }
-
 bool is_sequence(py::handle value) {
   return py::isinstance<py::tuple>(value) || py::isinstance<py::list>(value);
 }
 
 }  // namespace
+
+std::string repr_of(py::handle value) { return py::repr(value).cast<std::string>(); }
 
 std::string type_name(py::handle value) { return py::type::of(value).attr("__name__").cast<std::string>(); }
 
@@ -34,6 +34,30 @@ std::int64_t as_int(const char* argument, py::handle value) {
   }
   throw TypeError(
       concat(argument, ": expected an integer, got ", repr_of(value), " (", type_name(value), ")"));
+}
+
+double as_real(const char* argument, py::handle value) {
+  // Held for the life of the process (released, so that no destructor runs after the interpreter is gone).
+  static const py::handle real = py::object(py::module_::import("numbers").attr("Real")).release();
+  if (py::isinstance<py::bool_>(value) || !py::isinstance(value, real)) {
+    throw TypeError(
+        concat(argument, ": expected a number, got ", repr_of(value), " (", type_name(value), ")"));
+  }
+  const double result = PyFloat_AsDouble(value.ptr());
+  if (result == -1.0 && PyErr_Occurred()) {
+    PyErr_Clear();
+    throw ValueError(concat(argument, ": expected a number that fits in a double, got ", repr_of(value)));
+  }
+  return result;
+}
+
+bool as_bool(const char* argument, py::handle value) {
+  static const py::handle numpy_bool = py::object(py::module_::import("numpy").attr("bool_")).release();
+  if (!py::isinstance<py::bool_>(value) && !py::isinstance(value, numpy_bool)) {
+    throw TypeError(
+        concat(argument, ": expected True or False, got ", repr_of(value), " (", type_name(value), ")"));
+  }
+  return PyObject_IsTrue(value.ptr()) == 1;
 }
 
 Pair as_pair(const char* argument, py::handle value) {

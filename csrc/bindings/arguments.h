@@ -19,6 +19,13 @@ namespace py = pybind11;
 // A Python integer (anything with __index__ but bool); TypeError naming `argument` otherwise.
 std::int64_t as_int(const char* argument, py::handle value);
 
+// A real number (a Python or numpy int or float, not a bool); TypeError naming `argument` otherwise,
+// ValueError when it does not fit in a double.
+double as_real(const char* argument, py::handle value);
+
+// True or False (Python's or numpy's); TypeError naming `argument` otherwise.
+bool as_bool(const char* argument, py::handle value);
+
 // An int n meaning (n, n), or a pair (vertical, horizontal).
 Pair as_pair(const char* argument, py::handle value);
 
@@ -33,20 +40,29 @@ Layout as_layout(py::handle value);
 // As as_layout, or nothing for None.
 std::optional<Layout> as_optional_layout(py::handle value);
 
-// A Python class name, for messages.
+// A Python class name, and a value's repr(), for messages.
 std::string type_name(py::handle value);
+std::string repr_of(py::handle value);
 
 }  // namespace gradstate::bindings
 
 namespace gradstate::bindings {
 
-// The state argument of a gradient call; TypeError naming state when it is not a `State`.
+// An argument that must be an instance of the bound class T (a state, a layer); TypeError naming it
+// otherwise.
+// `expected` names the class with its article ("a Convolution").
+template <typename T>
+T& as_instance(const char* argument, py::handle value, const std::string& expected) {
+  if (!py::isinstance<T>(value)) {
+    throw TypeError(std::string(argument) + ": expected " + expected + ", got " + type_name(value));
+  }
+  return value.cast<T&>();
+}
+
+// The state argument of a gradient call.
 template <typename State>
 State& as_state(py::handle value, const char* state_class) {
-  if (!py::isinstance<State>(value)) {
-    throw TypeError(std::string("state: expected a ") + state_class + ", got " + type_name(value));
-  }
-  return value.cast<State&>();
+  return as_instance<State>("state", value, std::string("a ") + state_class);
 }
 
 }  // namespace gradstate::bindings

@@ -60,6 +60,16 @@ std::shared_ptr<ConvolutionWeightsAndBiasesState> make_weights_state(py::handle 
                                                             b ? copy_of(borrow(*b)) : nullptr);
 }
 
+// A gradstate.GradientOption; TypeError naming option otherwise (plain ints are not options).
+GradientOption as_option(py::handle value) {
+  try {
+    return value.cast<GradientOption>();
+  } catch (const py::cast_error&) {
+    throw TypeError(concat("option: expected a gradstate.GradientOption, got ", repr_of(value), " (",
+                           type_name(value), ")"));
+  }
+}
+
 py::tuple pair_tuple(Pair pair) { return py::make_tuple(pair[0], pair[1]); }
 
 py::object padding_of(const Convolution& conv) {
@@ -168,8 +178,12 @@ void bind_convolution(py::module_& m) {
 
   py::class_<ConvolutionGradient>(m, "ConvolutionGradient",
                                   "The gradient kernel of a Convolution (MPSCNNConvolutionGradient).")
-      .def(py::init<std::shared_ptr<Convolution>, GradientOption>(), py::arg("convolution"),
-           py::arg("option") = GradientOption::all)
+      .def(py::init([](py::handle convolution, py::handle option) {
+             return ConvolutionGradient(
+                 as_instance<Convolution>("convolution", convolution, "a Convolution").shared_from_this(),
+                 as_option(option));
+           }),
+           py::arg("convolution"), py::arg("option") = GradientOption::all)
       .def("backward", &backward, py::arg("dy"), py::arg("x"), py::arg("state"), py::kw_only(),
            py::arg("accumulate") = false, py::arg("layout") = py::none(),
            "Returns dx (None when option is WEIGHTS_AND_BIAS) and writes the weight and bias gradients into "

@@ -2,6 +2,7 @@
 
 #include <string>
 
+#include "arguments.h"
 #include "bindings.h"
 #include "gradstate/core/layout.h"
 
@@ -15,7 +16,8 @@ void bind_gradient_state(py::module_& m) {
       "What a forward pass records for its gradient pass (MPSNNGradientState). Made by forward(), never "
       "directly.")
       .def_property(
-          "read_count", &GradientState::read_count, &GradientState::set_read_count,
+          "read_count", &GradientState::read_count,
+          [](GradientState& s, py::handle count) { s.set_read_count(as_int("read_count", count)); },
           "Reads left before a temporary state's contents become undefined (0 for ordinary states).")
       .def_property_readonly("is_temporary", &GradientState::is_temporary,
                              "Whether the state was made with temporary_state=True.")

@@ -13,15 +13,15 @@ namespace py = pybind11;
 namespace {
 
 std::shared_ptr<InstanceNormalization> make_instance_norm(py::handle num_channels, py::handle gamma,
-                                                          py::handle beta, double epsilon,
+                                                          py::handle beta, py::handle epsilon,
                                                           py::handle device) {
   const std::optional<FloatArray> g = as_optional_float32("gamma", gamma);
   const std::optional<FloatArray> b = as_optional_float32("beta", beta);
   const std::optional<Buffer> g_buffer = g ? std::optional<Buffer>(borrow(*g)) : std::nullopt;
   const std::optional<Buffer> b_buffer = b ? std::optional<Buffer>(borrow(*b)) : std::nullopt;
-  return std::make_shared<InstanceNormalization>(as_int("num_channels", num_channels),
-                                                 g_buffer ? &*g_buffer : nullptr,
-                                                 b_buffer ? &*b_buffer : nullptr, epsilon, as_device(device));
+  return std::make_shared<InstanceNormalization>(
+      as_int("num_channels", num_channels), g_buffer ? &*g_buffer : nullptr, b_buffer ? &*b_buffer : nullptr,
+      as_real("epsilon", epsilon), as_device(device));
 }
 
 std::shared_ptr<NormalizationGammaAndBetaState> make_gamma_beta_state(py::handle gamma, py::handle beta) {
@@ -123,7 +123,13 @@ void bind_instance_norm(py::module_& m) {
   py::class_<InstanceNormalizationGradient>(
       m, "InstanceNormalizationGradient",
       "The gradient kernel of an InstanceNormalization (MPSCNNInstanceNormalizationGradient).")
-      .def(py::init<std::shared_ptr<InstanceNormalization>>(), py::arg("instance_normalization"))
+      .def(py::init([](py::handle layer) {
+             return InstanceNormalizationGradient(std::shared_ptr<InstanceNormalization>(
+                 as_instance<InstanceNormalization>("instance_normalization", layer,
+                                                    "an InstanceNormalization")
+                     .shared_from_this()));
+           }),
+           py::arg("instance_normalization"))
       .def("backward", &backward, py::arg("dy"), py::arg("x"), py::arg("state"), py::kw_only(),
            py::arg("accumulate") = false, py::arg("layout") = py::none(),
            "Returns dx and writes the gamma and beta gradients into state, adding to them when accumulate is "

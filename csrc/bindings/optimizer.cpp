@@ -14,29 +14,6 @@ namespace py = pybind11;
 
 namespace {
 
-std::string repr_of(py::handle value) { return py::repr(value).cast<std::string>(); }
-
-// A real number (a Python or numpy int or float, not a bool); TypeError naming `argument` otherwise.
-double as_real(const char* argument, py::handle value) {
-  // Held for the life of the process (released, so that no destructor runs after the interpreter is gone).
-  static const py::handle real = py::object(py::module_::import("numbers").attr("Real")).release();
-  if (py::isinstance<py::bool_>(value) || !py::isinstance(value, real)) {
-    throw TypeError(
-        concat(argument, ": expected a number, got ", repr_of(value), " (", type_name(value), ")"));
-  }
-  return value.cast<double>();
-}
-
-// True or False (Python's or numpy's); TypeError naming `argument` otherwise.
-bool as_bool(const char* argument, py::handle value) {
-  static const py::handle numpy_bool = py::object(py::module_::import("numpy").attr("bool_")).release();
-  if (!py::isinstance<py::bool_>(value) && !py::isinstance(value, numpy_bool)) {
-    throw TypeError(
-        concat(argument, ": expected True or False, got ", repr_of(value), " (", type_name(value), ")"));
-  }
-  return PyObject_IsTrue(value.ptr()) == 1;
-}
-
 // The hyper-parameters every optimizer takes (MPSNNOptimizerDescriptor), from their Python forms:
 // gradient_clip None or (min, max), regularization None, "l1" or "l2".
 OptimizerDescriptor as_descriptor(py::handle learning_rate, py::handle gradient_rescale,
@@ -139,8 +116,10 @@ void bind_optimizer(py::module_& m) {
       "Buffer per parameter, shaped like it: index 0 the weights or gamma, index 1 the bias or beta (as in "
       "MPS's vector arrays). A list is empty when the optimizer's options use no such vector. Made zeroed "
       "by Optimizer.state(layer) or the first step, and updated in place by every step.")
-      .def_property("time_step", &OptimizerState::time_step, &OptimizerState::set_time_step,
-                    "Steps applied to this parameter set (Adam's t).")
+      .def_property(
+          "time_step", &OptimizerState::time_step,
+          [](OptimizerState& s, py::handle step) { s.set_time_step(as_int("time_step", step)); },
+          "Steps applied to this parameter set (Adam's t).")
       .def_property_readonly("momentum_vectors", &OptimizerState::momentum, "SGD with momentum; Adam's m.")
       .def_property_readonly("velocity_vectors", &OptimizerState::velocity, "Adam's v.")
       .def_property_readonly("maximum_velocity_vectors", &OptimizerState::maximum_velocity,

@@ -30,7 +30,9 @@ std::vector<std::shared_ptr<Buffer>> zeros_like(const std::vector<const Buffer*>
 }  // namespace
 
 void OptimizerState::set_time_step(std::int64_t time_step) {
-  if (time_step < 0) throw ValueError(concat("time_step: expected a count of at least 0, got ", time_step));
+  if (time_step < 0 || time_step > max_time_step) {
+    throw ValueError(concat("time_step: expected a count from 0 to 2**62, got ", time_step));
+  }
   time_step_ = time_step;
 }
 
@@ -98,6 +100,10 @@ void Optimizer::run(const std::shared_ptr<const void>& layer, DeviceKind device,
   p.gradient_clip_max = static_cast<float>(descriptor_.gradient_clip_max);
   p.regularization = descriptor_.regularization;
   p.regularization_scale = static_cast<float>(descriptor_.regularization_scale);
+  if (state->time_step_ >= OptimizerState::max_time_step) {
+    throw ValueError(
+        concat("time_step: expected a count below 2**62 before a step, got ", state->time_step_));
+  }
   fill(p, ++state->time_step_);
   for (std::size_t i = 0; i < values.size(); ++i) update(backend, p, *gradients[i], *values[i], *state, i);
 }

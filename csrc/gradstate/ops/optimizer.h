@@ -45,6 +45,8 @@ struct OptimizerDescriptor {
 // use no such vector. The buffers are updated in place by each step.
 class OptimizerState {
  public:
+  static constexpr std::int64_t max_time_step = std::int64_t{1} << 62;
+
   std::int64_t time_step() const { return time_step_; }
   // ValueError naming time_step for a negative count.
   void set_time_step(std::int64_t time_step);
