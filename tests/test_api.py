@@ -244,3 +244,14 @@ def test_instance_norm_temporary_state():
         grad.backward(np.ones_like(y), x, state)
     _, ordinary = inorm.forward(x)
     assert not ordinary.is_temporary and ordinary.read_count == 0
+
+
+def test_command_line_gradient_check():
+    # python -m gradstate, as the README gives it: reports the devices and passes every check.
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-m", "gradstate"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "all gradient checks passed" in result.stdout
+    assert "device cpu" in result.stdout

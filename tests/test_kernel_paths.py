@@ -1,13 +1,15 @@
 """Shapes that steer the CPU kernels down each of their paths and through each of their tails.
 
-The weight gradient has two paths: a GEMM per group (groups == 1, or more than 8 output or input channels
-per group) with register tiles of 6 output channels by 64 / 16 columns (AVX-512 / AVX2; 4 by 4 in scalar
-code), column blocks of at most 512 columns (KH * KW * I / groups of them) and, when there are few column
-blocks and many pixels, the pixel sum split into segments; and "vectors across groups" (groups > 1 with at
-most 8 output and 8 input channels per group), which sweeps the taps 9 at a time over blocks of 32 / 16 / 2
-groups. Instance norm sums blocks of 512 pixels, one plane per task in NCHW and 256 channels per task in
-NHWC. Every case is checked against the float64 reference in both layouts; test_cpu_isa.py runs this file
-at every instruction-set level.
+The weight gradient has three paths: a GEMM per group (groups == 1, or more than 8 output or input channels
+per group) with register tiles of 6 x 64 or 8 x 48 (AVX-512), 6 x 16 or 4 x 24 (AVX2), 4 x 4 (scalar),
+possibly transposed, column blocks of at most 512 columns (KH * KW * I / groups of them) and, when there
+are few column blocks and many pixels, the pixel sum split into segments; depthwise in NHWC, read in place
+in blocks of channels with border pixels checked; and "vectors across groups" for the other small groups
+(at most 8 output and 8 input channels per group), which sweeps the taps 9 at a time. The forward pass and
+dx run a GEMM when a group has at least 8 output (forward) or input (dx) channels, dx at stride 1 as a
+forward pass and at larger strides through col2im. Instance norm sums blocks of 512 pixels, one plane per
+task in NCHW and 256 channels per task in NHWC. Every case is checked against the float64 reference in
+both layouts; test_cpu_isa.py runs this file at every instruction-set level.
 """
 
 import gradstate as gs

@@ -7,6 +7,7 @@
 #include "bindings.h"
 #include "device.h"
 #include "gradstate/ops/checks.h"
+#include "layer_calls.h"
 
 namespace gradstate::bindings {
 
@@ -24,33 +25,6 @@ std::shared_ptr<Convolution> make_convolution(py::handle weights, py::handle bia
   return std::make_shared<Convolution>(w_buffer, b_buffer ? &*b_buffer : nullptr, as_pair("stride", stride),
                                        as_pair("dilation", dilation), as_int("groups", groups),
                                        as_padding(padding), as_device(device));
-}
-
-py::tuple forward(Convolution& self, py::handle x, py::handle layout, bool temporary_state) {
-  const FloatArray x_array = as_float32("x", x);
-  const Layout x_layout = as_layout(layout);
-  const Buffer x_buffer = borrow(x_array);
-  std::pair<std::shared_ptr<Buffer>, std::shared_ptr<ConvolutionGradientState>> result;
-  {
-    py::gil_scoped_release release;
-    result = self.forward(x_buffer, x_layout, temporary_state);
-  }
-  return py::make_tuple(to_numpy(result.first), result.second);
-}
-
-py::object backward(ConvolutionGradient& self, py::handle dy, py::handle x, py::handle state, bool accumulate,
-                    py::handle layout) {
-  const FloatArray dy_array = as_float32("dy", dy);
-  const FloatArray x_array = as_float32("x", x);
-  ConvolutionGradientState& s = as_state<ConvolutionGradientState>(state, "ConvolutionGradientState");
-  const std::optional<Layout> requested = as_optional_layout(layout);
-  const Buffer dy_buffer = borrow(dy_array), x_buffer = borrow(x_array);
-  std::shared_ptr<Buffer> dx;
-  {
-    py::gil_scoped_release release;
-    dx = self.backward(dy_buffer, x_buffer, s, accumulate, requested ? &*requested : nullptr);
-  }
-  return dx ? py::object(to_numpy(dx)) : py::none();
 }
 
 std::shared_ptr<ConvolutionWeightsAndBiasesState> make_weights_state(py::handle weights, py::handle biases) {
@@ -111,7 +85,7 @@ void bind_convolution(py::module_& m) {
       .def(py::init(&make_convolution), py::arg("weights"), py::arg("bias") = py::none(),
            py::arg("stride") = 1, py::arg("dilation") = 1, py::arg("groups") = 1, py::arg("padding") = 0,
            py::arg("device") = py::none())
-      .def("forward", &forward, py::arg("x"), py::arg("layout") = "NHWC", py::kw_only(),
+      .def("forward", &layer_forward<Convolution>, py::arg("x"), py::arg("layout") = "NHWC", py::kw_only(),
            py::arg("temporary_state") = false,
            "Returns (y, state): y in the layout of x, and the state a ConvolutionGradient needs.")
       .def_property_readonly("kernel_height", &Convolution::kernel_height)
@@ -184,10 +158,17 @@ void bind_convolution(py::module_& m) {
                  as_option(option));
            }),
            py::arg("convolution"), py::arg("option") = GradientOption::all)
-      .def("backward", &backward, py::arg("dy"), py::arg("x"), py::arg("state"), py::kw_only(),
-           py::arg("accumulate") = false, py::arg("layout") = py::none(),
-           "Returns dx (None when option is WEIGHTS_AND_BIAS) and writes the weight and bias gradients into "
-           "state (unless option is DATA), adding to them when accumulate is true.")
+      .def(
+          "backward",
+          [](ConvolutionGradient& g, py::handle dy, py::handle x, py::handle state, bool accumulate,
+             py::handle layout) {
+            return layer_backward<ConvolutionGradientState>(g, dy, x, state, accumulate, layout,
+                                                            "ConvolutionGradientState");
+          },
+          py::arg("dy"), py::arg("x"), py::arg("state"), py::kw_only(), py::arg("accumulate") = false,
+          py::arg("layout") = py::none(),
+          "Returns dx (None when option is WEIGHTS_AND_BIAS) and writes the weight and bias gradients into "
+          "state (unless option is DATA), adding to them when accumulate is true.")
       .def_property_readonly("convolution", &ConvolutionGradient::convolution)
       .def_property("option", &ConvolutionGradient::option, &ConvolutionGradient::set_option);
 }

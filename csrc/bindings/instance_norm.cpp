@@ -5,6 +5,7 @@
 #include "bindings.h"
 #include "device.h"
 #include "gradstate/ops/checks.h"
+#include "layer_calls.h"
 
 namespace gradstate::bindings {
 
@@ -30,33 +31,6 @@ std::shared_ptr<NormalizationGammaAndBetaState> make_gamma_beta_state(py::handle
   return std::make_shared<NormalizationGammaAndBetaState>(copy_of(borrow(g)), copy_of(borrow(b)));
 }
 
-py::tuple forward(InstanceNormalization& self, py::handle x, py::handle layout, bool temporary_state) {
-  const FloatArray x_array = as_float32("x", x);
-  const Layout x_layout = as_layout(layout);
-  const Buffer x_buffer = borrow(x_array);
-  std::pair<std::shared_ptr<Buffer>, std::shared_ptr<InstanceNormalizationGradientState>> result;
-  {
-    py::gil_scoped_release release;
-    result = self.forward(x_buffer, x_layout, temporary_state);
-  }
-  return py::make_tuple(to_numpy(result.first), result.second);
-}
-
-py::array backward(InstanceNormalizationGradient& self, py::handle dy, py::handle x, py::handle state,
-                   bool accumulate, py::handle layout) {
-  const FloatArray dy_array = as_float32("dy", dy);
-  const FloatArray x_array = as_float32("x", x);
-  auto& s = as_state<InstanceNormalizationGradientState>(state, "InstanceNormalizationGradientState");
-  const std::optional<Layout> requested = as_optional_layout(layout);
-  const Buffer dy_buffer = borrow(dy_array), x_buffer = borrow(x_array);
-  std::shared_ptr<Buffer> dx;
-  {
-    py::gil_scoped_release release;
-    dx = self.backward(dy_buffer, x_buffer, s, accumulate, requested ? &*requested : nullptr);
-  }
-  return to_numpy(dx);
-}
-
 }  // namespace
 
 void bind_instance_norm(py::module_& m) {
@@ -67,8 +41,8 @@ void bind_instance_norm(py::module_& m) {
       "gamma and beta, ones and zeros for those not given, so that an optimizer can train them.")
       .def(py::init(&make_instance_norm), py::arg("num_channels"), py::arg("gamma") = py::none(),
            py::arg("beta") = py::none(), py::arg("epsilon") = 1e-5, py::arg("device") = py::none())
-      .def("forward", &forward, py::arg("x"), py::arg("layout") = "NHWC", py::kw_only(),
-           py::arg("temporary_state") = false,
+      .def("forward", &layer_forward<InstanceNormalization>, py::arg("x"), py::arg("layout") = "NHWC",
+           py::kw_only(), py::arg("temporary_state") = false,
            "Returns (y, state): y in the layout of x, and the state an InstanceNormalizationGradient needs.")
       .def_property_readonly("num_channels", &InstanceNormalization::num_channels)
       .def_property_readonly("epsilon", &InstanceNormalization::epsilon)
@@ -130,10 +104,17 @@ void bind_instance_norm(py::module_& m) {
                      .shared_from_this()));
            }),
            py::arg("instance_normalization"))
-      .def("backward", &backward, py::arg("dy"), py::arg("x"), py::arg("state"), py::kw_only(),
-           py::arg("accumulate") = false, py::arg("layout") = py::none(),
-           "Returns dx and writes the gamma and beta gradients into state, adding to them when accumulate is "
-           "true.")
+      .def(
+          "backward",
+          [](InstanceNormalizationGradient& g, py::handle dy, py::handle x, py::handle state, bool accumulate,
+             py::handle layout) {
+            return layer_backward<InstanceNormalizationGradientState>(g, dy, x, state, accumulate, layout,
+                                                                      "InstanceNormalizationGradientState");
+          },
+          py::arg("dy"), py::arg("x"), py::arg("state"), py::kw_only(), py::arg("accumulate") = false,
+          py::arg("layout") = py::none(),
+          "Returns dx and writes the gamma and beta gradients into state, adding to them when accumulate is "
+          "true.")
       .def_property_readonly("instance_normalization",
                              &InstanceNormalizationGradient::instance_normalization);
 }

@@ -14,13 +14,6 @@ Layout parse_layout(const std::string& name) {
 
 const char* layout_name(Layout layout) { return layout == Layout::NHWC ? "NHWC" : "NCHW"; }
 
-ActivationStrides activation_strides(Layout layout, std::int64_t channels, std::int64_t height,
-                                     std::int64_t width) {
-  const std::int64_t image = channels * height * width;
-  if (layout == Layout::NHWC) return {image, 1, width * channels, channels};
-  return {image, height * width, width, 1};
-}
-
 Shape activation_shape(Layout layout, const ActivationDims& dims) {
   if (layout == Layout::NHWC) return {dims.n, dims.h, dims.w, dims.c};
   return {dims.n, dims.c, dims.h, dims.w};

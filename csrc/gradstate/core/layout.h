@@ -18,14 +18,6 @@ struct ActivationDims {
   std::int64_t n, c, h, w;
 };
 
-// Element strides of an activation of dims (.., channels, height, width) in `layout`.
-struct ActivationStrides {
-  std::int64_t n, c, h, w;
-};
-
-ActivationStrides activation_strides(Layout layout, std::int64_t channels, std::int64_t height,
-                                     std::int64_t width);
-
 // The numpy shape of an activation: (n, h, w, c) for NHWC, (n, c, h, w) for NCHW.
 Shape activation_shape(Layout layout, const ActivationDims& dims);
 

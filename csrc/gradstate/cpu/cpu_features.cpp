@@ -1,5 +1,7 @@
 #include "gradstate/cpu/cpu_features.h"
 
+#include <initializer_list>
+
 namespace gradstate::cpu {
 
 const char* isa_name(Isa isa) {

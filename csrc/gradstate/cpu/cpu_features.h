@@ -1,9 +1,6 @@
 // Which instruction-set levels this CPU runs. Compiled without any ISA flag, so that it runs everywhere.
 #pragma once
 
-#include <string>
-#include <vector>
-
 namespace gradstate::cpu {
 
 // The levels each kernel is compiled for. x86_v3 is AVX2 + FMA; x86_v4 adds AVX-512 F/BW/VL/DQ; neon is

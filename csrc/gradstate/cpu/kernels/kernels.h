@@ -2,9 +2,11 @@
 // (cmake/GradstateIsa.cmake) inside namespace GRADSTATE_ISA_NAMESPACE, and each level's table.cpp fills one
 // CpuKernels; dispatch.cpp picks the table at run time.
 //
-// The per-level sources include only this header, vec.h, thread_pool.h and C headers: a C++ library
-// template instantiated in two levels would be merged by the linker into one copy compiled for one level,
-// which could then run on a CPU without that level's instructions.
+// The per-level sources include only this folder's headers (whose definitions all live in the level's
+// namespace), thread_pool.h and memory.h (whose code is out of line or specific to the caller), <cmath>,
+// <type_traits> and C headers: a C++ library template or inline function instantiated in two levels would
+// be merged by the linker into one copy compiled for one level, which could then run on a CPU without that
+// level's instructions.
 #pragma once
 
 #include <cstdint>
