@@ -20,7 +20,8 @@ namespace gradstate::cpu::GRADSTATE_ISA_NAMESPACE {
 namespace {
 
 constexpr std::int64_t min_gemm_channels = 8;
-constexpr std::int64_t forward_pixels = 96;  // output pixels of one task: its im2col rows stay in L2
+constexpr std::int64_t max_forward_pixels = 96;  // output pixels of one task: its im2col rows stay in L2
+constexpr std::int64_t forward_columns = 256;    // im2col columns per sweep of the microkernel
 
 // The forward GEMM for NHWC activations (see the top of this file).
 template <int MR, int NV>
@@ -41,8 +42,13 @@ void forward_gemm(const ConvParams& p, const float* x, const float* w, const flo
       for (std::int64_t r = 0; r < NR; ++r) dst[j * NR + r] = r < count ? w[(first + r) * n + j] : 0.0f;
   });
   const std::int64_t pixels = static_cast<std::int64_t>(p.batch) * p.out_h * p.out_w;
+  // Smaller blocks when there are few pixels, so that every thread has several tasks. (Each output value is
+  // computed by one task whatever the blocks are, so the bits do not depend on the thread count.)
+  const std::int64_t per_task = (pixels + 4 * num_threads() * p.groups - 1) / (4 * num_threads() * p.groups);
+  const std::int64_t forward_pixels =
+      min_of(max_forward_pixels, max_of<std::int64_t>(MR, (per_task + MR - 1) / MR * MR));
   const std::int64_t tasks_per_group = (pixels + forward_pixels - 1) / forward_pixels;
-  constexpr std::int64_t panel_rows = (forward_pixels + MR - 1) / MR * MR;
+  constexpr std::int64_t panel_rows = (max_forward_pixels + MR - 1) / MR * MR;
   parallel_for(p.groups * tasks_per_group, [&](std::int64_t task) {
     const std::int64_t g = task / tasks_per_group, k0 = (task % tasks_per_group) * forward_pixels;
     const std::int64_t kc = min_of(forward_pixels, pixels - k0);
@@ -54,12 +60,17 @@ void forward_gemm(const ConvParams& p, const float* x, const float* w, const flo
       float* row = y + (k0 + k) * p.out_c + g * og;
       for (std::int64_t o = 0; o < og; ++o) row[o] = b ? b[g * og + o] : 0.0f;
     }
-    for (std::int64_t r = 0; r < kc; r += MR) {
-      const int rows = static_cast<int>(min_of<std::int64_t>(MR, kc - r));
-      for (std::int64_t ob = 0; ob < o_blocks; ++ob) {
-        const int cols = static_cast<int>(min_of(NR, og - ob * NR));
-        microkernel<MR, NV, true>(n, panel + r * ld, ld, packed + (g * o_blocks + ob) * n * NR,
-                                  y + (k0 + r) * p.out_c + g * og + ob * NR, p.out_c, rows, cols);
+    // Blocks of forward_columns columns, so that the weights they meet stay in cache across the pixels.
+    for (std::int64_t j0 = 0; j0 < n; j0 += forward_columns) {
+      const std::int64_t columns = min_of(forward_columns, n - j0);
+      for (std::int64_t r = 0; r < kc; r += MR) {
+        const int rows = static_cast<int>(min_of<std::int64_t>(MR, kc - r));
+        for (std::int64_t ob = 0; ob < o_blocks; ++ob) {
+          const int cols = static_cast<int>(min_of(NR, og - ob * NR));
+          microkernel<MR, NV, true>(columns, panel + r * ld + j0, ld,
+                                    packed + ((g * o_blocks + ob) * n + j0) * NR,
+                                    y + (k0 + r) * p.out_c + g * og + ob * NR, p.out_c, rows, cols);
+        }
       }
     }
   });
@@ -219,13 +230,12 @@ void convolution_data_gradient(const ConvParams& p, const float* dy, const float
     const std::int64_t kh = p.kernel_h, kw = p.kernel_w;
     const Memory flipped_memory(sizeof(float) * p.out_c * kh * kw * ig);
     float* flipped = flipped_memory.floats();
-    for (std::int64_t g = 0; g < p.groups; ++g)
-      for (std::int64_t i = 0; i < ig; ++i)
-        for (std::int64_t r = 0; r < kh; ++r)
-          for (std::int64_t c = 0; c < kw; ++c)
-            for (std::int64_t o = 0; o < og; ++o)
-              flipped[(((g * ig + i) * kh + r) * kw + c) * og + o] =
-                  w[(((g * og + o) * kh + (kh - 1 - r)) * kw + (kw - 1 - c)) * ig + i];
+    // Per group and tap, the (og x ig) slice of w, transposed, goes to the mirrored tap.
+    parallel_for(p.groups * kh * kw, [&](std::int64_t task) {
+      const std::int64_t g = task / (kh * kw), tap = task % (kh * kw), mirrored = kh * kw - 1 - tap;
+      transpose(w + (g * og * kh * kw + tap) * ig, og, ig, kh * kw * ig,
+                flipped + (g * ig * kh * kw + mirrored) * og, kh * kw * og);
+    });
     ConvParams t = p;
     t.in_h = p.out_h, t.in_w = p.out_w, t.in_c = p.out_c;
     t.out_h = p.in_h, t.out_w = p.in_w, t.out_c = p.in_c;
