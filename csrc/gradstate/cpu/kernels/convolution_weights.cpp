@@ -21,6 +21,7 @@ namespace {
 // Cache blocking: a panel of KC pixels by at most max_columns columns of X is packed per step, next to KC
 // pixels of dy for every output channel of the group.
 constexpr std::int64_t KC = 256;
+constexpr std::int64_t planar_pixels = 4 * KC;  // output pixels of NCHW data copied into NHWC at a time
 constexpr std::int64_t max_columns = 512;
 
 // Work is split into items of (group, column block, pixel segment). The split depends on the problem
@@ -91,7 +92,8 @@ struct WeightsGemm {
     const std::int64_t out_plane = static_cast<std::int64_t>(p.out_h) * p.out_w;
     for (std::int64_t k = k_begin; k < k_end;) {
       const std::int64_t img = k / out_plane, first = k % out_plane;
-      const std::int64_t count = min_of(k_end - k, out_plane - first);
+      // At most planar_pixels at a time, so that the copies stay small whatever the image's size.
+      const std::int64_t count = min_of(min_of(k_end - k, out_plane - first), planar_pixels);
       const std::int64_t oh0 = first / p.out_w, oh1 = (first + count - 1) / p.out_w + 1;
       const std::int64_t r0 = max_of<std::int64_t>(0, oh0 * p.stride_y - p.pad_top);
       const std::int64_t r1 = min_of<std::int64_t>(
