@@ -151,24 +151,28 @@ void forward_gemm_nhwc(const ConvParams& p, const float* x, const float* w, cons
   }
 }
 
-// NCHW: the GEMM runs on NHWC copies of x and y.
-void forward_gemm_nchw(const ConvParams& p, const float* x, const float* w, const float* b, float* y) {
-  const std::int64_t in_plane = static_cast<std::int64_t>(p.in_h) * p.in_w;
-  const std::int64_t out_plane = static_cast<std::int64_t>(p.out_h) * p.out_w;
-  const std::int64_t in_image = in_plane * p.in_c, out_image = out_plane * p.out_c;
-  const Memory xs_memory(sizeof(float) * p.batch * (in_image + out_image));
-  float* xs = xs_memory.floats();
-  float* ys = xs + p.batch * in_image;
+// Runs nhwc(params, src copy, dst copy) on an NHWC copy of the NCHW tensor src (src_c channels of src_plane
+// pixels per image), then copies its NHWC result into the NCHW tensor dst (dst_c channels of dst_plane).
+template <typename Op>
+void on_nhwc_copies(const ConvParams& p, const float* src, std::int64_t src_c, std::int64_t src_plane,
+                    float* dst, std::int64_t dst_c, std::int64_t dst_plane, Op&& nhwc) {
+  const std::int64_t src_image = src_c * src_plane, dst_image = dst_c * dst_plane;
+  const Memory copies(sizeof(float) * p.batch * (src_image + dst_image));
+  float* src_copy = copies.floats();
+  float* dst_copy = src_copy + p.batch * src_image;
   parallel_for(p.batch, [&](std::int64_t img) {
-    transpose(x + img * in_image, p.in_c, in_plane, in_plane, xs + img * in_image, p.in_c);
+    transpose(src + img * src_image, src_c, src_plane, src_plane, src_copy + img * src_image, src_c);
   });
-  ConvParams nhwc = p;
-  nhwc.layout = Layout::NHWC;
-  forward_gemm_nhwc(nhwc, xs, w, b, ys);
+  ConvParams q = p;
+  q.layout = Layout::NHWC;
+  nhwc(q, src_copy, dst_copy);
   parallel_for(p.batch, [&](std::int64_t img) {
-    transpose(ys + img * out_image, out_plane, p.out_c, p.out_c, y + img * out_image, out_plane);
+    transpose(dst_copy + img * dst_image, dst_plane, dst_c, dst_c, dst + img * dst_image, dst_plane);
   });
 }
+
+std::int64_t in_plane_of(const ConvParams& p) { return static_cast<std::int64_t>(p.in_h) * p.in_w; }
+std::int64_t out_plane_of(const ConvParams& p) { return static_cast<std::int64_t>(p.out_h) * p.out_w; }
 
 // The col2im data gradient with the tile that pads the im2col columns least, on NHWC copies for NCHW.
 void data_gradient_gemm(const ConvParams& p, const float* dy, const float* w, float* dx) {
@@ -184,28 +188,17 @@ void data_gradient_gemm(const ConvParams& p, const float* dy, const float* w, fl
     }
   };
   if (p.layout == Layout::NHWC) return run(p, dy, dx);
-  const std::int64_t in_plane = static_cast<std::int64_t>(p.in_h) * p.in_w;
-  const std::int64_t out_plane = static_cast<std::int64_t>(p.out_h) * p.out_w;
-  const std::int64_t in_image = in_plane * p.in_c, out_image = out_plane * p.out_c;
-  const Memory dys_memory(sizeof(float) * p.batch * (in_image + out_image));
-  float* dys = dys_memory.floats();
-  float* dxs = dys + p.batch * out_image;
-  parallel_for(p.batch, [&](std::int64_t img) {
-    transpose(dy + img * out_image, p.out_c, out_plane, out_plane, dys + img * out_image, p.out_c);
-  });
-  ConvParams nhwc = p;
-  nhwc.layout = Layout::NHWC;
-  run(nhwc, dys, dxs);
-  parallel_for(p.batch, [&](std::int64_t img) {
-    transpose(dxs + img * in_image, in_plane, p.in_c, p.in_c, dx + img * in_image, in_plane);
-  });
+  on_nhwc_copies(p, dy, p.out_c, out_plane_of(p), dx, p.in_c, in_plane_of(p), run);
 }
 
 }  // namespace
 
 void convolution_forward(const ConvParams& p, const float* x, const float* w, const float* b, float* y) {
   if (p.out_c / p.groups >= min_gemm_channels) {
-    return p.layout == Layout::NHWC ? forward_gemm_nhwc(p, x, w, b, y) : forward_gemm_nchw(p, x, w, b, y);
+    if (p.layout == Layout::NHWC) return forward_gemm_nhwc(p, x, w, b, y);
+    return on_nhwc_copies(
+        p, x, p.in_c, in_plane_of(p), y, p.out_c, out_plane_of(p),
+        [&](const ConvParams& q, const float* xs, float* ys) { forward_gemm_nhwc(q, xs, w, b, ys); });
   }
   const Geometry geo(p);
   for (std::int64_t n = 0; n < p.batch; ++n)
