@@ -5,7 +5,8 @@
 // y[p, o] = b[o] + sum over the im2col columns j of X[p, j] * W[o, j]. The weights are packed once into
 // vector blocks of output channels; each task packs the im2col rows of a block of output pixels and the
 // microkernel accumulates MR pixels by NR output channels. The data gradient of stride-1 layers is such a
-// forward pass too (see convolution_data_gradient). Other layers run direct loops over the formulas.
+// forward pass too (see convolution_data_gradient). Depthwise layers run vectors across channels; other
+// layers run direct loops over the formulas.
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
@@ -191,9 +192,87 @@ void data_gradient_gemm(const ConvParams& p, const float* dy, const float* w, fl
   on_nhwc_copies(p, dy, p.out_c, out_plane_of(p), dx, p.in_c, in_plane_of(p), run);
 }
 
+// ---- depthwise (one input and one output channel per group), NHWC: vectors across channels ----------------
+
+// wt[tap][c] = w[c][tap]: the weights of one tap for consecutive channels, ready for vector loads.
+void depthwise_taps_first(const ConvParams& p, const float* w, float* wt) {
+  const std::int64_t taps = static_cast<std::int64_t>(p.kernel_h) * p.kernel_w;
+  transpose(w, p.out_c, taps, taps, wt, p.out_c);
+}
+
+// y[n, oh, ow, c] = b[c] + sum over taps of w[c, tap] * x[n, ih, iw, c]; a task per output row.
+void depthwise_forward_nhwc(const ConvParams& p, const float* x, const float* w, const float* b, float* y) {
+  const Geometry geo(p);
+  const std::int64_t channels = p.out_c, taps = static_cast<std::int64_t>(p.kernel_h) * p.kernel_w;
+  const Memory wt_memory(sizeof(float) * taps * channels);
+  float* wt = wt_memory.floats();
+  depthwise_taps_first(p, w, wt);
+  parallel_for(static_cast<std::int64_t>(p.batch) * p.out_h, [&](std::int64_t row) {
+    const std::int64_t n = row / p.out_h, oh = row % p.out_h;
+    for (std::int64_t ow = 0; ow < p.out_w; ++ow) {
+      float* out = y + geo.y_offset(n, oh, ow, 0);
+      std::int64_t c = 0;
+      for (; c + lanes <= channels; c += lanes) {
+        Vec acc = b ? load(b + c) : Vec{};
+        for (std::int64_t t = 0; t < taps; ++t) {
+          const std::int64_t ih = geo.input_row(oh, t / p.kernel_w), iw = geo.input_col(ow, t % p.kernel_w);
+          if (geo.row_inside(ih) && geo.col_inside(iw))
+            acc += load(wt + t * channels + c) * load(x + geo.x_offset(n, ih, iw, 0) + c);
+        }
+        store(out + c, acc);
+      }
+      for (; c < channels; ++c) {
+        float acc = b ? b[c] : 0.0f;
+        for (std::int64_t t = 0; t < taps; ++t) {
+          const std::int64_t ih = geo.input_row(oh, t / p.kernel_w), iw = geo.input_col(ow, t % p.kernel_w);
+          if (geo.row_inside(ih) && geo.col_inside(iw))
+            acc += wt[t * channels + c] * x[geo.x_offset(n, ih, iw, 0) + c];
+        }
+        out[c] = acc;
+      }
+    }
+  });
+}
+
+// dx[n, ih, iw, c] += w[c, tap] * dy[n, oh, ow, c] for every output pixel and tap that reads (ih, iw); a task
+// per image, which owns that image's dx and adds in a fixed order.
+void depthwise_data_gradient_nhwc(const ConvParams& p, const float* dy, const float* w, float* dx) {
+  const Geometry geo(p);
+  const std::int64_t channels = p.out_c, taps = static_cast<std::int64_t>(p.kernel_h) * p.kernel_w;
+  const Memory wt_memory(sizeof(float) * taps * channels);
+  float* wt = wt_memory.floats();
+  depthwise_taps_first(p, w, wt);
+  std::memset(dx, 0, sizeof(float) * p.batch * p.in_c * p.in_h * p.in_w);
+  parallel_for(p.batch, [&](std::int64_t n) {
+    for (std::int64_t oh = 0; oh < p.out_h; ++oh) {
+      for (std::int64_t ow = 0; ow < p.out_w; ++ow) {
+        const float* d = dy + geo.y_offset(n, oh, ow, 0);
+        for (std::int64_t t = 0; t < taps; ++t) {
+          const std::int64_t ih = geo.input_row(oh, t / p.kernel_w), iw = geo.input_col(ow, t % p.kernel_w);
+          if (!geo.row_inside(ih) || !geo.col_inside(iw)) continue;
+          float* out = dx + geo.x_offset(n, ih, iw, 0);
+          const float* wc = wt + t * channels;
+          std::int64_t c = 0;
+          for (; c + lanes <= channels; c += lanes)
+            store(out + c, load(out + c) + load(wc + c) * load(d + c));
+          for (; c < channels; ++c) out[c] += wc[c] * d[c];
+        }
+      }
+    }
+  });
+}
+
+bool is_depthwise(const ConvParams& p) { return p.groups == p.in_c && p.groups == p.out_c; }
+
 }  // namespace
 
 void convolution_forward(const ConvParams& p, const float* x, const float* w, const float* b, float* y) {
+  if (is_depthwise(p)) {
+    if (p.layout == Layout::NHWC) return depthwise_forward_nhwc(p, x, w, b, y);
+    return on_nhwc_copies(
+        p, x, p.in_c, in_plane_of(p), y, p.out_c, out_plane_of(p),
+        [&](const ConvParams& q, const float* xs, float* ys) { depthwise_forward_nhwc(q, xs, w, b, ys); });
+  }
   if (p.out_c / p.groups >= min_gemm_channels) {
     if (p.layout == Layout::NHWC) return forward_gemm_nhwc(p, x, w, b, y);
     return on_nhwc_copies(
@@ -236,6 +315,13 @@ void convolution_data_gradient(const ConvParams& p, const float* dy, const float
     t.pad_left = (p.kernel_w - 1) * p.dilation_x - p.pad_left;
     convolution_forward(t, dy, flipped, nullptr, dx);
     return;
+  }
+  if (is_depthwise(p)) {
+    if (p.layout == Layout::NHWC) return depthwise_data_gradient_nhwc(p, dy, w, dx);
+    return on_nhwc_copies(p, dy, p.out_c, out_plane_of(p), dx, p.in_c, in_plane_of(p),
+                          [&](const ConvParams& q, const float* dys, float* dxs) {
+                            depthwise_data_gradient_nhwc(q, dys, w, dxs);
+                          });
   }
   if (p.out_c / p.groups >= min_gemm_channels) return data_gradient_gemm(p, dy, w, dx);
   const Geometry geo(p);
