@@ -4,7 +4,16 @@ import gradstate as gs
 import numpy as np
 import pytest
 import reference as ref
-from conftest import ConvCase, assert_close, check_conv, f32, from_layout, in_layout, run_conv
+from conftest import (
+    ConvCase,
+    assert_close,
+    check_conv,
+    check_second_backward,
+    f32,
+    from_layout,
+    in_layout,
+    run_conv,
+)
 
 LAYOUTS = ["NHWC", "NCHW"]
 
@@ -117,16 +126,7 @@ def test_default_option_is_all(case):
 
 @pytest.mark.parametrize("layout", LAYOUTS)
 def test_second_backward_overwrites(case, layout, rng):
-    conv = case.conv()
-    x = in_layout(case.x, layout)
-    _, state = conv.forward(x, layout=layout)
-    grad = gs.ConvolutionGradient(conv)
-    grad.backward(in_layout(case.dy, layout), x, state)
-    dy2 = f32(rng.standard_normal(case.dy.shape))
-    dx2 = grad.backward(in_layout(dy2, layout), x, state)
-    assert_close(from_layout(dx2, layout), case.dx_ref(dy2), what="dx")
-    assert_close(np.asarray(state.gradient_for_weights), case.dw_ref(dy2), what="dW")
-    assert_close(np.asarray(state.gradient_for_biases), case.db_ref(dy2), what="db")
+    check_second_backward(case, layout, rng, accumulate=False)
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)

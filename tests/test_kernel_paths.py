@@ -16,7 +16,16 @@ import gradstate as gs
 import numpy as np
 import pytest
 import reference as ref
-from conftest import ConvCase, assert_close, check_conv, check_norm, f32, from_layout, in_layout
+from conftest import (
+    ConvCase,
+    assert_close,
+    check_conv,
+    check_norm,
+    check_second_backward,
+    f32,
+    from_layout,
+    in_layout,
+)
 
 LAYOUTS = ["NHWC", "NCHW"]
 
@@ -86,17 +95,9 @@ ACCUMULATE_PATHS = [
 @pytest.mark.parametrize("geom", ACCUMULATE_PATHS)
 def test_convolution_accumulate(geom, layout, rng):
     n, h, w, i, o, k, stride, dilation, groups, padding = geom
-    case = ConvCase(rng, n, h, w, i, o, k, stride, dilation, groups, padding)
-    conv = case.conv()
-    x = in_layout(case.x, layout)
-    _, state = conv.forward(x, layout=layout)
-    grad = gs.ConvolutionGradient(conv)
-    grad.backward(in_layout(case.dy, layout), x, state)
-    dy2 = f32(rng.standard_normal(case.dy.shape))
-    dx2 = grad.backward(in_layout(dy2, layout), x, state, accumulate=True)
-    assert_close(from_layout(dx2, layout), case.dx_ref(dy2), what="dx")
-    assert_close(np.asarray(state.gradient_for_weights), case.dw_ref() + case.dw_ref(dy2), what="dW")
-    assert_close(np.asarray(state.gradient_for_biases), case.db_ref() + case.db_ref(dy2), what="db")
+    check_second_backward(
+        ConvCase(rng, n, h, w, i, o, k, stride, dilation, groups, padding), layout, rng, True
+    )
 
 
 # (N, H, W, C): planes around the 512-pixel block (1, 511, 512, 513 and 1500 pixels), and NHWC channel
