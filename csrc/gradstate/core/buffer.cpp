@@ -55,15 +55,16 @@ class BlockCache {
     return data;
   }
 
-  // Keeps the block, or frees it when it is small; evicts other blocks to stay within the limit.
+  // Keeps the block, or frees it when it is small; evicts the smallest blocks to stay within the limit (the
+  // large ones save the most page faults).
   void give(void* data, std::size_t bytes) {
     if (bytes < min_bytes || bytes > limit) return std::free(data);
     std::lock_guard<std::mutex> lock(mutex_);
     while (held_ + bytes > limit) {
-      const auto oldest = blocks_.begin();
-      held_ -= oldest->first;
-      std::free(oldest->second);
-      blocks_.erase(oldest);
+      const auto smallest = blocks_.begin();
+      held_ -= smallest->first;
+      std::free(smallest->second);
+      blocks_.erase(smallest);
     }
     blocks_.emplace(bytes, data);
     held_ += bytes;

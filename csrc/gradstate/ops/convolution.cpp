@@ -52,6 +52,11 @@ void check_weights_shape(const Shape& shape) {
       throw ValueError(
           concat("weights: expected every dimension to be at least 1, got shape ", shape_string(shape)));
     }
+    // Kernel parameters hold 32-bit extents (see params.h).
+    if (extent > int32_limit) {
+      throw ValueError(
+          concat("weights: expected every dimension to be below 2**31, got shape ", shape_string(shape)));
+    }
   }
 }
 
