@@ -22,6 +22,10 @@ class Backend {
   // Why the backend cannot run here; empty when it is available.
   virtual std::string unavailable_reason() const = 0;
 
+  // Zero-filled memory of the backend's own for a Buffer of `nbytes`; all null when its buffers live in
+  // ordinary host memory.
+  virtual DeviceMemory allocate_memory(std::size_t /*nbytes*/) { return DeviceMemory{}; }
+
   // y = conv(x, weights) + bias; bias may be null.
   virtual void convolution_forward(const ConvParams& p, const Buffer& x, const Buffer& weights,
                                    const Buffer* bias, Buffer& y) = 0;

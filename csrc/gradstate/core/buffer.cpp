@@ -1,5 +1,7 @@
 #include "gradstate/core/buffer.h"
 
+#include "gradstate/core/backend.h"
+
 #include <atomic>
 #include <cstdlib>
 #include <cstring>
@@ -100,22 +102,33 @@ std::shared_ptr<Buffer> Buffer::allocate(DType dtype, Shape shape, DeviceKind de
   const std::int64_t count = element_count(shape);
   if (count > (std::int64_t{1} << 56) / static_cast<std::int64_t>(itemsize(dtype))) throw std::bad_alloc();
   const std::size_t nbytes = static_cast<std::size_t>(count) * itemsize(dtype);
-  void* data = allocate_bytes(nbytes);
-  if (fill == Fill::zeros) std::memset(data, 0, nbytes);
+  const DeviceMemory device_memory = backend_for(device).allocate_memory(nbytes);
+  void* data = device_memory.data;
+  if (data == nullptr) {
+    data = allocate_bytes(nbytes);
+    if (fill == Fill::zeros) std::memset(data, 0, nbytes);
+  }
   live_bytes.fetch_add(static_cast<std::int64_t>(nbytes), std::memory_order_relaxed);
-  return std::shared_ptr<Buffer>(new Buffer(data, true, dtype, std::move(shape), device));
+  return std::shared_ptr<Buffer>(new Buffer(data, true, dtype, std::move(shape), device, device_memory));
 }
 
 Buffer Buffer::borrow(void* data, DType dtype, Shape shape) {
-  return Buffer(data, false, dtype, std::move(shape), DeviceKind::cpu);
+  return Buffer(data, false, dtype, std::move(shape), DeviceKind::cpu, DeviceMemory{});
 }
 
-Buffer::Buffer(void* data, bool owned, DType dtype, Shape shape, DeviceKind device)
-    : data_(data), owned_(owned), dtype_(dtype), shape_(std::move(shape)), device_(device) {}
+Buffer::Buffer(void* data, bool owned, DType dtype, Shape shape, DeviceKind device,
+               DeviceMemory device_memory)
+    : data_(data),
+      owned_(owned),
+      device_memory_(device_memory),
+      dtype_(dtype),
+      shape_(std::move(shape)),
+      device_(device) {}
 
 Buffer::Buffer(Buffer&& other) noexcept
     : data_(std::exchange(other.data_, nullptr)),
       owned_(std::exchange(other.owned_, false)),
+      device_memory_(std::exchange(other.device_memory_, DeviceMemory{})),
       dtype_(other.dtype_),
       shape_(std::move(other.shape_)),
       device_(other.device_) {}
@@ -123,7 +136,11 @@ Buffer::Buffer(Buffer&& other) noexcept
 Buffer::~Buffer() {
   if (!owned_) return;
   live_bytes.fetch_sub(static_cast<std::int64_t>(nbytes()), std::memory_order_relaxed);
-  cache().give(data_, block_bytes(nbytes()));
+  if (device_memory_.handle != nullptr) {
+    device_memory_.release(device_memory_.handle);
+  } else {
+    cache().give(data_, block_bytes(nbytes()));
+  }
 }
 
 std::int64_t live_native_bytes() { return live_bytes.load(std::memory_order_relaxed); }

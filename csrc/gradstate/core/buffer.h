@@ -16,6 +16,14 @@
 
 namespace gradstate {
 
+// Memory that a device API owns (a shared-storage MTLBuffer): the address where the CPU sees it, the API's
+// object, and how to release that object.
+struct DeviceMemory {
+  void* data;
+  void* handle;
+  void (*release)(void* handle);
+};
+
 class Buffer {
  public:
   static constexpr std::size_t alignment = 64;
@@ -23,7 +31,7 @@ class Buffer {
   enum class Fill { zeros, none };
 
   // Allocates memory for element_count(shape) values of dtype: zeroed, or left as it is for an output that
-  // a kernel writes entirely.
+  // a kernel writes entirely. A backend with memory of its own (Metal) provides it; it is always zeroed.
   static std::shared_ptr<Buffer> allocate(DType dtype, Shape shape, DeviceKind device = DeviceKind::cpu,
                                           Fill fill = Fill::zeros);
 
@@ -37,6 +45,8 @@ class Buffer {
   ~Buffer();
 
   void* data() const { return data_; }
+  // The device API's object behind the memory (an MTLBuffer), or null for host memory.
+  void* native_handle() const { return device_memory_.handle; }
   float* f32() const { return static_cast<float*>(data_); }
   DType dtype() const { return dtype_; }
   const Shape& shape() const { return shape_; }
@@ -45,10 +55,11 @@ class Buffer {
   std::size_t nbytes() const { return static_cast<std::size_t>(size()) * itemsize(dtype_); }
 
  private:
-  Buffer(void* data, bool owned, DType dtype, Shape shape, DeviceKind device);
+  Buffer(void* data, bool owned, DType dtype, Shape shape, DeviceKind device, DeviceMemory device_memory);
 
   void* data_;
   bool owned_;
+  DeviceMemory device_memory_;
   DType dtype_;
   Shape shape_;
   DeviceKind device_;
