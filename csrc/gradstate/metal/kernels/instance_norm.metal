@@ -1,0 +1,211 @@
+// Instance-normalization kernels: one threadgroup per (image, channel) plane, its threads striding over the
+// plane's pixels, so any plane size runs on any threadgroup size.
+//
+// Kernels, bindings and dispatch geometry (threadgroup (c, n) of a plane kernel handles channel c of image n):
+//
+// instance_norm_forward: threadgroups (channels, batch, 1) of at most 256 threads (fewer for small planes).
+//   [[buffer(0)]] constant NormParams& p
+//   [[buffer(1)]] constant NormDispatch& d     has_gamma, has_beta
+//   [[buffer(2)]] device const float* x
+//   [[buffer(3)]] device const float* gamma    (channels), read only when d.has_gamma
+//   [[buffer(4)]] device const float* beta     (channels), read only when d.has_beta
+//   [[buffer(5)]] device float* y
+//   [[buffer(6)]] device float* mean           (batch, channels)
+//   [[buffer(7)]] device float* inv_std        (batch, channels)
+//
+// instance_norm_backward: threadgroups (channels, batch, 1) of at most 256 threads (fewer for small planes).
+//   [[buffer(0)]] constant NormParams& p
+//   [[buffer(1)]] constant NormDispatch& d     has_gamma
+//   [[buffer(2)]] device const float* dy
+//   [[buffer(3)]] device const float* x
+//   [[buffer(4)]] device const float* gamma    (channels), read only when d.has_gamma
+//   [[buffer(5)]] device const float* mean     (batch, channels), as the forward pass saved it
+//   [[buffer(6)]] device const float* inv_std  (batch, channels)
+//   [[buffer(7)]] device float* dx
+//   [[buffer(8)]] device float* plane_dgamma   (batch, channels): sum(dy * xhat) of each plane
+//   [[buffer(9)]] device float* plane_dbeta    (batch, channels): sum(dy) of each plane
+//
+// instance_norm_sum_over_batch: threadgroups (ceil(channels / threads), 1, 1), any threadgroup size; one
+// thread per channel.
+//   [[buffer(0)]] constant NormParams& p
+//   [[buffer(1)]] constant NormDispatch& d     accumulate
+//   [[buffer(2)]] device const float* plane_dgamma
+//   [[buffer(3)]] device const float* plane_dbeta
+//   [[buffer(4)]] device float* dgamma         (channels), read too when d.accumulate
+//   [[buffer(5)]] device float* dbeta          (channels), read too when d.accumulate
+//
+// The host sets no threadgroup memory: the plane kernels keep one partial sum per simdgroup in kernel-scope
+// arrays (at most 32 * 16 bytes each).
+//
+// Numerics, in float only. The forward pass first finds the mean of x - x0 (x0 the plane's first value, so
+// that data far from zero keeps its precision) and rounds the mean m to float. A second pass sums x - m and
+// (x - m)^2: sum(x - m) / pixels is the rounding error of m, which corrects the variance and the output, and
+// the variance never subtracts two large numbers. The backward pass does the same with the saved m.
+#include <metal_stdlib>
+
+#include "gradstate/core/params.h"
+
+using namespace metal;
+using gradstate::Layout;
+using gradstate::NormDispatch;
+using gradstate::NormParams;
+
+// Simdgroups of a plane kernel's threadgroup: at most 256 threads, SIMD width at least 8.
+constant constexpr uint max_simdgroups = 32;
+
+// The pixels of one (image, channel) plane: pixel i is element base + i * stride.
+struct Plane {
+  ulong base;
+  ulong stride;
+  uint pixels;
+};
+
+Plane plane_of(constant NormParams& p, uint n, uint c) {
+  Plane plane;
+  plane.pixels = uint(p.height) * uint(p.width);
+  if (p.layout == Layout::NCHW) {
+    plane.base = (ulong(n) * uint(p.channels) + c) * plane.pixels;
+    plane.stride = 1;
+  } else {
+    plane.base = ulong(n) * plane.pixels * uint(p.channels) + c;
+    plane.stride = uint(p.channels);
+  }
+  return plane;
+}
+
+ulong element_of(Plane plane, uint pixel) { return plane.base + ulong(pixel) * plane.stride; }
+
+// The sum of every thread's value, returned to every thread of the threadgroup. Each thread adds the
+// simdgroups' sums in the same order, so all threads get the same total, whatever the schedule.
+template <typename T>
+T threadgroup_sum(T value, threadgroup T* partials, uint simd_lane, uint simd_group, uint simd_groups) {
+  const T simd_total = simd_sum(value);
+  if (simd_lane == 0) partials[simd_group] = simd_total;
+  threadgroup_barrier(mem_flags::mem_threadgroup);
+  T total = T(0.0f);
+  for (uint s = 0; s < simd_groups; ++s) total += partials[s];
+  // A later sum may rewrite partials only once every thread has read them.
+  threadgroup_barrier(mem_flags::mem_threadgroup);
+  return total;
+}
+
+kernel void instance_norm_forward(constant NormParams& p [[buffer(0)]],
+                                  constant NormDispatch& d [[buffer(1)]],
+                                  device const float* x [[buffer(2)]],
+                                  device const float* gamma [[buffer(3)]],
+                                  device const float* beta [[buffer(4)]],
+                                  device float* y [[buffer(5)]],
+                                  device float* mean [[buffer(6)]],
+                                  device float* inv_std [[buffer(7)]],
+                                  uint2 group [[threadgroup_position_in_grid]],
+                                  uint thread_index [[thread_index_in_threadgroup]],
+                                  uint threads [[threads_per_threadgroup]],
+                                  uint simd_lane [[thread_index_in_simdgroup]],
+                                  uint simd_group [[simdgroup_index_in_threadgroup]],
+                                  uint simd_groups [[simdgroups_per_threadgroup]]) {
+  threadgroup float shifted_partials[max_simdgroups];
+  threadgroup float2 deviation_partials[max_simdgroups];
+  const uint c = group.x, n = group.y;
+  const Plane plane = plane_of(p, n, c);
+  const float pixels = float(plane.pixels);
+
+  const float first = x[plane.base];
+  float shifted = 0.0f;
+  for (uint i = thread_index; i < plane.pixels; i += threads) shifted += x[element_of(plane, i)] - first;
+  shifted = threadgroup_sum(shifted, shifted_partials, simd_lane, simd_group, simd_groups);
+  const float plane_mean = first + shifted / pixels;
+
+  // Sums of x - plane_mean and its square.
+  float2 deviation = float2(0.0f);
+  for (uint i = thread_index; i < plane.pixels; i += threads) {
+    const float t = x[element_of(plane, i)] - plane_mean;
+    deviation += float2(t, t * t);
+  }
+  deviation = threadgroup_sum(deviation, deviation_partials, simd_lane, simd_group, simd_groups);
+  const float rounding = deviation.x / pixels;  // exact mean - plane_mean
+  const float variance = deviation.y / pixels - rounding * rounding;
+  // Rounding can make the variance slightly negative; NaN must stay NaN, which max() would drop.
+  const float inv = 1.0f / sqrt((variance < 0.0f ? 0.0f : variance) + p.epsilon);
+
+  const uint statistics = n * uint(p.channels) + c;
+  if (thread_index == 0) {
+    mean[statistics] = plane_mean;
+    inv_std[statistics] = inv;
+  }
+  const float scale = (d.has_gamma != 0 ? gamma[c] : 1.0f) * inv;
+  const float offset = d.has_beta != 0 ? beta[c] : 0.0f;
+  for (uint i = thread_index; i < plane.pixels; i += threads) {
+    const ulong at = element_of(plane, i);
+    y[at] = scale * ((x[at] - plane_mean) - rounding) + offset;
+  }
+}
+
+// dx = a * (dy - mean(dy)) + b * (x - exact mean), with a = gamma * inv_std and
+// b = -a * inv_std * mean(dy * xhat), from the plane's sums of dy, dy * (x - m) and x - m (m the saved mean).
+kernel void instance_norm_backward(constant NormParams& p [[buffer(0)]],
+                                   constant NormDispatch& d [[buffer(1)]],
+                                   device const float* dy [[buffer(2)]],
+                                   device const float* x [[buffer(3)]],
+                                   device const float* gamma [[buffer(4)]],
+                                   device const float* mean [[buffer(5)]],
+                                   device const float* inv_std [[buffer(6)]],
+                                   device float* dx [[buffer(7)]],
+                                   device float* plane_dgamma [[buffer(8)]],
+                                   device float* plane_dbeta [[buffer(9)]],
+                                   uint2 group [[threadgroup_position_in_grid]],
+                                   uint thread_index [[thread_index_in_threadgroup]],
+                                   uint threads [[threads_per_threadgroup]],
+                                   uint simd_lane [[thread_index_in_simdgroup]],
+                                   uint simd_group [[simdgroup_index_in_threadgroup]],
+                                   uint simd_groups [[simdgroups_per_threadgroup]]) {
+  threadgroup float3 partials[max_simdgroups];
+  const uint c = group.x, n = group.y;
+  const Plane plane = plane_of(p, n, c);
+  const float pixels = float(plane.pixels);
+  const uint statistics = n * uint(p.channels) + c;
+  const float plane_mean = mean[statistics], inv = inv_std[statistics];
+
+  // Sums of dy, dy * (x - plane_mean) and x - plane_mean.
+  float3 sums = float3(0.0f);
+  for (uint i = thread_index; i < plane.pixels; i += threads) {
+    const ulong at = element_of(plane, i);
+    const float grad = dy[at], t = x[at] - plane_mean;
+    sums += float3(grad, grad * t, t);
+  }
+  sums = threadgroup_sum(sums, partials, simd_lane, simd_group, simd_groups);
+  const float rounding = sums.z / pixels;  // exact mean - plane_mean
+  const float sum_dy_xhat = (sums.y - rounding * sums.x) * inv;
+  const float a = (d.has_gamma != 0 ? gamma[c] : 1.0f) * inv;
+  const float b = -a * inv * sum_dy_xhat / pixels;
+  const float mean_dy = sums.x / pixels;
+
+  if (thread_index == 0) {
+    plane_dgamma[statistics] = sum_dy_xhat;
+    plane_dbeta[statistics] = sums.x;
+  }
+  // Subtracting before scaling keeps exact cancellations exact (a one-pixel plane has dx = 0).
+  for (uint i = thread_index; i < plane.pixels; i += threads) {
+    const ulong at = element_of(plane, i);
+    dx[at] = a * (dy[at] - mean_dy) + b * ((x[at] - plane_mean) - rounding);
+  }
+}
+
+// dgamma and dbeta: the planes' sums added over the images in order, so the result is deterministic.
+kernel void instance_norm_sum_over_batch(constant NormParams& p [[buffer(0)]],
+                                         constant NormDispatch& d [[buffer(1)]],
+                                         device const float* plane_dgamma [[buffer(2)]],
+                                         device const float* plane_dbeta [[buffer(3)]],
+                                         device float* dgamma [[buffer(4)]],
+                                         device float* dbeta [[buffer(5)]],
+                                         uint c [[thread_position_in_grid]]) {
+  const uint channels = uint(p.channels);
+  if (c >= channels) return;  // the last threadgroup's spare threads; this kernel has no barrier
+  float total_gamma = d.accumulate != 0 ? dgamma[c] : 0.0f;
+  float total_beta = d.accumulate != 0 ? dbeta[c] : 0.0f;
+  for (uint n = 0; n < uint(p.batch); ++n) {
+    total_gamma += plane_dgamma[n * channels + c];
+    total_beta += plane_dbeta[n * channels + c];
+  }
+  dgamma[c] = total_gamma;
+  dbeta[c] = total_beta;
+}
