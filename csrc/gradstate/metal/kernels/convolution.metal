@@ -27,6 +27,14 @@
 //   buffer(0) ConvParams p, buffer(1) ConvDispatch d (accumulate, splits), buffer(2) partials,
 //   buffer(3) dweights (OHWI), buffer(4) dbias.
 //   threadgroups (D /^ 256, 1, 1), 256 threads.
+//
+// With groups == in_c (depthwise) these replace the GEMM kernels, with the same arguments; each thread
+// computes whole values (no threadgroup memory), 256 threads per threadgroup:
+// conv_forward_depthwise                   one y value per thread: threadgroups (P * out_c /^ 256, 1, 1).
+// conv_data_gradient_depthwise             one dx value per thread:
+//   threadgroups (batch * in_h * in_w * in_c /^ 256, 1, 1).
+// conv_weights_gradient_partial_depthwise  one dW value (and, for tap 0, db) of one split per thread:
+//   threadgroups (T * out_c /^ 256, d.splits, 1).
 #include <metal_stdlib>
 
 #include "gradstate/core/params.h"
@@ -249,7 +257,8 @@ inline int output_position(int i, int pad, int k, int dilation, int stride, int 
         const int oy = output_position(iy, p.pad_top, int(tap.kh), p.dilation_y, p.stride_y, p.out_h);
         const int ox = output_position(ix, p.pad_left, int(tap.kw), p.dilation_x, p.stride_x, p.out_w);
         if (oy >= 0 && ox >= 0) {
-          value = dy[at.n * ys.n + uint(oy) * ys.h + uint(ox) * ys.w + (group * out_per_group + tap.c) * ys.c];
+          value =
+              dy[at.n * ys.n + uint(oy) * ys.h + uint(ox) * ys.w + (group * out_per_group + tap.c) * ys.c];
         }
       }
       gradients[s.depth * kTileWidth + s.column] = value;
@@ -365,4 +374,104 @@ inline int output_position(int i, int pad, int k, int dilation, int stride, int 
   float sum = d.accumulate ? *out : 0.0f;
   for (int split = 0; split < d.splits; ++split) sum += partials[uint(split) * count + index];
   *out = sum;
+}
+
+// ---- depthwise ----------------------------------------------------------------------------------------
+//
+// With one input channel per group (groups == in_c), each output reads a single input channel, so a tile
+// of a GEMM kernel would keep one useful column out of 64. These kernels give each thread whole outputs
+// instead, reading straight from device memory (each input value is reused by few outputs).
+
+// An element of an activation (n, c, h, w), from its index in memory.
+struct Element {
+  uint n, c, row, col;
+};
+
+inline Element element_at(uint index, Layout layout, uint channels, uint height, uint width) {
+  if (layout == Layout::NHWC) {
+    const Pixel at = pixel_at(index / channels, height, width);
+    return {at.n, index % channels, at.row, at.col};
+  }
+  const uint plane = index / (height * width), in_plane = index % (height * width);
+  return {plane / channels, plane % channels, in_plane / width, in_plane % width};
+}
+
+[[max_total_threads_per_threadgroup(256)]] kernel void conv_forward_depthwise(
+    constant ConvParams& p [[buffer(0)]], constant ConvDispatch& d [[buffer(1)]],
+    device const float* x [[buffer(2)]], device const float* weights [[buffer(3)]],
+    device const float* bias [[buffer(4)]], device float* y [[buffer(5)]],
+    uint index [[thread_position_in_grid]]) {
+  if (index >= uint(p.batch) * uint(p.out_h) * uint(p.out_w) * uint(p.out_c)) return;
+  const Element out = element_at(index, p.layout, p.out_c, p.out_h, p.out_w);
+  const ActivationStrides xs = activation_strides(p.layout, p.in_c, p.in_h, p.in_w);
+  const uint channel = out.c / uint(p.out_c / p.groups);
+  device const float* filter = weights + out.c * uint(p.kernel_h * p.kernel_w);
+  float sum = 0.0f;
+  for (uint kh = 0; kh < uint(p.kernel_h); ++kh) {
+    for (uint kw = 0; kw < uint(p.kernel_w); ++kw) {
+      const float input = input_at_tap(p, x, xs, {out.n, out.row, out.col}, {kh, kw, 0}, channel);
+      sum = fma(input, filter[kh * uint(p.kernel_w) + kw], sum);
+    }
+  }
+  y[index] = sum + (d.has_bias ? bias[out.c] : 0.0f);
+}
+
+[[max_total_threads_per_threadgroup(256)]] kernel void conv_data_gradient_depthwise(
+    constant ConvParams& p [[buffer(0)]], device const float* dy [[buffer(1)]],
+    device const float* weights [[buffer(2)]], device float* dx [[buffer(3)]],
+    uint index [[thread_position_in_grid]]) {
+  if (index >= uint(p.batch) * uint(p.in_h) * uint(p.in_w) * uint(p.in_c)) return;
+  const Element at = element_at(index, p.layout, p.in_c, p.in_h, p.in_w);
+  const ActivationStrides ys = activation_strides(p.layout, p.out_c, p.out_h, p.out_w);
+  const int iy = int(at.row), ix = int(at.col);
+  // Only the taps of this pixel's phase land it on output positions.
+  const TapProgression taps_y =
+      taps_of_phase(iy % p.stride_y, p.pad_top, p.dilation_y, p.stride_y, p.kernel_h);
+  const TapProgression taps_x =
+      taps_of_phase(ix % p.stride_x, p.pad_left, p.dilation_x, p.stride_x, p.kernel_w);
+  const uint out_per_group = uint(p.out_c / p.groups);
+  float sum = 0.0f;
+  for (int ty = 0; ty < taps_y.count; ++ty) {
+    const int kh = taps_y.first + ty * taps_y.step;
+    const int oy = output_position(iy, p.pad_top, kh, p.dilation_y, p.stride_y, p.out_h);
+    if (oy < 0) continue;
+    for (int tx = 0; tx < taps_x.count; ++tx) {
+      const int kw = taps_x.first + tx * taps_x.step;
+      const int ox = output_position(ix, p.pad_left, kw, p.dilation_x, p.stride_x, p.out_w);
+      if (ox < 0) continue;
+      for (uint o = at.c * out_per_group; o < (at.c + 1) * out_per_group; ++o) {
+        const float gradient = dy[at.n * ys.n + uint(oy) * ys.h + uint(ox) * ys.w + o * ys.c];
+        sum = fma(gradient, weights[(o * uint(p.kernel_h) + uint(kh)) * uint(p.kernel_w) + uint(kw)], sum);
+      }
+    }
+  }
+  dx[index] = sum;
+}
+
+// One thread per (tap, output channel) and split, output channels fastest; the threads of tap 0 also sum
+// db. Partial sums are laid out as conv_weights_gradient_partial's, for conv_weights_gradient_sum.
+[[max_total_threads_per_threadgroup(256)]] kernel void conv_weights_gradient_partial_depthwise(
+    constant ConvParams& p [[buffer(0)]], constant ConvDispatch& d [[buffer(1)]],
+    device const float* dy [[buffer(2)]], device const float* x [[buffer(3)]],
+    device float* partials [[buffer(4)]], uint2 position [[thread_position_in_grid]]) {
+  const uint taps = uint(p.kernel_h * p.kernel_w);
+  const uint o = position.x % uint(p.out_c), tap_index = position.x / uint(p.out_c), split = position.y;
+  if (tap_index >= taps) return;
+  const ActivationStrides xs = activation_strides(p.layout, p.in_c, p.in_h, p.in_w);
+  const ActivationStrides ys = activation_strides(p.layout, p.out_c, p.out_h, p.out_w);
+  const Tap tap = {tap_index / uint(p.kernel_w), tap_index % uint(p.kernel_w), 0};
+  const uint channel = o / uint(p.out_c / p.groups);
+  const uint pixels = uint(p.batch) * uint(p.out_h) * uint(p.out_w);
+  const uint first_pixel = split * uint(d.pixels_per_split);
+  const uint end_pixel = min(pixels, first_pixel + uint(d.pixels_per_split));
+  float weight_sum = 0.0f, bias_sum = 0.0f;
+  for (uint pixel = first_pixel; pixel < end_pixel; ++pixel) {
+    const Pixel out = pixel_at(pixel, p.out_h, p.out_w);
+    const float gradient = dy[out.n * ys.n + out.row * ys.h + out.col * ys.w + o * ys.c];
+    weight_sum = fma(gradient, input_at_tap(p, x, xs, out, tap, channel), weight_sum);
+    bias_sum += gradient;
+  }
+  device float* split_partials = partials + split * (uint(p.out_c) * (taps + 1));
+  split_partials[o * taps + tap_index] = weight_sum;
+  if (tap_index == 0) split_partials[uint(p.out_c) * taps + o] = bias_sum;
 }
