@@ -62,7 +62,8 @@ kernel void vector_math(device const float4* input [[buffer(0)]],
   bits[gid] = as_type<uint>(x.x) ^ as_type<uint>(half2(1.0h, 2.0h));
 }
 
-// Simd collectives over one simdgroup per threadgroup; lane values are small integers, so float sums are exact.
+// Simd collectives over one simdgroup per threadgroup; lane values are small integers, so float sums are
+// exact.
 kernel void simd_collectives(device const int* input [[buffer(0)]],
                              device int* output [[buffer(1)]],
                              device atomic_uint* positives [[buffer(2)]],

@@ -32,16 +32,17 @@ kernel void reduce_sum(device const float* input [[buffer(0)]],
 
 // One maximum per threadgroup, through a kernel-scope threadgroup array; instantiated for float and int.
 template <typename T>
-[[max_total_threads_per_threadgroup(1024)]] kernel void reduce_max(device const T* input [[buffer(0)]],
-                                                                   device T* maxima [[buffer(1)]],
-                                                                   uint2 gid [[thread_position_in_grid]],
-                                                                   ushort lid [[thread_index_in_threadgroup]],
-                                                                   uint2 group [[threadgroup_position_in_grid]],
-                                                                   uint2 groups [[threadgroups_per_grid]],
-                                                                   uint2 grid [[threads_per_grid]],
-                                                                   ushort lane [[thread_index_in_simdgroup]],
-                                                                   ushort simdgroup [[simdgroup_index_in_threadgroup]],
-                                                                   ushort simdgroups [[simdgroups_per_threadgroup]]) {
+[[max_total_threads_per_threadgroup(1024)]] kernel void reduce_max(
+    device const T* input [[buffer(0)]],
+    device T* maxima [[buffer(1)]],
+    uint2 gid [[thread_position_in_grid]],
+    ushort lid [[thread_index_in_threadgroup]],
+    uint2 group [[threadgroup_position_in_grid]],
+    uint2 groups [[threadgroups_per_grid]],
+    uint2 grid [[threads_per_grid]],
+    ushort lane [[thread_index_in_simdgroup]],
+    ushort simdgroup [[simdgroup_index_in_threadgroup]],
+    ushort simdgroups [[simdgroups_per_threadgroup]]) {
   threadgroup T simdgroup_maxima[32];
   T value = simd_max(input[gid.y * grid.x + gid.x]);
   if (lane == 0) {
