@@ -1,9 +1,11 @@
 // Instance-normalization kernels: one threadgroup per (image, channel) plane, its threads striding over the
 // plane's pixels, so any plane size runs on any threadgroup size.
 //
-// Kernels, bindings and dispatch geometry (threadgroup (c, n) of a plane kernel handles channel c of image n):
+// Kernels, bindings and dispatch geometry (threadgroup (c, n) of a plane kernel handles channel c of
+// image n):
 //
-// instance_norm_forward: threadgroups (channels, batch, 1) of at most 256 threads (fewer for small planes).
+// instance_norm_forward: threadgroups (channels, batch, 1) of at most 256 threads (fewer for small planes;
+// the kernel declares that maximum, so the pipeline reports it).
 //   [[buffer(0)]] constant NormParams& p
 //   [[buffer(1)]] constant NormDispatch& d     has_gamma, has_beta
 //   [[buffer(2)]] device const float* x
@@ -13,7 +15,7 @@
 //   [[buffer(6)]] device float* mean           (batch, channels)
 //   [[buffer(7)]] device float* inv_std        (batch, channels)
 //
-// instance_norm_backward: threadgroups (channels, batch, 1) of at most 256 threads (fewer for small planes).
+// instance_norm_backward: the same geometry.
 //   [[buffer(0)]] constant NormParams& p
 //   [[buffer(1)]] constant NormDispatch& d     has_gamma
 //   [[buffer(2)]] device const float* dy
@@ -39,8 +41,8 @@
 //
 // Numerics, in float only. The forward pass first finds the mean of x - x0 (x0 the plane's first value, so
 // that data far from zero keeps its precision) and rounds the mean m to float. A second pass sums x - m and
-// (x - m)^2: sum(x - m) / pixels is the rounding error of m, which corrects the variance and the output, and
-// the variance never subtracts two large numbers. The backward pass does the same with the saved m.
+// (x - m)^2: sum(x - m) / pixels is the error of m, which corrects the variance, the output and the saved
+// mean, and the variance never subtracts two large numbers. The backward pass corrects the saved mean alike.
 #include <metal_stdlib>
 
 #include "gradstate/core/params.h"
@@ -50,7 +52,8 @@ using gradstate::Layout;
 using gradstate::NormDispatch;
 using gradstate::NormParams;
 
-// Simdgroups of a plane kernel's threadgroup: at most 256 threads, SIMD width at least 8.
+// Simdgroups of a plane kernel's threadgroup: the plane kernels declare at most 256 threads, and SIMD widths
+// are at least 8.
 constant constexpr uint max_simdgroups = 32;
 
 // The pixels of one (image, channel) plane: pixel i is element base + i * stride.
@@ -89,6 +92,7 @@ T threadgroup_sum(T value, threadgroup T* partials, uint simd_lane, uint simd_gr
   return total;
 }
 
+[[max_total_threads_per_threadgroup(256)]]
 kernel void instance_norm_forward(constant NormParams& p [[buffer(0)]],
                                   constant NormDispatch& d [[buffer(1)]],
                                   device const float* x [[buffer(2)]],
@@ -129,7 +133,7 @@ kernel void instance_norm_forward(constant NormParams& p [[buffer(0)]],
 
   const uint statistics = n * uint(p.channels) + c;
   if (thread_index == 0) {
-    mean[statistics] = plane_mean;
+    mean[statistics] = plane_mean + rounding;
     inv_std[statistics] = inv;
   }
   const float scale = (d.has_gamma != 0 ? gamma[c] : 1.0f) * inv;
@@ -142,6 +146,7 @@ kernel void instance_norm_forward(constant NormParams& p [[buffer(0)]],
 
 // dx = a * (dy - mean(dy)) + b * (x - exact mean), with a = gamma * inv_std and
 // b = -a * inv_std * mean(dy * xhat), from the plane's sums of dy, dy * (x - m) and x - m (m the saved mean).
+[[max_total_threads_per_threadgroup(256)]]
 kernel void instance_norm_backward(constant NormParams& p [[buffer(0)]],
                                    constant NormDispatch& d [[buffer(1)]],
                                    device const float* dy [[buffer(2)]],
