@@ -27,6 +27,17 @@ SEED = 20240531
 TINY = float(np.finfo(np.float32).tiny)
 
 
+# A Metal backend built against the mock device of tests/metal_emulation (kernels emulated on the CPU): the
+# whole suite runs on it, thousands of times slower than on a GPU.
+EMULATED_METAL = any(d.type == "metal" and d.available and "mock" in d.name for d in gs.devices())
+
+
+@pytest.fixture
+def on_cpu(monkeypatch):
+    """Makes the CPU the default device, for tests of the CPU backend itself (ISA levels, threads)."""
+    monkeypatch.setenv("GRADSTATE_DEFAULT_DEVICE", "cpu")
+
+
 def make_rng(offset=0):
     return np.random.default_rng(SEED + offset)
 

@@ -6,6 +6,7 @@ import gradstate as gs
 import gradstate.mps as mps
 import numpy as np
 import pytest
+from conftest import EMULATED_METAL
 
 F32 = np.float32
 NAMES = [
@@ -89,7 +90,7 @@ def test_devices():
     assert cpu.available and cpu.unavailable_reason == ""
     # Exactly the unavailable devices carry a reason.
     assert (metal.unavailable_reason == "") == metal.available
-    if sys.platform != "darwin":
+    if sys.platform != "darwin" and not EMULATED_METAL:
         assert metal.available is False
 
 
@@ -98,6 +99,23 @@ def test_default_device():
     assert isinstance(d, gs.Device) and d.available
     metal = next(m for m in gs.devices() if m.type == "metal")
     assert d.type == ("metal" if metal.available else "cpu")
+
+
+def test_default_device_from_the_environment(monkeypatch):
+    monkeypatch.setenv("GRADSTATE_DEFAULT_DEVICE", "cpu")
+    assert gs.default_device().type == "cpu"
+    assert gs.Convolution(np.ones((1, 1, 1, 1), F32)).device.type == "cpu"
+    monkeypatch.setenv("GRADSTATE_DEFAULT_DEVICE", "gpu")
+    with pytest.raises(ValueError, match=r"^GRADSTATE_DEFAULT_DEVICE: expected 'cpu' or 'metal', got 'gpu'$"):
+        gs.default_device()
+    monkeypatch.setenv("GRADSTATE_DEFAULT_DEVICE", "metal")
+    metal = next(m for m in gs.devices() if m.type == "metal")
+    if metal.available:
+        assert gs.default_device().type == "metal"
+    else:
+        expected = r"^GRADSTATE_DEFAULT_DEVICE: expected an available device, got metal"
+        with pytest.raises(ValueError, match=expected):
+            gs.default_device()
 
 
 @pytest.mark.parametrize("device", [None, "cpu", "cpu_object"])

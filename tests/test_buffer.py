@@ -178,7 +178,7 @@ def test_buffer_attributes(rng):
         assert isinstance(buf.nbytes, int) and buf.nbytes == 4 * int(np.prod(shape))
         assert buf.dtype == np.dtype(np.float32)
         assert isinstance(buf.shape, tuple) and buf.shape == shape
-        assert isinstance(buf.device, gs.Device) and buf.device.type == "cpu"
+        assert isinstance(buf.device, gs.Device) and buf.device.type == gs.default_device().type
 
 
 def test_live_native_bytes_counts_buffers(rng):

@@ -14,6 +14,9 @@ import gradstate as gs
 import pytest
 from conftest import call_in_child, child_env
 
+# The CPU backend's levels are under test, whatever the default device.
+pytestmark = pytest.mark.usefixtures("on_cpu")
+
 KNOWN_LEVELS = ["scalar", "x86_v3", "x86_v4", "neon"]
 USABLE = gs.cpu_info()["usable"]
 TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
@@ -60,7 +63,7 @@ def test_gradients_at_every_level(level):
         [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider"]
         + [os.path.join(TESTS_DIR, name) for name in GRADIENT_MODULES],
         cwd=os.path.dirname(TESTS_DIR),
-        env=child_env(GRADSTATE_CPU_ISA=level),
+        env=child_env(GRADSTATE_CPU_ISA=level, GRADSTATE_DEFAULT_DEVICE="cpu"),
         capture_output=True,
         text=True,
         timeout=600,
@@ -75,7 +78,8 @@ def test_gradients_at_every_level(level):
 BAD_LEVELS = ["avx9", "X86_V4", *[level for level in KNOWN_LEVELS if level not in USABLE]]
 FIRST_USES = {
     "cpu_info": "gs.cpu_info()",
-    "kernel": "gs.Convolution(np.ones((1, 1, 1, 1), np.float32)).forward(np.ones((1, 2, 2, 1), np.float32))",
+    "kernel": "gs.Convolution(np.ones((1, 1, 1, 1), np.float32), device='cpu')"
+    ".forward(np.ones((1, 2, 2, 1), np.float32))",
 }
 
 

@@ -21,6 +21,9 @@ from conftest import (
     run_conv,
 )
 
+# The CPU backend's thread pool is under test, whatever the default device.
+pytestmark = pytest.mark.usefixtures("on_cpu")
+
 LAYOUTS = ["NHWC", "NCHW"]
 THREAD_COUNTS = [1, 2, 3]
 

@@ -37,7 +37,8 @@ void bind_device(py::module_& m) {
       "Every device kind gradstate knows, available or not.");
   m.def(
       "default_device", [] { return Device{default_device_kind()}; },
-      "The device used when none is given: Metal where available, else the CPU.");
+      "The device used when none is given: GRADSTATE_DEFAULT_DEVICE ('cpu' or 'metal') when set, else Metal "
+      "where available, else the CPU.");
 }
 
 }  // namespace gradstate::bindings

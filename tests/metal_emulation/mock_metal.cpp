@@ -272,6 +272,7 @@ void* localized_description(Error* self, Sel) { return self->description; }
 void* alloc_compile_options(Class*, Sel) { return make<CompileOptions>("MTLCompileOptions"); }
 void* init_object(Object* self, Sel) { return self; }
 void set_fast_math(CompileOptions* self, Sel, bool enabled) { self->fast_math = enabled; }
+void set_math_mode(CompileOptions* self, Sel, long mode) { self->fast_math = mode != 0; }  // 0: MTLMathModeSafe
 
 void* device_name(Object*, Sel) { return autoreleased(new_string("gradstate mock Metal device")); }
 void* new_command_queue(Object*, Sel) { return make<Queue>("MTLCommandQueue"); }
@@ -474,6 +475,7 @@ void install() {
   class_method("MTLCompileOptions", "alloc", &alloc_compile_options);
   method("MTLCompileOptions", "init", &init_object);
   method("MTLCompileOptions", "setFastMathEnabled:", &set_fast_math);
+  method("MTLCompileOptions", "setMathMode:", &set_math_mode);
   method("MTLDevice", "name", &device_name);
   method("MTLDevice", "newCommandQueue", &new_command_queue);
   method("MTLDevice", "newBufferWithLength:options:", &new_buffer);

@@ -62,7 +62,8 @@ Backend& metal_backend();
 
 Backend& backend_for(DeviceKind kind);
 
-// The device used when none is given: Metal where it is available, else the CPU.
+// The device used when none is given: GRADSTATE_DEFAULT_DEVICE ('cpu' or 'metal') when set, else Metal where
+// it is available, else the CPU. A bad or unavailable choice is a ValueError naming the variable.
 DeviceKind default_device_kind();
 
 // "device: expected an available device, got metal (unavailable: <reason>)".

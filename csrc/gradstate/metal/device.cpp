@@ -20,6 +20,7 @@ using objc::UInt;
 
 constexpr UInt shared_storage = 0;  // MTLResourceStorageModeShared | MTLResourceCPUCacheModeDefaultCache
 constexpr const char* library_file = "gradstate.metallib";
+constexpr objc::Int math_mode_safe = 0;  // MTLMathModeSafe
 
 void release_buffer(void* metal_buffer) { send<void>(metal_buffer, "release"); }
 
@@ -98,7 +99,13 @@ void Device::load_library() {
     return;
   }
   objc::Object options(send(send(objc::class_named("MTLCompileOptions"), "alloc"), "init"));
-  send<void>(options.get(), "setFastMathEnabled:", false);  // the kernels' results must match the CPU's
+  // IEEE-safe floating point, so that the kernels' results match the CPU's: mathMode where the system has it
+  // (macOS 15), fastMathEnabled before.
+  if (objc::responds(options.get(), "setMathMode:")) {
+    send<void>(options.get(), "setMathMode:", math_mode_safe);
+  } else {
+    send<void>(options.get(), "setFastMathEnabled:", false);
+  }
   library_ = objc::Object(send(device_.get(), "newLibraryWithSource:options:error:",
                                objc::string(embedded_kernel_source()).get(), options.get(), &error));
   if (!library_) {

@@ -9,8 +9,8 @@
 namespace gradstate::metal {
 namespace {
 
-// Threads of one plane's threadgroup. The kernels keep one partial sum per simdgroup in arrays sized for
-// 256 threads; a small plane gets fewer threads, a whole number of 32-wide simdgroups covering its pixels.
+// Threads of one plane's threadgroup: at most 256, the maximum the plane kernels declare (their partial sums
+// per simdgroup are sized for it); a small plane gets fewer, whole 32-wide simdgroups covering its pixels.
 constexpr std::size_t max_plane_threads = 256;
 constexpr std::size_t simd_width = 32;
 // Threads of a threadgroup of instance_norm_sum_over_batch, one per channel.

@@ -33,6 +33,10 @@ void* implementation(Id receiver, Sel sel) {
   return class_getMethodImplementation(cls, sel);
 }
 
+bool responds(Id receiver, const char* selector_name) {
+  return receiver != nullptr && class_respondsToSelector(object_getClass(receiver), selector(selector_name));
+}
+
 Object::~Object() {
   if (id_ != nullptr) send<void>(id_, "release");
 }

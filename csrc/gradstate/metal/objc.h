@@ -14,6 +14,7 @@ namespace gradstate::metal::objc {
 using Id = void*;
 using Sel = void*;
 using UInt = unsigned long;  // NSUInteger
+using Int = long;            // NSInteger
 
 // MTLSize, passed by value to dispatchThreadgroups:threadsPerThreadgroup:.
 struct Size {
@@ -26,6 +27,9 @@ Id class_named(const char* name);
 // The implementation of `selector` for `receiver`; throws std::runtime_error naming the selector when the
 // receiver is nil or does not respond to it.
 void* implementation(Id receiver, Sel selector);
+
+// Whether `receiver` implements the method (for APIs that newer systems replace).
+bool responds(Id receiver, const char* selector_name);
 
 template <class Result = Id, class... Args>
 Result send(Id receiver, const char* selector_name, Args... args) {
