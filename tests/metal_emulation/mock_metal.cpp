@@ -272,7 +272,9 @@ void* localized_description(Error* self, Sel) { return self->description; }
 void* alloc_compile_options(Class*, Sel) { return make<CompileOptions>("MTLCompileOptions"); }
 void* init_object(Object* self, Sel) { return self; }
 void set_fast_math(CompileOptions* self, Sel, bool enabled) { self->fast_math = enabled; }
-void set_math_mode(CompileOptions* self, Sel, long mode) { self->fast_math = mode != 0; }  // 0: MTLMathModeSafe
+void set_math_mode(CompileOptions* self, Sel, long mode) {
+  self->fast_math = mode != 0;
+}  // 0: MTLMathModeSafe
 
 void* device_name(Object*, Sel) { return autoreleased(new_string("gradstate mock Metal device")); }
 void* new_command_queue(Object*, Sel) { return make<Queue>("MTLCommandQueue"); }
