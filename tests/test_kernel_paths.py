@@ -7,7 +7,9 @@ are few column blocks and many pixels, the pixel sum split into segments; depthw
 in blocks of channels with border pixels checked; and "vectors across groups" for the other small groups
 (at most 8 output and 8 input channels per group), which sweeps the taps 9 at a time. The forward pass and
 dx run a GEMM when a group has at least 8 output (forward) or input (dx) channels, dx at stride 1 as a
-forward pass and at larger strides through col2im. Instance norm sums blocks of 512 pixels, one plane per
+forward pass and at larger strides through col2im; with fewer channels per group, vectors across groups
+(one shuffle of the source pixel's vectors per source channel of a group), when a block of lanes' sources
+fit two vectors. Instance norm sums blocks of 512 pixels, one plane per
 task in NCHW and 256 channels per task in NHWC. Every case is checked against the float64 reference in
 both layouts; test_cpu_isa.py runs this file at every instruction-set level.
 """
@@ -70,6 +72,20 @@ CONV_PATHS = [
     pytest.param((2, 7, 9, 40, 40, 3, 1, 1, 5, "same"), id="grouped_8_8_per_group"),
     # 2 output and 3 input channels per group.
     pytest.param((2, 8, 7, 21, 14, 3, 1, 1, 7, (1, 0, 2, 1)), id="grouped_2_out_3_in"),
+    # The forward pass and dx of small groups, vectors across groups: 4 + 4 channels per group.
+    pytest.param((2, 6, 7, 64, 64, 3, 1, 1, 16, "same"), id="grouped_vectors_4_4"),
+    # 9 channels: one partial block of lanes, groups straddling the block.
+    pytest.param((2, 7, 6, 9, 9, 3, 1, 1, 3, 1), id="grouped_vectors_3_3_partial_block"),
+    # 8 input channels per group for 4 output channels: each block's sources span two vectors.
+    pytest.param((2, 7, 8, 32, 16, 3, 1, 1, 4, "same"), id="grouped_vectors_two_source_vectors"),
+    # 20 channels: the last block's source vectors run past the pixel's channels (a zero-padded copy).
+    pytest.param((1, 5, 5, 20, 20, 3, 1, 1, 5, "same"), id="grouped_vectors_padded_sources"),
+    # dx gathering output pixels at strides 2 and 3, with dilation and asymmetric padding.
+    pytest.param((2, 11, 10, 24, 24, 3, 2, 1, 6, 1), id="grouped_vectors_dx_stride2"),
+    pytest.param((2, 13, 12, 12, 18, 3, 3, 2, 6, (2, 1, 0, 3)), id="grouped_vectors_dx_stride3_dilation2"),
+    # 6 input and 2 output channels per group: the forward pass's sources span three vectors (direct loops),
+    # dx's fit.
+    pytest.param((2, 5, 6, 18, 6, 3, 1, 1, 3, "same"), id="grouped_vectors_forward_direct_dx_vectors"),
 ]
 
 

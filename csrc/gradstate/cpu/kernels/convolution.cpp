@@ -5,13 +5,14 @@
 // y[p, o] = b[o] + sum over the im2col columns j of X[p, j] * W[o, j]. The weights are packed once into
 // vector blocks of output channels; each task packs the im2col rows of a block of output pixels and the
 // microkernel accumulates MR pixels by NR output channels. The data gradient of stride-1 layers is such a
-// forward pass too (see convolution_data_gradient). Depthwise layers run vectors across channels; other
-// layers run direct loops over the formulas.
+// forward pass too (see convolution_data_gradient). Depthwise layers run vectors across channels, layers with
+// small groups vectors across groups (convolution_grouped.cpp); the rest direct loops over the formulas.
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
 
 #include "gradstate/cpu/kernels/conv_geometry.h"
+#include "gradstate/cpu/kernels/convolution_grouped.h"
 #include "gradstate/cpu/kernels/gemm.h"
 #include "gradstate/cpu/kernels/kernels.h"
 #include "gradstate/cpu/memory.h"
@@ -273,6 +274,12 @@ void convolution_forward(const ConvParams& p, const float* x, const float* w, co
         p, x, p.in_c, in_plane_of(p), y, p.out_c, out_plane_of(p),
         [&](const ConvParams& q, const float* xs, float* ys) { depthwise_forward_nhwc(q, xs, w, b, ys); });
   }
+  if (grouped_forward_applies(p)) {
+    if (p.layout == Layout::NHWC) return grouped_forward_nhwc(p, x, w, b, y);
+    return on_nhwc_copies(
+        p, x, p.in_c, in_plane_of(p), y, p.out_c, out_plane_of(p),
+        [&](const ConvParams& q, const float* xs, float* ys) { grouped_forward_nhwc(q, xs, w, b, ys); });
+  }
   if (p.out_c / p.groups >= min_gemm_channels) {
     if (p.layout == Layout::NHWC) return forward_gemm_nhwc(p, x, w, b, y);
     return on_nhwc_copies(
@@ -321,6 +328,13 @@ void convolution_data_gradient(const ConvParams& p, const float* dy, const float
     return on_nhwc_copies(p, dy, p.out_c, out_plane_of(p), dx, p.in_c, in_plane_of(p),
                           [&](const ConvParams& q, const float* dys, float* dxs) {
                             depthwise_data_gradient_nhwc(q, dys, w, dxs);
+                          });
+  }
+  if (grouped_data_gradient_applies(p)) {
+    if (p.layout == Layout::NHWC) return grouped_data_gradient_nhwc(p, dy, w, dx);
+    return on_nhwc_copies(p, dy, p.out_c, out_plane_of(p), dx, p.in_c, in_plane_of(p),
+                          [&](const ConvParams& q, const float* dys, float* dxs) {
+                            grouped_data_gradient_nhwc(q, dys, w, dxs);
                           });
   }
   if (p.out_c / p.groups >= min_gemm_channels) return data_gradient_gemm(p, dy, w, dx);
