@@ -201,28 +201,99 @@ void depthwise_taps_first(const ConvParams& p, const float* w, float* wt) {
   transpose(w, p.out_c, taps, taps, wt, p.out_c);
 }
 
-// y[n, oh, ow, c] = b[c] + sum over taps of w[c, tap] * x[n, ih, iw, c]; a task per output row.
+// A depthwise row keeps its taps' weight vectors at hand (in registers for small kernels); larger kernels
+// than 9 x 9 run scalar code.
+constexpr std::int64_t max_vector_taps = 81;
+constexpr std::int64_t depthwise_columns = 4;                  // interior output columns computed together
+constexpr std::int64_t stream_floats = std::int64_t{1} << 20;  // outputs this large are streamed
+
+// The output columns of a row whose taps all read inside the image: [first, end).
+struct Interior {
+  std::int64_t first, end;
+};
+
+Interior interior_columns(const ConvParams& p) {
+  const std::int64_t first = p.pad_left <= 0 ? 0 : (p.pad_left + p.stride_x - 1) / p.stride_x;
+  const std::int64_t last_reach =
+      p.in_w - 1 + p.pad_left - static_cast<std::int64_t>(p.kernel_w - 1) * p.dilation_x;
+  const std::int64_t end = last_reach < 0 ? 0 : min_of<std::int64_t>(p.out_w, last_reach / p.stride_x + 1);
+  return {first, max_of(first, end)};
+}
+
+// One vector of channels [c, c + lanes) of output row oh, its taps' weights in registers: the border columns
+// check every tap, the interior ones run depthwise_columns at a time without checks.
+template <bool Stream>
+void depthwise_forward_row_vector(const ConvParams& p, const Geometry& geo, const Interior& interior,
+                                  const float* x, const float* wt, const float* b, std::int64_t n,
+                                  std::int64_t oh, std::int64_t c, float* y) {
+  const std::int64_t taps = static_cast<std::int64_t>(p.kernel_h) * p.kernel_w, channels = p.out_c;
+  Vec weight[max_vector_taps];
+  for (std::int64_t t = 0; t < taps; ++t) weight[t] = load(wt + t * channels + c);
+  const Vec bias = b ? load(b + c) : Vec{};
+  // Rows of x the taps read, null for rows in the padding.
+  const float* rows[max_vector_taps];
+  for (std::int64_t kh = 0; kh < p.kernel_h; ++kh) {
+    const std::int64_t ih = geo.input_row(oh, kh);
+    rows[kh] = geo.row_inside(ih) ? x + geo.x_offset(n, ih, 0, 0) + c : nullptr;
+  }
+  float* out = y + geo.y_offset(n, oh, 0, c);
+  const auto border_column = [&](std::int64_t ow) {
+    Vec acc = bias;
+    for (std::int64_t kh = 0; kh < p.kernel_h; ++kh) {
+      if (rows[kh] == nullptr) continue;
+      for (std::int64_t kw = 0; kw < p.kernel_w; ++kw) {
+        const std::int64_t iw = geo.input_col(ow, kw);
+        if (geo.col_inside(iw)) acc += weight[kh * p.kernel_w + kw] * load(rows[kh] + iw * channels);
+      }
+    }
+    Stream ? stream(out + ow * channels, acc) : store(out + ow * channels, acc);
+  };
+  std::int64_t ow = 0;
+  for (; ow < interior.first; ++ow) border_column(ow);
+  const std::int64_t step = p.stride_x * channels, tap_step = p.dilation_x * channels;
+  for (; ow + depthwise_columns <= interior.end; ow += depthwise_columns) {
+    Vec acc[depthwise_columns];
+    for (std::int64_t q = 0; q < depthwise_columns; ++q) acc[q] = bias;
+    for (std::int64_t kh = 0; kh < p.kernel_h; ++kh) {
+      if (rows[kh] == nullptr) continue;
+      const float* first = rows[kh] + geo.input_col(ow, 0) * channels;
+      for (std::int64_t kw = 0; kw < p.kernel_w; ++kw) {
+        const Vec wv = weight[kh * p.kernel_w + kw];
+        for (std::int64_t q = 0; q < depthwise_columns; ++q)
+          acc[q] += wv * load(first + q * step + kw * tap_step);
+      }
+    }
+    for (std::int64_t q = 0; q < depthwise_columns; ++q) {
+      Stream ? stream(out + (ow + q) * channels, acc[q]) : store(out + (ow + q) * channels, acc[q]);
+    }
+  }
+  for (; ow < p.out_w; ++ow) border_column(ow);
+}
+
+// y[n, oh, ow, c] = b[c] + sum over taps of w[c, tap] * x[n, ih, iw, c]; a task per output row, vectors of
+// channels outermost so that their weights stay in registers along the row.
 void depthwise_forward_nhwc(const ConvParams& p, const float* x, const float* w, const float* b, float* y) {
   const Geometry geo(p);
   const std::int64_t channels = p.out_c, taps = static_cast<std::int64_t>(p.kernel_h) * p.kernel_w;
   const Memory wt_memory(sizeof(float) * taps * channels);
   float* wt = wt_memory.floats();
   depthwise_taps_first(p, w, wt);
+  const Interior interior = interior_columns(p);
+  const std::int64_t vector_channels = taps <= max_vector_taps ? channels / lanes * lanes : 0;
+  // Large outputs bypass the caches when every vector store fills whole cache lines of its own.
+  const bool streaming = static_cast<std::int64_t>(p.batch) * p.out_h * p.out_w * channels >= stream_floats &&
+                         sizeof(Vec) == 64 && channels % lanes == 0 && aligned(y);
   parallel_for(static_cast<std::int64_t>(p.batch) * p.out_h, [&](std::int64_t row) {
     const std::int64_t n = row / p.out_h, oh = row % p.out_h;
+    for (std::int64_t c = 0; c < vector_channels; c += lanes) {
+      streaming ? depthwise_forward_row_vector<true>(p, geo, interior, x, wt, b, n, oh, c, y)
+                : depthwise_forward_row_vector<false>(p, geo, interior, x, wt, b, n, oh, c, y);
+    }
+    if (streaming) stream_fence();
+    // The channels past the last whole vector (all of them for kernels of more than max_vector_taps taps).
     for (std::int64_t ow = 0; ow < p.out_w; ++ow) {
       float* out = y + geo.y_offset(n, oh, ow, 0);
-      std::int64_t c = 0;
-      for (; c + lanes <= channels; c += lanes) {
-        Vec acc = b ? load(b + c) : Vec{};
-        for (std::int64_t t = 0; t < taps; ++t) {
-          const std::int64_t ih = geo.input_row(oh, t / p.kernel_w), iw = geo.input_col(ow, t % p.kernel_w);
-          if (geo.row_inside(ih) && geo.col_inside(iw))
-            acc += load(wt + t * channels + c) * load(x + geo.x_offset(n, ih, iw, 0) + c);
-        }
-        store(out + c, acc);
-      }
-      for (; c < channels; ++c) {
+      for (std::int64_t c = vector_channels; c < channels; ++c) {
         float acc = b ? b[c] : 0.0f;
         for (std::int64_t t = 0; t < taps; ++t) {
           const std::int64_t ih = geo.input_row(oh, t / p.kernel_w), iw = geo.input_col(ow, t % p.kernel_w);
