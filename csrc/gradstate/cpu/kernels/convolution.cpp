@@ -375,7 +375,9 @@ void convolution_data_gradient(const ConvParams& p, const float* dy, const float
   // With stride 1, dx is a forward convolution of dy with the flipped weights, input and output channels
   // of each group exchanged: dx[ih] = sum over taps kh and channels o of W[o, kh, i] * dy[ih + pad - kh * d],
   // which is tap KH - 1 - kh of a convolution padded by (KH - 1) * d - pad.
-  if (p.stride_y == 1 && p.stride_x == 1 && p.in_c / p.groups >= min_gemm_channels) {
+  // Depthwise layers take this way too: their forward pass keeps the weights at hand where the scatter of
+  // depthwise_data_gradient_nhwc cannot.
+  if (p.stride_y == 1 && p.stride_x == 1 && (p.in_c / p.groups >= min_gemm_channels || is_depthwise(p))) {
     const std::int64_t og = p.out_c / p.groups, ig = p.in_c / p.groups;
     const std::int64_t kh = p.kernel_h, kw = p.kernel_w;
     const Memory flipped_memory(sizeof(float) * p.out_c * kh * kw * ig);
