@@ -25,6 +25,7 @@ typedef int VecIndex __attribute__((vector_size(GRADSTATE_VECTOR_BYTES)));
 
 constexpr std::int64_t pixels_per_block = 4;  // destination pixels sharing each weight vector load
 constexpr std::int64_t max_groups_channels = 8;
+constexpr std::int64_t max_grouped_taps = 81;  // larger kernels run direct loops
 
 // The destination channels as blocks of lanes, and for each block and source channel j of the lanes' groups
 // the shuffle that takes each lane's source value from the block's source vectors.
@@ -66,18 +67,16 @@ struct LanePlan {
   Memory masks, bases;
 };
 
-// The source vectors of one block at one source pixel: loaded in place, or from a zero-padded copy where the
-// vectors would run past the pixel's last channel (and so, for the last pixel, past the tensor).
+// The source vectors of one block at one source pixel: loaded in place (`in_place`), or from a zero-padded
+// copy where the vectors would run past the pixel's last channel (and so, for the last pixel, past the
+// tensor).
 struct SourceVectors {
   Vec low, high;
 };
 
 template <bool TwoVectors>
-SourceVectors source_vectors(const LanePlan& plan, const float* pixel, std::int64_t block) {
-  const std::int64_t base = plan.base(block), span = TwoVectors ? 2 * lanes : lanes;
-  if (base + span <= plan.src_channels) {
-    return {load(pixel + base), TwoVectors ? load(pixel + base + lanes) : Vec{}};
-  }
+SourceVectors source_vectors(const LanePlan& plan, const float* pixel, std::int64_t base, bool in_place) {
+  if (in_place) return {load(pixel + base), TwoVectors ? load(pixel + base + lanes) : Vec{}};
   float padded[2 * lanes] = {};
   std::memcpy(padded, pixel + base, sizeof(float) * (plan.src_channels - base));
   return {load(padded), load(padded + lanes)};
@@ -94,13 +93,20 @@ Vec lane_sources(const SourceVectors& v, VecIndex mask) {
 
 // dst[pixel, c] = init[c] + sum over taps t and j < k of weights[t][j][c] * src(pixel, t)[g(c) * k + j] for
 // `count` destination pixels of one row, where source(q, t) is the source pixel that destination pixel q
-// reads at tap t (nullptr for none). weights is laid out [block][tap][j][lanes].
+// reads at tap t (nullptr for none). weights is laid out [block][tap][j][lanes]. The source pixels of a
+// block of destination pixels are found once for all blocks of lanes.
 template <bool TwoVectors, typename Source>
 void gather_row_with(const LanePlan& plan, std::int64_t taps, const float* weights, const float* init,
                      std::int64_t count, float* dst, std::int64_t dst_pixel_stride, Source&& source) {
+  constexpr std::int64_t span = TwoVectors ? 2 * lanes : lanes;
   for (std::int64_t q0 = 0; q0 < count; q0 += pixels_per_block) {
     const std::int64_t pixels = min_of(pixels_per_block, count - q0);
+    const float* at[pixels_per_block][max_grouped_taps] = {};
+    for (std::int64_t q = 0; q < pixels; ++q)
+      for (std::int64_t t = 0; t < taps; ++t) at[q][t] = source(q0 + q, t);
     for (std::int64_t b = 0; b < plan.blocks; ++b) {
+      const std::int64_t base = plan.base(b);
+      const bool in_place = base + span <= plan.src_channels;
       Vec acc[pixels_per_block];
       Vec start{};
       if (init != nullptr) {
@@ -108,18 +114,15 @@ void gather_row_with(const LanePlan& plan, std::int64_t taps, const float* weigh
       }
       for (std::int64_t q = 0; q < pixels_per_block; ++q) acc[q] = start;
       for (std::int64_t t = 0; t < taps; ++t) {
-        const float* at[pixels_per_block] = {};
         SourceVectors v[pixels_per_block];
-        for (std::int64_t q = 0; q < pixels; ++q) {
-          at[q] = source(q0 + q, t);
-          if (at[q] != nullptr) v[q] = source_vectors<TwoVectors>(plan, at[q], b);
-        }
+        for (std::int64_t q = 0; q < pixels; ++q)
+          if (at[q][t] != nullptr) v[q] = source_vectors<TwoVectors>(plan, at[q][t], base, in_place);
         const float* wt = weights + (b * taps + t) * plan.k * lanes;
         for (std::int64_t j = 0; j < plan.k; ++j) {
           const Vec wv = load(wt + j * lanes);
           const VecIndex mask = plan.mask(b, j);
           for (std::int64_t q = 0; q < pixels; ++q)
-            if (at[q] != nullptr) acc[q] += lane_sources<TwoVectors>(v[q], mask) * wv;
+            if (at[q][t] != nullptr) acc[q] += lane_sources<TwoVectors>(v[q], mask) * wv;
         }
       }
       const std::int64_t c0 = b * lanes, valid = min_of<std::int64_t>(lanes, plan.dst_channels - c0);
@@ -168,7 +171,9 @@ LanePlan data_gradient_plan(const ConvParams& p) {
 }
 
 bool is_small_grouped(const ConvParams& p, std::int64_t dst_per_group) {
-  return p.groups > 1 && dst_per_group < max_groups_channels && !(p.groups == p.in_c && p.groups == p.out_c);
+  return p.groups > 1 && dst_per_group < max_groups_channels &&
+         static_cast<std::int64_t>(p.kernel_h) * p.kernel_w <= max_grouped_taps &&
+         !(p.groups == p.in_c && p.groups == p.out_c);
 }
 
 }  // namespace
