@@ -93,17 +93,22 @@ Vec lane_sources(const SourceVectors& v, VecIndex mask) {
 
 // dst[pixel, c] = init[c] + sum over taps t and j < k of weights[t][j][c] * src(pixel, t)[g(c) * k + j] for
 // `count` destination pixels of one row, where source(q, t) is the source pixel that destination pixel q
-// reads at tap t (nullptr for none). weights is laid out [block][tap][j][lanes]. The source pixels of a
-// block of destination pixels are found once for all blocks of lanes.
+// reads at tap t, or `zeros` (a pixel of zeros) for none. weights is laid out [block][tap][j][lanes]. The
+// source pixels of a block of destination pixels are found once for all blocks of lanes; padding and the
+// pixels past the row's end read zeros, so the inner loops have no branches.
 template <bool TwoVectors, typename Source>
 void gather_row_with(const LanePlan& plan, std::int64_t taps, const float* weights, const float* init,
-                     std::int64_t count, float* dst, std::int64_t dst_pixel_stride, Source&& source) {
+                     const float* zeros, std::int64_t count, float* dst, std::int64_t dst_pixel_stride,
+                     Source&& source) {
   constexpr std::int64_t span = TwoVectors ? 2 * lanes : lanes;
   for (std::int64_t q0 = 0; q0 < count; q0 += pixels_per_block) {
     const std::int64_t pixels = min_of(pixels_per_block, count - q0);
-    const float* at[pixels_per_block][max_grouped_taps] = {};
-    for (std::int64_t q = 0; q < pixels; ++q)
-      for (std::int64_t t = 0; t < taps; ++t) at[q][t] = source(q0 + q, t);
+    const float* at[max_grouped_taps][pixels_per_block];
+    for (std::int64_t t = 0; t < taps; ++t)
+      for (std::int64_t q = 0; q < pixels_per_block; ++q) {
+        const float* pixel = q < pixels ? source(q0 + q, t) : nullptr;
+        at[t][q] = pixel != nullptr ? pixel : zeros;
+      }
     for (std::int64_t b = 0; b < plan.blocks; ++b) {
       const std::int64_t base = plan.base(b);
       const bool in_place = base + span <= plan.src_channels;
@@ -115,14 +120,14 @@ void gather_row_with(const LanePlan& plan, std::int64_t taps, const float* weigh
       for (std::int64_t q = 0; q < pixels_per_block; ++q) acc[q] = start;
       for (std::int64_t t = 0; t < taps; ++t) {
         SourceVectors v[pixels_per_block];
-        for (std::int64_t q = 0; q < pixels; ++q)
-          if (at[q][t] != nullptr) v[q] = source_vectors<TwoVectors>(plan, at[q][t], base, in_place);
+        for (std::int64_t q = 0; q < pixels_per_block; ++q)
+          v[q] = source_vectors<TwoVectors>(plan, at[t][q], base, in_place);
         const float* wt = weights + (b * taps + t) * plan.k * lanes;
         for (std::int64_t j = 0; j < plan.k; ++j) {
           const Vec wv = load(wt + j * lanes);
           const VecIndex mask = plan.mask(b, j);
-          for (std::int64_t q = 0; q < pixels; ++q)
-            if (at[q][t] != nullptr) acc[q] += lane_sources<TwoVectors>(v[q], mask) * wv;
+          for (std::int64_t q = 0; q < pixels_per_block; ++q)
+            acc[q] += lane_sources<TwoVectors>(v[q], mask) * wv;
         }
       }
       const std::int64_t c0 = b * lanes, valid = min_of<std::int64_t>(lanes, plan.dst_channels - c0);
@@ -140,11 +145,12 @@ void gather_row_with(const LanePlan& plan, std::int64_t taps, const float* weigh
 
 template <typename Source>
 void gather_row(const LanePlan& plan, std::int64_t taps, const float* weights, const float* init,
-                std::int64_t count, float* dst, std::int64_t dst_pixel_stride, Source&& source) {
+                const float* zeros, std::int64_t count, float* dst, std::int64_t dst_pixel_stride,
+                Source&& source) {
   if (plan.two_vectors) {
-    gather_row_with<true>(plan, taps, weights, init, count, dst, dst_pixel_stride, source);
+    gather_row_with<true>(plan, taps, weights, init, zeros, count, dst, dst_pixel_stride, source);
   } else {
-    gather_row_with<false>(plan, taps, weights, init, count, dst, dst_pixel_stride, source);
+    gather_row_with<false>(plan, taps, weights, init, zeros, count, dst, dst_pixel_stride, source);
   }
 }
 
@@ -194,10 +200,11 @@ void grouped_forward_nhwc(const ConvParams& p, const float* x, const float* w, c
   pack_lane_weights(plan, taps, packed.floats(), [&](std::int64_t c, std::int64_t t, std::int64_t j) {
     return w[(c * taps + t) * ig + j];
   });
+  const Memory zeros(sizeof(float) * (p.in_c + 2 * lanes), true);
   parallel_for(static_cast<std::int64_t>(p.batch) * p.out_h, [&](std::int64_t row) {
     const std::int64_t n = row / p.out_h, oh = row % p.out_h;
-    gather_row(plan, taps, packed.floats(), b, p.out_w, y + geo.y_offset(n, oh, 0, 0), p.out_c,
-               [&](std::int64_t ow, std::int64_t t) -> const float* {
+    gather_row(plan, taps, packed.floats(), b, zeros.floats(), p.out_w, y + geo.y_offset(n, oh, 0, 0),
+               p.out_c, [&](std::int64_t ow, std::int64_t t) -> const float* {
                  const std::int64_t ih = geo.input_row(oh, t / p.kernel_w),
                                     iw = geo.input_col(ow, t % p.kernel_w);
                  return geo.row_inside(ih) && geo.col_inside(iw) ? x + geo.x_offset(n, ih, iw, 0) : nullptr;
@@ -214,6 +221,7 @@ void grouped_data_gradient_nhwc(const ConvParams& p, const float* dy, const floa
   pack_lane_weights(plan, taps, packed.floats(), [&](std::int64_t c, std::int64_t t, std::int64_t j) {
     return w[(((c / ig) * og + j) * taps + t) * ig + c % ig];
   });
+  const Memory zeros(sizeof(float) * (p.out_c + 2 * lanes), true);
   // The output pixel whose tap reads input position i along one axis, or -1 for none.
   const auto output_of = [](std::int64_t i, std::int64_t pad, std::int64_t k, std::int64_t dilation,
                             std::int64_t stride, std::int64_t size) -> std::int64_t {
@@ -223,8 +231,8 @@ void grouped_data_gradient_nhwc(const ConvParams& p, const float* dy, const floa
   };
   parallel_for(static_cast<std::int64_t>(p.batch) * p.in_h, [&](std::int64_t row) {
     const std::int64_t n = row / p.in_h, ih = row % p.in_h;
-    gather_row(plan, taps, packed.floats(), nullptr, p.in_w, dx + geo.x_offset(n, ih, 0, 0), p.in_c,
-               [&](std::int64_t iw, std::int64_t t) -> const float* {
+    gather_row(plan, taps, packed.floats(), nullptr, zeros.floats(), p.in_w, dx + geo.x_offset(n, ih, 0, 0),
+               p.in_c, [&](std::int64_t iw, std::int64_t t) -> const float* {
                  const std::int64_t oh =
                      output_of(ih, p.pad_top, t / p.kernel_w, p.dilation_y, p.stride_y, p.out_h);
                  const std::int64_t ow =
