@@ -5,13 +5,15 @@
 // y[p, o] = b[o] + sum over the im2col columns j of X[p, j] * W[o, j]. The weights are packed once into
 // vector blocks of output channels; each task packs the im2col rows of a block of output pixels and the
 // microkernel accumulates MR pixels by NR output channels. The data gradient of stride-1 layers is such a
-// forward pass too (see convolution_data_gradient). Depthwise layers run vectors across channels, layers with
-// small groups vectors across groups (convolution_grouped.cpp); the rest direct loops over the formulas.
+// forward pass too (see convolution_data_gradient). Depthwise layers run vectors across channels (along rows
+// in NCHW, convolution_depthwise_nchw.cpp), layers with small groups vectors across groups
+// (convolution_grouped.cpp); the rest direct loops over the formulas.
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
 
 #include "gradstate/cpu/kernels/conv_geometry.h"
+#include "gradstate/cpu/kernels/convolution_depthwise_nchw.h"
 #include "gradstate/cpu/kernels/convolution_grouped.h"
 #include "gradstate/cpu/kernels/gemm.h"
 #include "gradstate/cpu/kernels/kernels.h"
@@ -341,6 +343,7 @@ bool is_depthwise(const ConvParams& p) { return p.groups == p.in_c && p.groups =
 void convolution_forward(const ConvParams& p, const float* x, const float* w, const float* b, float* y) {
   if (is_depthwise(p)) {
     if (p.layout == Layout::NHWC) return depthwise_forward_nhwc(p, x, w, b, y);
+    if (depthwise_nchw_forward_applies(p)) return depthwise_forward_nchw(p, x, w, b, y);
     return on_nhwc_copies(
         p, x, p.in_c, in_plane_of(p), y, p.out_c, out_plane_of(p),
         [&](const ConvParams& q, const float* xs, float* ys) { depthwise_forward_nhwc(q, xs, w, b, ys); });

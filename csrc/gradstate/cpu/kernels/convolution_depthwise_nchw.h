@@ -1,0 +1,13 @@
+// The depthwise forward pass in NCHW (see convolution_depthwise_nchw.cpp).
+#pragma once
+
+#include "gradstate/core/params.h"
+
+namespace gradstate::cpu::GRADSTATE_ISA_NAMESPACE {
+
+// Kernels of at most 81 taps.
+bool depthwise_nchw_forward_applies(const ConvParams& p);
+
+void depthwise_forward_nchw(const ConvParams& p, const float* x, const float* w, const float* b, float* y);
+
+}  // namespace gradstate::cpu::GRADSTATE_ISA_NAMESPACE
