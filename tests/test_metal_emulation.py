@@ -30,8 +30,8 @@ SANITIZER_ENV = {
 
 
 def tool(name):
-    found = shutil.which(name, path=str(Path(sys.executable).parent)) or shutil.which(name)
-    return found
+    """`name` from this Python's environment (where the test extra installs cmake and ninja), else PATH."""
+    return shutil.which(name, path=str(Path(sys.executable).parent)) or shutil.which(name)
 
 
 def metal_kernel_list():

@@ -7,6 +7,10 @@
 
 namespace gradstate::cpu::GRADSTATE_ISA_NAMESPACE {
 
+// Kernels of up to this many taps (9 x 9) keep one vector per tap in a local array: their weights, or their
+// source pixels; larger ones run simpler code.
+constexpr std::int64_t max_vector_taps = 81;
+
 // Element strides of an activation (n, c, h, w) in either layout.
 struct Strides {
   std::int64_t n, c, h, w;

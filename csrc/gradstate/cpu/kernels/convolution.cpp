@@ -203,11 +203,7 @@ void depthwise_taps_first(const ConvParams& p, const float* w, float* wt) {
   transpose(w, p.out_c, taps, taps, wt, p.out_c);
 }
 
-// A depthwise row keeps its taps' weight vectors at hand (in registers for small kernels); larger kernels
-// than 9 x 9 run scalar code.
-constexpr std::int64_t max_vector_taps = 81;
-constexpr std::int64_t depthwise_columns = 4;                  // interior output columns computed together
-constexpr std::int64_t stream_floats = std::int64_t{1} << 20;  // outputs this large are streamed
+constexpr std::int64_t depthwise_columns = 4;  // interior output columns computed together
 
 // The output columns of a row whose taps all read inside the image: [first, end).
 struct Interior {

@@ -9,13 +9,12 @@
 
 #include <cstring>
 
+#include "gradstate/cpu/kernels/conv_geometry.h"
 #include "gradstate/cpu/kernels/vec.h"
 #include "gradstate/cpu/thread_pool.h"
 
 namespace gradstate::cpu::GRADSTATE_ISA_NAMESPACE {
 namespace {
-
-constexpr std::int64_t max_taps = 81;  // the weights of a plane are broadcast once into vectors
 
 // Where the phase rows of one plane live, and how long each is.
 struct PhaseRows {
@@ -66,7 +65,7 @@ void fill_phase_rows(const ConvParams& p, const float* plane, const PhaseRows& r
 void forward_plane(const ConvParams& p, const float* plane, const float* w, float bias, float* out,
                    const PhaseRows& rows) {
   const std::int64_t taps = static_cast<std::int64_t>(p.kernel_h) * p.kernel_w;
-  Vec weight[max_taps];
+  Vec weight[max_vector_taps];
   for (std::int64_t t = 0; t < taps; ++t) weight[t] = broadcast(w[t]);
   fill_phase_rows(p, plane, rows);
   for (std::int64_t oh = 0; oh < p.out_h; ++oh) {
@@ -94,7 +93,7 @@ void forward_plane(const ConvParams& p, const float* plane, const float* w, floa
 }  // namespace
 
 bool depthwise_nchw_forward_applies(const ConvParams& p) {
-  return static_cast<std::int64_t>(p.kernel_h) * p.kernel_w <= max_taps;
+  return static_cast<std::int64_t>(p.kernel_h) * p.kernel_w <= max_vector_taps;
 }
 
 void depthwise_forward_nchw(const ConvParams& p, const float* x, const float* w, const float* b, float* y) {

@@ -5,7 +5,7 @@
 
 namespace gradstate::cpu::GRADSTATE_ISA_NAMESPACE {
 
-// Kernels of at most 81 taps.
+// Kernels of at most max_vector_taps taps (conv_geometry.h).
 bool depthwise_nchw_forward_applies(const ConvParams& p);
 
 void depthwise_forward_nchw(const ConvParams& p, const float* x, const float* w, const float* b, float* y);

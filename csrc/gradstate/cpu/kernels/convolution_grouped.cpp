@@ -25,7 +25,6 @@ typedef int VecIndex __attribute__((vector_size(GRADSTATE_VECTOR_BYTES)));
 
 constexpr std::int64_t pixels_per_block = 4;  // destination pixels sharing each weight vector load
 constexpr std::int64_t max_groups_channels = 8;
-constexpr std::int64_t max_grouped_taps = 81;  // larger kernels run direct loops
 
 // The destination channels as blocks of lanes, and for each block and source channel j of the lanes' groups
 // the shuffle that takes each lane's source value from the block's source vectors.
@@ -103,7 +102,7 @@ void gather_row_with(const LanePlan& plan, std::int64_t taps, const float* weigh
   constexpr std::int64_t span = TwoVectors ? 2 * lanes : lanes;
   for (std::int64_t q0 = 0; q0 < count; q0 += pixels_per_block) {
     const std::int64_t pixels = min_of(pixels_per_block, count - q0);
-    const float* at[max_grouped_taps][pixels_per_block];
+    const float* at[max_vector_taps][pixels_per_block];
     for (std::int64_t t = 0; t < taps; ++t)
       for (std::int64_t q = 0; q < pixels_per_block; ++q) {
         const float* pixel = q < pixels ? source(q0 + q, t) : nullptr;
@@ -178,7 +177,7 @@ LanePlan data_gradient_plan(const ConvParams& p) {
 
 bool is_small_grouped(const ConvParams& p, std::int64_t dst_per_group) {
   return p.groups > 1 && dst_per_group < max_groups_channels &&
-         static_cast<std::int64_t>(p.kernel_h) * p.kernel_w <= max_grouped_taps &&
+         static_cast<std::int64_t>(p.kernel_h) * p.kernel_w <= max_vector_taps &&
          !(p.groups == p.in_c && p.groups == p.out_c);
 }
 

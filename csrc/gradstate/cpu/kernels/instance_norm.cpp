@@ -151,9 +151,8 @@ void apply_pixel(float* out, const float* u, const float* v, const ChannelAffine
   for (; i < count; ++i) out[i] = f.a[i] * (u[i] - f.u_shift[i]) + f.b[i] * (v[i] - f.v_shift[i]) + f.k[i];
 }
 
-// NCHW outputs larger than this are streamed past the caches, which could not hold them anyway (measured
-// faster there; in NHWC, streaming the short per-pixel runs measured slower).
-constexpr std::int64_t stream_floats = std::int64_t{1} << 20;
+// NCHW outputs of stream_floats or more are streamed past the caches (measured faster there; in NHWC,
+// streaming the short per-pixel runs measured slower).
 
 // Scratch of one NHWC task: three accumulators and five coefficient arrays of channel_block floats, and
 // channel_block Sums.

@@ -3,6 +3,8 @@
 // namespace, so each level gets its own copy.
 #pragma once
 
+#include <cstdint>
+
 #if GRADSTATE_VECTOR_BYTES >= 32 && defined(__x86_64__)
 #include <immintrin.h>
 #endif
@@ -32,6 +34,9 @@ inline void stream(float* p, Vec v) {
   store(p, v);
 #endif
 }
+
+// Outputs of at least this many floats may be streamed: the caches could not hold them anyway.
+constexpr std::int64_t stream_floats = std::int64_t{1} << 20;
 
 inline void stream_fence() {
 #if GRADSTATE_VECTOR_BYTES >= 32 && defined(__x86_64__)
