@@ -53,6 +53,24 @@ CONV_PATHS = [
     pytest.param((2, 9, 9, 24, 20, 1, 1, 1, 1, 0), id="gemm_1x1"),
     # Dilation turns off the contiguous-row packing of NHWC.
     pytest.param((2, 11, 10, 8, 12, 3, 1, 2, 1, "same"), id="gemm_dilation2_same"),
+    # Winograd F(2x2, 3x3) for dense 3x3 stride-1 layers of at least 16 channels, forward and dx: odd output
+    # sizes (tiles cut by the last row and column), channels that are no multiple of any vector width,
+    # padding 0 (and so 2 for dx's flipped pass), 1, wider than the kernel (a negative padding for dx) and
+    # asymmetric, one image and three, and enough tiles for blocks with a partial last microkernel tile.
+    pytest.param((1, 7, 9, 16, 16, 3, 1, 1, 1, "same"), id="winograd_odd_sizes_16"),
+    pytest.param((3, 6, 5, 37, 21, 3, 1, 1, 1, 0), id="winograd_no_padding_37_to_21"),
+    pytest.param((2, 9, 8, 19, 33, 3, 1, 1, 1, (3, 0, 1, 4)), id="winograd_wide_asymmetric_padding"),
+    pytest.param((2, 31, 29, 24, 70, 3, 1, 1, 1, "same"), id="winograd_many_tiles_70"),
+    # Dilation: a tile's rows and columns are the dilation apart, and tiles of the last rows of a residue
+    # can start past the output (7 rows at dilation 2: residue 0 has rows 0, 2, 4, 6, residue 1 rows 1, 3,
+    # 5); different dilations across and down, and a dilation wider than half the output.
+    pytest.param((2, 7, 9, 20, 18, 3, 1, 2, 1, "same"), id="winograd_dilation2_odd_sizes"),
+    pytest.param((1, 11, 13, 17, 16, 3, 1, (2, 3), 1, (1, 3, 0, 2)), id="winograd_dilation_2_3"),
+    pytest.param((2, 6, 5, 16, 16, 3, 1, 4, 1, "same"), id="winograd_dilation4_small_image"),
+    # Over 1 MiB of transformed weights (130 x 136 channels): blocks shared by the threads, two of them
+    # (at most 8 MiB of transforms each), the second partial.
+    pytest.param((1, 5, 6, 136, 130, 3, 1, 1, 1, "same"), id="winograd_shared_one_block"),
+    pytest.param((1, 44, 43, 136, 130, 3, 1, 1, 1, "same"), id="winograd_shared_two_blocks"),
     # Depthwise with 37 channels: full blocks of groups and a partial one at every vector width.
     # The forward GEMM, and dx at stride 1 as a forward pass with flipped weights: padding wider than the
     # kernel (a negative padding for the flipped pass), asymmetric, with dilation, and with groups.

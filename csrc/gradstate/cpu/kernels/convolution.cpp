@@ -15,6 +15,7 @@
 #include "gradstate/cpu/kernels/conv_geometry.h"
 #include "gradstate/cpu/kernels/convolution_depthwise_nchw.h"
 #include "gradstate/cpu/kernels/convolution_grouped.h"
+#include "gradstate/cpu/kernels/convolution_winograd.h"
 #include "gradstate/cpu/kernels/gemm.h"
 #include "gradstate/cpu/kernels/kernels.h"
 #include "gradstate/cpu/memory.h"
@@ -144,11 +145,7 @@ void data_gradient_col2im(const ConvParams& p, const float* dy, const float* w, 
 
 // The tile that pads the group's output channels least (pixels are always plenty).
 void forward_gemm_nhwc(const ConvParams& p, const float* x, const float* w, const float* b, float* y) {
-  const std::int64_t og = p.out_c / p.groups;
-  auto padded = [&](const int (&tile)[2]) {
-    return (og + tile[1] * lanes - 1) / (tile[1] * lanes) * tile[1] * lanes;
-  };
-  if (padded(tile_a) <= padded(tile_b)) {
+  if (tile_a_pads_least(p.out_c / p.groups)) {
     forward_gemm<tile_a[0], tile_a[1]>(p, x, w, b, y);
   } else {
     forward_gemm<tile_b[0], tile_b[1]>(p, x, w, b, y);
@@ -178,14 +175,20 @@ void on_nhwc_copies(const ConvParams& p, const float* src, std::int64_t src_c, s
 std::int64_t in_plane_of(const ConvParams& p) { return static_cast<std::int64_t>(p.in_h) * p.in_w; }
 std::int64_t out_plane_of(const ConvParams& p) { return static_cast<std::int64_t>(p.out_h) * p.out_w; }
 
+// forward(p, x, w, b, y) of an NHWC kernel, on NHWC copies of x and y when the layout is NCHW.
+using NhwcForward = void (*)(const ConvParams&, const float*, const float*, const float*, float*);
+void forward_in_nhwc(NhwcForward forward, const ConvParams& p, const float* x, const float* w, const float* b,
+                     float* y) {
+  if (p.layout == Layout::NHWC) return forward(p, x, w, b, y);
+  on_nhwc_copies(p, x, p.in_c, in_plane_of(p), y, p.out_c, out_plane_of(p),
+                 [&](const ConvParams& q, const float* xs, float* ys) { forward(q, xs, w, b, ys); });
+}
+
 // The col2im data gradient with the tile that pads the im2col columns least, on NHWC copies for NCHW.
 void data_gradient_gemm(const ConvParams& p, const float* dy, const float* w, float* dx) {
   const std::int64_t n = static_cast<std::int64_t>(p.kernel_h) * p.kernel_w * (p.in_c / p.groups);
-  auto padded = [&](const int (&tile)[2]) {
-    return (n + tile[1] * lanes - 1) / (tile[1] * lanes) * tile[1] * lanes;
-  };
   auto run = [&](const ConvParams& q, const float* dy_nhwc, float* dx_nhwc) {
-    if (padded(tile_a) <= padded(tile_b)) {
+    if (tile_a_pads_least(n)) {
       data_gradient_col2im<tile_a[0], tile_a[1]>(q, dy_nhwc, w, dx_nhwc);
     } else {
       data_gradient_col2im<tile_b[0], tile_b[1]>(q, dy_nhwc, w, dx_nhwc);
@@ -338,24 +341,13 @@ bool is_depthwise(const ConvParams& p) { return p.groups == p.in_c && p.groups =
 
 void convolution_forward(const ConvParams& p, const float* x, const float* w, const float* b, float* y) {
   if (is_depthwise(p)) {
-    if (p.layout == Layout::NHWC) return depthwise_forward_nhwc(p, x, w, b, y);
-    if (depthwise_nchw_forward_applies(p)) return depthwise_forward_nchw(p, x, w, b, y);
-    return on_nhwc_copies(
-        p, x, p.in_c, in_plane_of(p), y, p.out_c, out_plane_of(p),
-        [&](const ConvParams& q, const float* xs, float* ys) { depthwise_forward_nhwc(q, xs, w, b, ys); });
+    if (p.layout == Layout::NCHW && depthwise_nchw_forward_applies(p))
+      return depthwise_forward_nchw(p, x, w, b, y);
+    return forward_in_nhwc(depthwise_forward_nhwc, p, x, w, b, y);
   }
-  if (grouped_forward_applies(p)) {
-    if (p.layout == Layout::NHWC) return grouped_forward_nhwc(p, x, w, b, y);
-    return on_nhwc_copies(
-        p, x, p.in_c, in_plane_of(p), y, p.out_c, out_plane_of(p),
-        [&](const ConvParams& q, const float* xs, float* ys) { grouped_forward_nhwc(q, xs, w, b, ys); });
-  }
-  if (p.out_c / p.groups >= min_gemm_channels) {
-    if (p.layout == Layout::NHWC) return forward_gemm_nhwc(p, x, w, b, y);
-    return on_nhwc_copies(
-        p, x, p.in_c, in_plane_of(p), y, p.out_c, out_plane_of(p),
-        [&](const ConvParams& q, const float* xs, float* ys) { forward_gemm_nhwc(q, xs, w, b, ys); });
-  }
+  if (grouped_forward_applies(p)) return forward_in_nhwc(grouped_forward_nhwc, p, x, w, b, y);
+  if (winograd_forward_applies(p)) return forward_in_nhwc(winograd_forward_nhwc, p, x, w, b, y);
+  if (p.out_c / p.groups >= min_gemm_channels) return forward_in_nhwc(forward_gemm_nhwc, p, x, w, b, y);
   const Geometry geo(p);
   for (std::int64_t n = 0; n < p.batch; ++n)
     for (std::int64_t oh = 0; oh < p.out_h; ++oh)

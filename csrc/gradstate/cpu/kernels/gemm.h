@@ -21,9 +21,18 @@ constexpr int tile_a[2] = {6, 4}, tile_b[2] = {8, 3};
 constexpr int tile_a[2] = {4, 4}, tile_b[2] = {4, 4};
 #endif
 
-// acc (MR x NR) += a (kc x MR) * b (kc x NR), then c[rows x cols] += acc (c has row stride ldc). a is
-// k-major (a[k * lda + m]), or m-major with RowMajorA (a[m * lda + k]).
-template <int MR, int NV, bool RowMajorA = false>
+// Whether tile_a's vectors cover `count` columns with no more padding than tile_b's.
+inline bool tile_a_pads_least(std::int64_t count) {
+  auto padded = [&](const int (&tile)[2]) {
+    return (count + tile[1] * lanes - 1) / (tile[1] * lanes) * tile[1] * lanes;
+  };
+  return padded(tile_a) <= padded(tile_b);
+}
+
+// acc (MR x NR) += a (kc x MR) * b (kc x NR), then c[rows x cols] += acc (c has row stride ldc), or
+// c[rows x cols] = acc without Accumulate. a is k-major (a[k * lda + m]), or m-major with RowMajorA
+// (a[m * lda + k]).
+template <int MR, int NV, bool RowMajorA = false, bool Accumulate = true>
 inline void microkernel(std::int64_t kc, const float* a, std::int64_t lda, const float* b, float* c,
                         std::int64_t ldc, int rows, int cols) {
   constexpr int NR = NV * lanes;
@@ -38,13 +47,14 @@ inline void microkernel(std::int64_t kc, const float* a, std::int64_t lda, const
   }
   if (rows == MR && cols == NR) {
     for (int m = 0; m < MR; ++m)
-      for (int v = 0; v < NV; ++v) store(c + m * ldc + v * lanes, load(c + m * ldc + v * lanes) + acc[m][v]);
+      for (int v = 0; v < NV; ++v)
+        store(c + m * ldc + v * lanes, Accumulate ? load(c + m * ldc + v * lanes) + acc[m][v] : acc[m][v]);
     return;
   }
   for (int m = 0; m < rows; ++m) {
     float row[NR];
     for (int v = 0; v < NV; ++v) store(row + v * lanes, acc[m][v]);
-    for (int j = 0; j < cols; ++j) c[m * ldc + j] += row[j];
+    for (int j = 0; j < cols; ++j) c[m * ldc + j] = Accumulate ? c[m * ldc + j] + row[j] : row[j];
   }
 }
 

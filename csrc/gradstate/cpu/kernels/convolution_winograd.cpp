@@ -1,0 +1,311 @@
+// Winograd's minimal filtering F(2x2, 3x3) (Lavin and Gray, "Fast Algorithms for Convolutional Neural
+// Networks", 2016) for the forward pass of dense 3x3 stride-1 layers, NHWC. The data gradient of such layers
+// is a forward pass too (convolution.cpp), so it runs here as well.
+//
+// Each 2x2 block of output pixels (a "tile") is computed from the 4x4 input pixels d it reads as
+//   Y = A^T [ U ⊙ V ] A,   U = G g G^T (the 3x3 kernel g transformed), V = B^T d B,
+// 16 multiplications per pair of input and output channels instead of 36. Summed over the input channels,
+// the product at each of the 16 positions xi of the 4x4 transforms is a GEMM:
+//   M[xi][tile][o] = sum over c of V[xi][tile][c] * U[xi][c][o],
+// run by the convolution microkernel. U is transformed and packed once per call; blocks of tiles then go
+// through three steps: their input patches into V, the 16 GEMMs into M, M into the output pixels (see run
+// for who takes which part). Each output value is computed in one order whatever the blocks, so the bits do
+// not depend on the thread count.
+#include "gradstate/cpu/kernels/convolution_winograd.h"
+
+#include <cstdint>
+#include <cstring>
+
+#include "gradstate/cpu/kernels/conv_geometry.h"
+#include "gradstate/cpu/kernels/gemm.h"
+#include "gradstate/cpu/kernels/vec.h"
+#include "gradstate/cpu/memory.h"
+#include "gradstate/cpu/thread_pool.h"
+
+namespace gradstate::cpu::GRADSTATE_ISA_NAMESPACE {
+namespace {
+
+constexpr int positions = 16;  // of the 4x4 transforms
+// Fewer channels than this leave the GEMMs too short to pay for the transforms.
+constexpr std::int64_t min_channels = 16;
+// A task's V and M: enough tiles that the packed U it streams through is well used, few enough that they
+// stay in the outer caches.
+constexpr std::int64_t max_task_tiles = 96;
+constexpr std::int64_t max_task_bytes = std::int64_t{2} << 20;
+// Beyond this size of U, blocks are shared by the threads (see run), and their V and M kept within this.
+constexpr std::int64_t max_local_u_bytes = std::int64_t{1} << 20;
+constexpr std::int64_t max_shared_bytes = std::int64_t{8} << 20;
+
+// d = B^T d B for a 4x4 patch d (row-major), with B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1].
+template <typename T>
+inline void transform_patch(T (&d)[positions]) {
+  for (int i = 0; i < 4; ++i) {
+    const T a0 = d[i], a1 = d[4 + i], a2 = d[8 + i], a3 = d[12 + i];
+    d[i] = a0 - a2, d[4 + i] = a1 + a2, d[8 + i] = a2 - a1, d[12 + i] = a1 - a3;
+  }
+  for (int i = 0; i < 4; ++i) {
+    T* row = d + 4 * i;
+    const T a0 = row[0], a1 = row[1], a2 = row[2], a3 = row[3];
+    row[0] = a0 - a2, row[1] = a1 + a2, row[2] = a2 - a1, row[3] = a1 - a3;
+  }
+}
+
+// y (2x2, row-major) = A^T m A for a 4x4 m, with A^T = [1 1 1 0; 0 1 -1 -1].
+template <typename T>
+inline void transform_product(const T (&m)[positions], T (&y)[4]) {
+  T t[2][4];
+  for (int i = 0; i < 4; ++i) {
+    t[0][i] = m[i] + m[4 + i] + m[8 + i];
+    t[1][i] = m[4 + i] - m[8 + i] - m[12 + i];
+  }
+  for (int r = 0; r < 2; ++r) {
+    y[2 * r] = t[r][0] + t[r][1] + t[r][2];
+    y[2 * r + 1] = t[r][1] - t[r][2] - t[r][3];
+  }
+}
+
+// u = G g G^T for a 3x3 kernel g (row-major), with G = [1 0 0; 1/2 1/2 1/2; 1/2 -1/2 1/2; 0 0 1].
+template <typename T>
+inline void transform_kernel(const T (&g)[9], T (&u)[positions]) {
+  T gg[4][3];  // G g
+  for (int i = 0; i < 3; ++i) {
+    gg[0][i] = g[i];
+    gg[1][i] = (g[i] + g[3 + i] + g[6 + i]) * 0.5f;
+    gg[2][i] = (g[i] - g[3 + i] + g[6 + i]) * 0.5f;
+    gg[3][i] = g[6 + i];
+  }
+  for (int r = 0; r < 4; ++r) {
+    u[4 * r] = gg[r][0];
+    u[4 * r + 1] = (gg[r][0] + gg[r][1] + gg[r][2]) * 0.5f;
+    u[4 * r + 2] = (gg[r][0] - gg[r][1] + gg[r][2]) * 0.5f;
+    u[4 * r + 3] = gg[r][2];
+  }
+}
+
+template <int MR, int NV>
+struct Winograd {
+  static constexpr std::int64_t NR = NV * lanes;
+
+  Winograd(const ConvParams& p, const float* x, const float* w, const float* b, float* y)
+      : geo(p),
+        x(x),
+        b(b),
+        y(y),
+        channels(p.in_c),
+        outputs(p.out_c),
+        o_blocks((outputs + NR - 1) / NR),
+        ldv((channels + lanes - 1) / lanes * lanes),
+        ldm(o_blocks * NR),
+        tiles_h(tile_lines(p.out_h, p.dilation_y)),
+        tiles_w(tile_lines(p.out_w, p.dilation_x)),
+        tiles(static_cast<std::int64_t>(p.batch) * tiles_h * tiles_w),
+        u_memory(sizeof(float) * positions * o_blocks * channels * NR),
+        zeros(sizeof(float) * ldv, true) {
+    // u[xi][o block][c][NR] = U[xi][c][o block * NR + lane], zero past the last output channel. A task
+    // takes one block of output channels and one vector of input channels, so that it writes a compact
+    // part of u.
+    float* u = u_memory.floats();
+    const std::int64_t c_vectors = (channels + lanes - 1) / lanes;
+    parallel_for(o_blocks * c_vectors, [&](std::int64_t task) {
+      const std::int64_t ob = task / c_vectors, c0 = task % c_vectors * lanes;
+      const std::int64_t count = min_of<std::int64_t>(lanes, channels - c0);
+      for (std::int64_t r = 0; r < NR; ++r) {
+        const std::int64_t o = ob * NR + r;
+        float t[positions][lanes] = {};  // t[xi][c - c0]
+        if (o < outputs && count == lanes) {
+          Vec g[9], tv[positions];
+          for (int tap = 0; tap < 9; ++tap) g[tap] = load(w + (o * 9 + tap) * channels + c0);
+          transform_kernel(g, tv);
+          for (int xi = 0; xi < positions; ++xi) store(t[xi], tv[xi]);
+        } else if (o < outputs) {
+          for (std::int64_t c = 0; c < count; ++c) {
+            float g[9], tc[positions];
+            for (int tap = 0; tap < 9; ++tap) g[tap] = w[(o * 9 + tap) * channels + c0 + c];
+            transform_kernel(g, tc);
+            for (int xi = 0; xi < positions; ++xi) t[xi][c] = tc[xi];
+          }
+        }
+        for (int xi = 0; xi < positions; ++xi)
+          for (std::int64_t c = 0; c < count; ++c)
+            u[((xi * o_blocks + ob) * channels + c0 + c) * NR + r] = t[xi][c];
+      }
+    });
+    // Blocks of whole microkernel tiles within the memory bound of their mode (see run).
+    const std::int64_t tile_bytes = sizeof(float) * positions * (ldv + ldm);
+    shared = sizeof(float) * positions * channels * outputs > max_local_u_bytes;
+    const std::int64_t fit =
+        shared ? max_shared_bytes / tile_bytes : min_of(max_task_tiles, max_task_bytes / tile_bytes);
+    const std::int64_t most = max_of<std::int64_t>(1, fit / MR);  // microkernel tiles
+    std::int64_t count = (tiles + most * MR - 1) / (most * MR);
+    // Local blocks in a number that shares evenly among the threads; shared ones as few as fit.
+    if (!shared) count = (count + num_threads() - 1) / num_threads() * num_threads();
+    block_tiles = ((tiles + count - 1) / count + MR - 1) / MR * MR;
+    blocks = (tiles + block_tiles - 1) / block_tiles;
+  }
+
+  // Where a block's V and M are: v[xi][row][ldv] and m[xi][row][ldm] for block_tiles rows.
+  struct Block {
+    std::int64_t first_tile, count, rows;  // rows: count rounded up to whole microkernel tiles
+    float* v;
+    float* m;
+  };
+
+  // When U is small, each task takes a block of tiles through all three steps, its V and M in its own
+  // cache, and streams all of U. When U is large, streaming it for every small block would cost more than
+  // the GEMMs, so larger blocks go through each step together, the threads sharing the step's work, and
+  // each part of U is read once per block.
+  void run() const {
+    const std::int64_t block_floats = positions * block_tiles * (ldv + ldm);
+    if (!shared) {
+      parallel_for(blocks, [&](std::int64_t block) {
+        float* v = static_cast<float*>(thread_scratch(sizeof(float) * block_floats));
+        const Block blk = block_of(block, v);
+        transform_inputs(blk, 0, blk.rows);
+        for (int xi = 0; xi < positions; ++xi)
+          for (std::int64_t ob = 0; ob < o_blocks; ++ob) multiply(blk, xi, ob);
+        transform_outputs(blk, 0, blk.count);
+      });
+      return;
+    }
+    const Memory block_memory(sizeof(float) * block_floats);
+    for (std::int64_t block = 0; block < blocks; ++block) {
+      const Block blk = block_of(block, block_memory.floats());
+      const std::int64_t chunks = blk.rows / MR;
+      parallel_for(chunks, [&](std::int64_t c) { transform_inputs(blk, c * MR, (c + 1) * MR); });
+      parallel_for(positions * o_blocks, [&](std::int64_t item) {
+        multiply(blk, static_cast<int>(item / o_blocks), item % o_blocks);
+      });
+      parallel_for(chunks, [&](std::int64_t c) {
+        transform_outputs(blk, min_of(blk.count, c * MR), min_of(blk.count, (c + 1) * MR));
+      });
+    }
+  }
+
+  Block block_of(std::int64_t block, float* v) const {
+    const std::int64_t first = block * block_tiles;
+    const std::int64_t count = min_of(block_tiles, tiles - first);
+    return {first, count, (count + MR - 1) / MR * MR, v, v + positions * block_tiles * ldv};
+  }
+
+  // V for rows [begin, end) of the block; rows past its last tile are zero (the last microkernel tile
+  // computes them, and they are never stored).
+  void transform_inputs(const Block& blk, std::int64_t begin, std::int64_t end) const {
+    for (std::int64_t t = begin; t < end; ++t) {
+      if (t < blk.count) {
+        transform_patches(blk.first_tile + t, blk.v + t * ldv);
+      } else {
+        for (int xi = 0; xi < positions; ++xi)
+          std::memset(blk.v + (xi * block_tiles + t) * ldv, 0, sizeof(float) * ldv);
+      }
+    }
+  }
+
+  // M[xi] = V[xi] U[xi] for output channel block ob.
+  void multiply(const Block& blk, int xi, std::int64_t ob) const {
+    const float* v = blk.v + xi * block_tiles * ldv;
+    const float* u = u_memory.floats() + (xi * o_blocks + ob) * channels * NR;
+    float* m = blk.m + xi * block_tiles * ldm + ob * NR;
+    for (std::int64_t r = 0; r < blk.rows; r += MR)
+      microkernel<MR, NV, true, false>(channels, v + r * ldv, ldv, u, m + r * ldm, ldm, MR, NR);
+  }
+
+  // The output pixels of the block's tiles [begin, end).
+  void transform_outputs(const Block& blk, std::int64_t begin, std::int64_t end) const {
+    for (std::int64_t t = begin; t < end; ++t) transform_products(blk.first_tile + t, blk.m + t * ldm);
+  }
+
+  // With dilation d, a tile's two output rows are d apart (its patch rows too, as the taps'), so the rows
+  // of a tile are those of one residue modulo d: tile row t starts at output row (t / d) * 2d + t % d. The
+  // last tile rows of some residues may start past the output: they store nothing.
+  static std::int64_t tile_lines(std::int64_t outputs, std::int64_t d) {
+    return (outputs + 2 * d - 1) / (2 * d) * d;
+  }
+  static std::int64_t first_line(std::int64_t t, std::int64_t d) { return t / d * 2 * d + t % d; }
+
+  // Tile `tile`'s image and its first output pixel.
+  void locate(std::int64_t tile, std::int64_t& n, std::int64_t& oh, std::int64_t& ow) const {
+    n = tile / (tiles_h * tiles_w);
+    oh = first_line(tile / tiles_w % tiles_h, geo.p.dilation_y);
+    ow = first_line(tile % tiles_w, geo.p.dilation_x);
+  }
+
+  // v[xi * block_tiles * ldv + c] = V[xi][tile][c] for every channel.
+  void transform_patches(std::int64_t tile, float* v) const {
+    std::int64_t n, oh, ow;
+    locate(tile, n, oh, ow);
+    const float* src[positions];
+    for (int i = 0; i < positions; ++i) {
+      const std::int64_t ih = geo.input_row(oh, i / 4), iw = geo.input_col(ow, i % 4);
+      src[i] = geo.row_inside(ih) && geo.col_inside(iw) ? x + geo.x_offset(n, ih, iw, 0) : zeros.floats();
+    }
+    const std::int64_t stride = block_tiles * ldv;
+    std::int64_t c = 0;
+    for (; c + lanes <= channels; c += lanes) {
+      Vec d[positions];
+      for (int i = 0; i < positions; ++i) d[i] = load(src[i] + c);
+      transform_patch(d);
+      for (int i = 0; i < positions; ++i) store(v + i * stride + c, d[i]);
+    }
+    for (; c < channels; ++c) {
+      float d[positions];
+      for (int i = 0; i < positions; ++i) d[i] = src[i][c];
+      transform_patch(d);
+      for (int i = 0; i < positions; ++i) v[i * stride + c] = d[i];
+    }
+  }
+
+  // The output pixels of `tile` inside the image from m[xi * block_tiles * ldm + o] = M[xi][tile][o].
+  void transform_products(std::int64_t tile, const float* m) const {
+    const ConvParams& p = geo.p;
+    std::int64_t n, oh, ow;
+    locate(tile, n, oh, ow);
+    float* out[4];  // null outside the output
+    for (int i = 0; i < 4; ++i) {
+      const std::int64_t row = oh + i / 2 * p.dilation_y, col = ow + i % 2 * p.dilation_x;
+      out[i] = row < p.out_h && col < p.out_w ? y + geo.y_offset(n, row, col, 0) : nullptr;
+    }
+    const std::int64_t stride = block_tiles * ldm;
+    std::int64_t o = 0;
+    for (; o + lanes <= outputs; o += lanes) {
+      Vec mv[positions], yv[4];
+      for (int i = 0; i < positions; ++i) mv[i] = load(m + i * stride + o);
+      transform_product(mv, yv);
+      const Vec bias = b ? load(b + o) : Vec{};
+      for (int i = 0; i < 4; ++i)
+        if (out[i]) store(out[i] + o, yv[i] + bias);
+    }
+    for (; o < outputs; ++o) {
+      float mv[positions], yv[4];
+      for (int i = 0; i < positions; ++i) mv[i] = m[i * stride + o];
+      transform_product(mv, yv);
+      for (int i = 0; i < 4; ++i)
+        if (out[i]) out[i][o] = yv[i] + (b ? b[o] : 0.0f);
+    }
+  }
+
+  Geometry geo;
+  const float* x;
+  const float* b;
+  float* y;
+  std::int64_t channels, outputs, o_blocks, ldv, ldm, tiles_h, tiles_w, tiles, block_tiles = 0, blocks = 0;
+  bool shared = false;
+  Memory u_memory;
+  Memory zeros;  // the input pixel of every patch position in the padding
+};
+
+}  // namespace
+
+bool winograd_forward_applies(const ConvParams& p) {
+  return p.groups == 1 && p.kernel_h == 3 && p.kernel_w == 3 && p.stride_y == 1 && p.stride_x == 1 &&
+         p.in_c >= min_channels && p.out_c >= min_channels;
+}
+
+void winograd_forward_nhwc(const ConvParams& p, const float* x, const float* w, const float* b, float* y) {
+  if (tile_a_pads_least(p.out_c)) {
+    Winograd<tile_a[0], tile_a[1]>(p, x, w, b, y).run();
+  } else {
+    Winograd<tile_b[0], tile_b[1]>(p, x, w, b, y).run();
+  }
+}
+
+}  // namespace gradstate::cpu::GRADSTATE_ISA_NAMESPACE
