@@ -19,15 +19,13 @@
 #include "gradstate/cpu/kernels/conv_geometry.h"
 #include "gradstate/cpu/kernels/gemm.h"
 #include "gradstate/cpu/kernels/vec.h"
+#include "gradstate/cpu/kernels/winograd.h"
 #include "gradstate/cpu/memory.h"
 #include "gradstate/cpu/thread_pool.h"
 
 namespace gradstate::cpu::GRADSTATE_ISA_NAMESPACE {
 namespace {
 
-constexpr int positions = 16;  // of the 4x4 transforms
-// Fewer channels than this leave the GEMMs too short to pay for the transforms.
-constexpr std::int64_t min_channels = 16;
 // A task's V and M: enough tiles that the packed U it streams through is well used, few enough that they
 // stay in the outer caches.
 constexpr std::int64_t max_task_tiles = 96;
@@ -35,52 +33,6 @@ constexpr std::int64_t max_task_bytes = std::int64_t{2} << 20;
 // Beyond this size of U, blocks are shared by the threads (see run), and their V and M kept within this.
 constexpr std::int64_t max_local_u_bytes = std::int64_t{1} << 20;
 constexpr std::int64_t max_shared_bytes = std::int64_t{8} << 20;
-
-// d = B^T d B for a 4x4 patch d (row-major), with B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1].
-template <typename T>
-inline void transform_patch(T (&d)[positions]) {
-  for (int i = 0; i < 4; ++i) {
-    const T a0 = d[i], a1 = d[4 + i], a2 = d[8 + i], a3 = d[12 + i];
-    d[i] = a0 - a2, d[4 + i] = a1 + a2, d[8 + i] = a2 - a1, d[12 + i] = a1 - a3;
-  }
-  for (int i = 0; i < 4; ++i) {
-    T* row = d + 4 * i;
-    const T a0 = row[0], a1 = row[1], a2 = row[2], a3 = row[3];
-    row[0] = a0 - a2, row[1] = a1 + a2, row[2] = a2 - a1, row[3] = a1 - a3;
-  }
-}
-
-// y (2x2, row-major) = A^T m A for a 4x4 m, with A^T = [1 1 1 0; 0 1 -1 -1].
-template <typename T>
-inline void transform_product(const T (&m)[positions], T (&y)[4]) {
-  T t[2][4];
-  for (int i = 0; i < 4; ++i) {
-    t[0][i] = m[i] + m[4 + i] + m[8 + i];
-    t[1][i] = m[4 + i] - m[8 + i] - m[12 + i];
-  }
-  for (int r = 0; r < 2; ++r) {
-    y[2 * r] = t[r][0] + t[r][1] + t[r][2];
-    y[2 * r + 1] = t[r][1] - t[r][2] - t[r][3];
-  }
-}
-
-// u = G g G^T for a 3x3 kernel g (row-major), with G = [1 0 0; 1/2 1/2 1/2; 1/2 -1/2 1/2; 0 0 1].
-template <typename T>
-inline void transform_kernel(const T (&g)[9], T (&u)[positions]) {
-  T gg[4][3];  // G g
-  for (int i = 0; i < 3; ++i) {
-    gg[0][i] = g[i];
-    gg[1][i] = (g[i] + g[3 + i] + g[6 + i]) * 0.5f;
-    gg[2][i] = (g[i] - g[3 + i] + g[6 + i]) * 0.5f;
-    gg[3][i] = g[6 + i];
-  }
-  for (int r = 0; r < 4; ++r) {
-    u[4 * r] = gg[r][0];
-    u[4 * r + 1] = (gg[r][0] + gg[r][1] + gg[r][2]) * 0.5f;
-    u[4 * r + 2] = (gg[r][0] - gg[r][1] + gg[r][2]) * 0.5f;
-    u[4 * r + 3] = gg[r][2];
-  }
-}
 
 template <int MR, int NV>
 struct Winograd {
@@ -91,14 +43,13 @@ struct Winograd {
         x(x),
         b(b),
         y(y),
+        grid(p),
         channels(p.in_c),
         outputs(p.out_c),
         o_blocks((outputs + NR - 1) / NR),
         ldv((channels + lanes - 1) / lanes * lanes),
         ldm(o_blocks * NR),
-        tiles_h(tile_lines(p.out_h, p.dilation_y)),
-        tiles_w(tile_lines(p.out_w, p.dilation_x)),
-        tiles(static_cast<std::int64_t>(p.batch) * tiles_h * tiles_w),
+        tiles(grid.count),
         u_memory(sizeof(float) * positions * o_blocks * channels * NR),
         zeros(sizeof(float) * ldv, true) {
     // u[xi][o block][c][NR] = U[xi][c][o block * NR + lane], zero past the last output channel. A task
@@ -214,55 +165,19 @@ struct Winograd {
     for (std::int64_t t = begin; t < end; ++t) transform_products(blk.first_tile + t, blk.m + t * ldm);
   }
 
-  // With dilation d, a tile's two output rows are d apart (its patch rows too, as the taps'), so the rows
-  // of a tile are those of one residue modulo d: tile row t starts at output row (t / d) * 2d + t % d. The
-  // last tile rows of some residues may start past the output: they store nothing.
-  static std::int64_t tile_lines(std::int64_t outputs, std::int64_t d) {
-    return (outputs + 2 * d - 1) / (2 * d) * d;
-  }
-  static std::int64_t first_line(std::int64_t t, std::int64_t d) { return t / d * 2 * d + t % d; }
-
-  // Tile `tile`'s image and its first output pixel.
-  void locate(std::int64_t tile, std::int64_t& n, std::int64_t& oh, std::int64_t& ow) const {
-    n = tile / (tiles_h * tiles_w);
-    oh = first_line(tile / tiles_w % tiles_h, geo.p.dilation_y);
-    ow = first_line(tile % tiles_w, geo.p.dilation_x);
-  }
-
   // v[xi * block_tiles * ldv + c] = V[xi][tile][c] for every channel.
   void transform_patches(std::int64_t tile, float* v) const {
-    std::int64_t n, oh, ow;
-    locate(tile, n, oh, ow);
-    const float* src[positions];
-    for (int i = 0; i < positions; ++i) {
-      const std::int64_t ih = geo.input_row(oh, i / 4), iw = geo.input_col(ow, i % 4);
-      src[i] = geo.row_inside(ih) && geo.col_inside(iw) ? x + geo.x_offset(n, ih, iw, 0) : zeros.floats();
-    }
-    const std::int64_t stride = block_tiles * ldv;
-    std::int64_t c = 0;
-    for (; c + lanes <= channels; c += lanes) {
-      Vec d[positions];
-      for (int i = 0; i < positions; ++i) d[i] = load(src[i] + c);
-      transform_patch(d);
-      for (int i = 0; i < positions; ++i) store(v + i * stride + c, d[i]);
-    }
-    for (; c < channels; ++c) {
-      float d[positions];
-      for (int i = 0; i < positions; ++i) d[i] = src[i][c];
-      transform_patch(d);
-      for (int i = 0; i < positions; ++i) v[i * stride + c] = d[i];
-    }
+    transform_input_patches(geo, grid, x, zeros.floats(), tile, v, block_tiles * ldv);
   }
 
   // The output pixels of `tile` inside the image from m[xi * block_tiles * ldm + o] = M[xi][tile][o].
   void transform_products(std::int64_t tile, const float* m) const {
-    const ConvParams& p = geo.p;
     std::int64_t n, oh, ow;
-    locate(tile, n, oh, ow);
+    grid.locate(tile, n, oh, ow);
     float* out[4];  // null outside the output
     for (int i = 0; i < 4; ++i) {
-      const std::int64_t row = oh + i / 2 * p.dilation_y, col = ow + i % 2 * p.dilation_x;
-      out[i] = row < p.out_h && col < p.out_w ? y + geo.y_offset(n, row, col, 0) : nullptr;
+      std::int64_t row, col;
+      out[i] = grid.pixel(oh, ow, i, row, col) ? y + geo.y_offset(n, row, col, 0) : nullptr;
     }
     const std::int64_t stride = block_tiles * ldm;
     std::int64_t o = 0;
@@ -287,7 +202,8 @@ struct Winograd {
   const float* x;
   const float* b;
   float* y;
-  std::int64_t channels, outputs, o_blocks, ldv, ldm, tiles_h, tiles_w, tiles, block_tiles = 0, blocks = 0;
+  TileGrid grid;
+  std::int64_t channels, outputs, o_blocks, ldv, ldm, tiles, block_tiles = 0, blocks = 0;
   bool shared = false;
   Memory u_memory;
   Memory zeros;  // the input pixel of every patch position in the padding
@@ -295,10 +211,7 @@ struct Winograd {
 
 }  // namespace
 
-bool winograd_forward_applies(const ConvParams& p) {
-  return p.groups == 1 && p.kernel_h == 3 && p.kernel_w == 3 && p.stride_y == 1 && p.stride_x == 1 &&
-         p.in_c >= min_channels && p.out_c >= min_channels;
-}
+bool winograd_forward_applies(const ConvParams& p) { return winograd_shape(p); }
 
 void winograd_forward_nhwc(const ConvParams& p, const float* x, const float* w, const float* b, float* y) {
   if (tile_a_pads_least(p.out_c)) {
