@@ -127,6 +127,8 @@ ACCUMULATE_PATHS = [
     pytest.param((1, 12, 12, 8, 13, 3, 1, 1, 1, "same"), id="gemm_one_segment"),
     pytest.param((2, 40, 40, 8, 8, 3, 1, 1, 1, "same"), id="gemm_pixel_segments"),
     pytest.param((3, 9, 8, 37, 37, 3, 1, 1, 37, "same"), id="depthwise"),
+    # Winograd's weight gradient: segments' partials summed in order, then added to dW.
+    pytest.param((2, 31, 29, 24, 70, 3, 1, 1, 1, "same"), id="winograd"),
     pytest.param((2, 7, 9, 40, 40, 3, 1, 1, 5, "same"), id="grouped_8_8"),
 ]
 

@@ -74,12 +74,17 @@ def assert_same_for_every_thread_count(compute):
     return single
 
 
-# (N, H, W, I, O, kernel, groups): each weight-gradient path split into many work items.
+# (N, H, W, I, O, kernel, groups): each path split into many work items.
 CONV_SHAPES = [
-    # 4096 pixels and 144 columns (one column block): the pixel sum is split into segments.
-    pytest.param((4, 32, 32, 16, 16, 3, 1), id="gemm_pixel_segments"),
-    # 1152 columns: three column blocks.
-    pytest.param((2, 16, 16, 128, 24, 3, 1), id="gemm_column_blocks"),
+    # 4096 pixels and 400 columns (one column block): the pixel sum is split into segments. (5x5, as
+    # 3x3 layers of this size take Winograd's way.)
+    pytest.param((4, 32, 32, 16, 16, 5, 1), id="gemm_pixel_segments"),
+    # 3200 columns: seven column blocks.
+    pytest.param((2, 16, 16, 128, 24, 5, 1), id="gemm_column_blocks"),
+    # Winograd: the forward pass's blocks shared out by thread count, the weight gradient's segments.
+    pytest.param((4, 20, 18, 24, 40, 3, 1), id="winograd"),
+    # Winograd with over 1 MiB of transformed weights: blocks whose steps the threads share.
+    pytest.param((1, 10, 12, 136, 130, 3, 1), id="winograd_shared_blocks"),
     # 40 groups: more than one block of groups at every vector width, one task per image and block.
     pytest.param((3, 12, 12, 40, 40, 3, 40), id="depthwise40"),
     pytest.param((3, 10, 10, 32, 32, 3, 8), id="grouped_4_4_per_group"),

@@ -9,6 +9,7 @@
 #include <cstring>
 
 #include "gradstate/cpu/kernels/conv_geometry.h"
+#include "gradstate/cpu/kernels/convolution_winograd.h"
 #include "gradstate/cpu/kernels/gemm.h"
 #include "gradstate/cpu/kernels/kernels.h"
 #include "gradstate/cpu/kernels/vec.h"
@@ -514,7 +515,9 @@ void convolution_weights_gradient(const ConvParams& p, const float* dy, const fl
                                   bool accumulate) {
   const std::int64_t og = p.out_c / p.groups, ig = p.in_c / p.groups;
   // Groups of a few channels leave most of a GEMM tile empty; vectors across groups fill them.
-  if (og == 1 && ig == 1 && p.layout == Layout::NHWC && p.out_c >= group_block) {
+  if (winograd_weights_gradient_applies(p)) {
+    winograd_weights_gradient_nhwc(p, dy, x, dw, db, accumulate);
+  } else if (og == 1 && ig == 1 && p.layout == Layout::NHWC && p.out_c >= group_block) {
     depthwise_nhwc_weights_gradient(p, dy, x, dw, db, accumulate);
   } else if (p.groups > 1 && og <= 8 && ig <= 8 && GroupedGeometry(p).x_floats() <= max_packed_floats) {
     grouped_weights_gradient(p, dy, x, dw, db, accumulate);

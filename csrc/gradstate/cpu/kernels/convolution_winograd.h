@@ -1,5 +1,5 @@
-// Forward pass of dense 3x3 stride-1 layers (any dilation) by Winograd's minimal filtering, NHWC (see
-// convolution_winograd.cpp).
+// Forward pass and weight gradient of dense 3x3 stride-1 layers (any dilation) by Winograd's minimal
+// filtering, NHWC (see convolution_winograd.cpp and convolution_weights_winograd.cpp).
 #pragma once
 
 #include "gradstate/core/params.h"
@@ -11,5 +11,13 @@ namespace gradstate::cpu::GRADSTATE_ISA_NAMESPACE {
 bool winograd_forward_applies(const ConvParams& p);
 
 void winograd_forward_nhwc(const ConvParams& p, const float* x, const float* w, const float* b, float* y);
+
+// Whether the layer is such a layer in NHWC, with few enough channels for the partial sums of the weight
+// gradient's transform.
+bool winograd_weights_gradient_applies(const ConvParams& p);
+
+// dw and db summed over the batch; overwritten unless accumulate.
+void winograd_weights_gradient_nhwc(const ConvParams& p, const float* dy, const float* x, float* dw,
+                                    float* db, bool accumulate);
 
 }  // namespace gradstate::cpu::GRADSTATE_ISA_NAMESPACE
