@@ -12,6 +12,7 @@
 #include "gradstate/cpu/kernels/convolution_winograd.h"
 #include "gradstate/cpu/kernels/gemm.h"
 #include "gradstate/cpu/kernels/kernels.h"
+#include "gradstate/cpu/kernels/partial_sums.h"
 #include "gradstate/cpu/kernels/vec.h"
 #include "gradstate/cpu/memory.h"
 #include "gradstate/cpu/thread_pool.h"
@@ -171,22 +172,6 @@ struct WeightsGemm {
   const float* x;
   std::int64_t m, n, k, column_blocks, nc;
 };
-
-// dw and db from per-part partial sums laid out [part][dw then db], added in part order (a fixed order, so
-// the result does not depend on the thread count); added to the existing values when accumulate.
-void sum_partials(const float* partials, std::int64_t parts, std::int64_t dw_size, std::int64_t db_size,
-                  float* dw, float* db, bool accumulate) {
-  const std::int64_t part = dw_size + db_size;
-  constexpr std::int64_t chunk = 4096;
-  parallel_for((part + chunk - 1) / chunk, [&](std::int64_t c) {
-    for (std::int64_t e = c * chunk; e < min_of(part, (c + 1) * chunk); ++e) {
-      float* out = e < dw_size ? dw + e : db + (e - dw_size);
-      float sum = accumulate ? *out : 0.0f;
-      for (std::int64_t s = 0; s < parts; ++s) sum += partials[s * part + e];
-      *out = sum;
-    }
-  });
-}
 
 template <int MR, int NV, bool Transposed>
 void gemm_weights_gradient(const ConvParams& p, const float* dy, const float* x, float* dw, float* db,

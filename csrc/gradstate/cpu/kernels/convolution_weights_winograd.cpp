@@ -8,13 +8,15 @@
 // 16 multiply-adds per tile and channel pair instead of 36. The tiles are cut into a fixed number of
 // segments (not depending on the thread count). A task takes one segment, block by block of tiles: it
 // transforms their patches of x into V and of dy into Z, and the microkernel accumulates the 16 GEMMs into
-// the segment's partial dU. The partials are added in segment order, then transformed into dW.
+// the segment's partial dU. The partials are added in segment order (as the other weight-gradient kernels
+// add theirs), then transformed into dW.
 #include <cstdint>
 #include <cstring>
 
 #include "gradstate/cpu/kernels/conv_geometry.h"
 #include "gradstate/cpu/kernels/convolution_winograd.h"
 #include "gradstate/cpu/kernels/gemm.h"
+#include "gradstate/cpu/kernels/partial_sums.h"
 #include "gradstate/cpu/kernels/vec.h"
 #include "gradstate/cpu/kernels/winograd.h"
 #include "gradstate/cpu/memory.h"
@@ -116,16 +118,14 @@ struct WinogradWeights {
   }
 
   void run(float* dw, float* db, bool accumulate) const {
+    const std::int64_t du_size = part - outputs;
     const Memory partials_memory(sizeof(float) * segments * part);
+    // Zero, so that the partials add to nothing when sum_partials adds them to db's existing values.
+    const Memory du_memory(sizeof(float) * du_size, true);
     float* partials = partials_memory.floats();
+    float* du = du_memory.floats();
     parallel_for(segments, [&](std::int64_t s) { run_segment(s, partials + s * part); });
-    // The first partial becomes the sum, in segment order.
-    constexpr std::int64_t chunk = 4096;
-    parallel_for((part + chunk - 1) / chunk, [&](std::int64_t c) {
-      for (std::int64_t e = c * chunk; e < min_of(part, (c + 1) * chunk); ++e)
-        for (std::int64_t s = 1; s < segments; ++s) partials[e] += partials[s * part + e];
-    });
-    const float* du = partials;
+    sum_partials(partials, segments, du_size, outputs, du, db, accumulate);
     parallel_for(outputs, [&](std::int64_t o) {
       for (std::int64_t c = 0; c < channels; ++c) {
         float u[positions], g[9];
@@ -136,8 +136,6 @@ struct WinogradWeights {
           out = accumulate ? out + g[tap] : g[tap];
         }
       }
-      const float sum = du[positions * ldv * ldz + o];
-      db[o] = accumulate ? db[o] + sum : sum;
     });
   }
 

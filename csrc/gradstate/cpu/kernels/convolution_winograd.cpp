@@ -143,7 +143,8 @@ struct Winograd {
   void transform_inputs(const Block& blk, std::int64_t begin, std::int64_t end) const {
     for (std::int64_t t = begin; t < end; ++t) {
       if (t < blk.count) {
-        transform_patches(blk.first_tile + t, blk.v + t * ldv);
+        transform_input_patches(geo, grid, x, zeros.floats(), blk.first_tile + t, blk.v + t * ldv,
+                                block_tiles * ldv);
       } else {
         for (int xi = 0; xi < positions; ++xi)
           std::memset(blk.v + (xi * block_tiles + t) * ldv, 0, sizeof(float) * ldv);
@@ -163,11 +164,6 @@ struct Winograd {
   // The output pixels of the block's tiles [begin, end).
   void transform_outputs(const Block& blk, std::int64_t begin, std::int64_t end) const {
     for (std::int64_t t = begin; t < end; ++t) transform_products(blk.first_tile + t, blk.m + t * ldm);
-  }
-
-  // v[xi * block_tiles * ldv + c] = V[xi][tile][c] for every channel.
-  void transform_patches(std::int64_t tile, float* v) const {
-    transform_input_patches(geo, grid, x, zeros.floats(), tile, v, block_tiles * ldv);
   }
 
   // The output pixels of `tile` inside the image from m[xi * block_tiles * ldm + o] = M[xi][tile][o].
