@@ -86,12 +86,16 @@ CONV_PATHS = [
     # One tap: a sweep that repeats it into the 8 unused slots and must drop their sums.
     pytest.param((2, 7, 6, 37, 37, 1, 1, 1, 37, 0), id="depthwise37_1x1"),
     pytest.param((2, 9, 8, 37, 37, 3, 1, 2, 37, "same"), id="depthwise37_dilation2"),
-    # The forward pass's interior columns (four at a time) with stride and dilation, a large kernel whose
-    # 49 weight vectors stay at hand, and a 10x10 kernel (100 taps) that runs scalar code.
+    # The forward pass's interior columns (four at a time) with stride and dilation, and a 10x10 kernel
+    # (100 taps) that runs scalar code. dx at stride 2 gathers each input pixel's readers: up to 100 of
+    # them with a 19x19 kernel.
     pytest.param((2, 15, 17, 37, 37, 7, 2, 2, 37, 6), id="depthwise37_7x7_stride2_dilation2"),
     pytest.param((1, 12, 12, 16, 16, 10, 1, 1, 16, 0), id="depthwise16_10x10_scalar"),
-    # More than 2^20 output values: the forward pass streams its stores past the caches.
+    pytest.param((1, 21, 22, 16, 16, 19, 2, 1, 16, 9), id="depthwise16_19x19_stride2"),
+    # More than 2^20 output values: the forward pass streams its stores past the caches; so does dx at
+    # stride 2, with 2^20 input values.
     pytest.param((1, 64, 64, 256, 256, 3, 1, 1, 256, "same"), id="depthwise256_streamed_output"),
+    pytest.param((1, 64, 64, 256, 256, 3, 2, 1, 256, 1), id="depthwise256_stride2_streamed_dx"),
     # 8 output and 8 input channels per group: the largest groups on the grouped path.
     pytest.param((2, 7, 9, 40, 40, 3, 1, 1, 5, "same"), id="grouped_8_8_per_group"),
     # 2 output and 3 input channels per group.

@@ -8,9 +8,11 @@
 // forward pass too (see convolution_data_gradient). Depthwise layers run vectors across channels (along rows
 // in NCHW, convolution_depthwise_nchw.cpp), layers with small groups vectors across groups
 // (convolution_grouped.cpp); the rest direct loops over the formulas.
+#include <algorithm>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <vector>
 
 #include "gradstate/cpu/kernels/conv_geometry.h"
 #include "gradstate/cpu/kernels/convolution_depthwise_nchw.h"
@@ -221,51 +223,55 @@ Interior interior_columns(const ConvParams& p) {
   return {first, max_of(first, end)};
 }
 
-// One vector of channels [c, c + lanes) of output row oh, its taps' weights in registers: the border columns
-// check every tap, the interior ones run depthwise_columns at a time without checks.
+// Channels [0, vector_channels) of output row oh, pixel by pixel so that x is read in the order it lies in
+// memory (channel by channel, a pixel's taps being over a kilobyte apart, would leave the prefetchers
+// behind): the border columns check every tap, the interior ones run depthwise_columns at a time without
+// checks. The weights are reloaded per vector from wt, which stays in L1.
 template <bool Stream>
-void depthwise_forward_row_vector(const ConvParams& p, const Geometry& geo, const Interior& interior,
-                                  const float* x, const float* wt, const float* b, std::int64_t n,
-                                  std::int64_t oh, std::int64_t c, float* y) {
-  const std::int64_t taps = static_cast<std::int64_t>(p.kernel_h) * p.kernel_w, channels = p.out_c;
-  Vec weight[max_vector_taps];
-  for (std::int64_t t = 0; t < taps; ++t) weight[t] = load(wt + t * channels + c);
-  const Vec bias = b ? load(b + c) : Vec{};
+void depthwise_forward_row(const ConvParams& p, const Geometry& geo, const Interior& interior, const float* x,
+                           const float* wt, const float* b, std::int64_t n, std::int64_t oh,
+                           std::int64_t vector_channels, float* y) {
+  const std::int64_t channels = p.out_c;
   // Rows of x the taps read, null for rows in the padding.
   const float* rows[max_vector_taps];
   for (std::int64_t kh = 0; kh < p.kernel_h; ++kh) {
     const std::int64_t ih = geo.input_row(oh, kh);
-    rows[kh] = geo.row_inside(ih) ? x + geo.x_offset(n, ih, 0, 0) + c : nullptr;
+    rows[kh] = geo.row_inside(ih) ? x + geo.x_offset(n, ih, 0, 0) : nullptr;
   }
-  float* out = y + geo.y_offset(n, oh, 0, c);
+  float* out = y + geo.y_offset(n, oh, 0, 0);
+  const auto put = [&](float* at, Vec v) { Stream ? stream(at, v) : store(at, v); };
   const auto border_column = [&](std::int64_t ow) {
-    Vec acc = bias;
-    for (std::int64_t kh = 0; kh < p.kernel_h; ++kh) {
-      if (rows[kh] == nullptr) continue;
-      for (std::int64_t kw = 0; kw < p.kernel_w; ++kw) {
-        const std::int64_t iw = geo.input_col(ow, kw);
-        if (geo.col_inside(iw)) acc += weight[kh * p.kernel_w + kw] * load(rows[kh] + iw * channels);
+    for (std::int64_t c = 0; c < vector_channels; c += lanes) {
+      Vec acc = b ? load(b + c) : Vec{};
+      for (std::int64_t kh = 0; kh < p.kernel_h; ++kh) {
+        if (rows[kh] == nullptr) continue;
+        for (std::int64_t kw = 0; kw < p.kernel_w; ++kw) {
+          const std::int64_t iw = geo.input_col(ow, kw);
+          if (geo.col_inside(iw))
+            acc += load(wt + (kh * p.kernel_w + kw) * channels + c) * load(rows[kh] + iw * channels + c);
+        }
       }
+      put(out + ow * channels + c, acc);
     }
-    Stream ? stream(out + ow * channels, acc) : store(out + ow * channels, acc);
   };
   std::int64_t ow = 0;
   for (; ow < interior.first; ++ow) border_column(ow);
   const std::int64_t step = p.stride_x * channels, tap_step = p.dilation_x * channels;
   for (; ow + depthwise_columns <= interior.end; ow += depthwise_columns) {
-    Vec acc[depthwise_columns];
-    for (std::int64_t q = 0; q < depthwise_columns; ++q) acc[q] = bias;
-    for (std::int64_t kh = 0; kh < p.kernel_h; ++kh) {
-      if (rows[kh] == nullptr) continue;
-      const float* first = rows[kh] + geo.input_col(ow, 0) * channels;
-      for (std::int64_t kw = 0; kw < p.kernel_w; ++kw) {
-        const Vec wv = weight[kh * p.kernel_w + kw];
-        for (std::int64_t q = 0; q < depthwise_columns; ++q)
-          acc[q] += wv * load(first + q * step + kw * tap_step);
+    for (std::int64_t c = 0; c < vector_channels; c += lanes) {
+      Vec acc[depthwise_columns];
+      for (std::int64_t q = 0; q < depthwise_columns; ++q) acc[q] = b ? load(b + c) : Vec{};
+      for (std::int64_t kh = 0; kh < p.kernel_h; ++kh) {
+        if (rows[kh] == nullptr) continue;
+        const float* first = rows[kh] + geo.input_col(ow, 0) * channels + c;
+        const float* weights = wt + kh * p.kernel_w * channels + c;
+        for (std::int64_t kw = 0; kw < p.kernel_w; ++kw) {
+          const Vec wv = load(weights + kw * channels);
+          for (std::int64_t q = 0; q < depthwise_columns; ++q)
+            acc[q] += wv * load(first + q * step + kw * tap_step);
+        }
       }
-    }
-    for (std::int64_t q = 0; q < depthwise_columns; ++q) {
-      Stream ? stream(out + (ow + q) * channels, acc[q]) : store(out + (ow + q) * channels, acc[q]);
+      for (std::int64_t q = 0; q < depthwise_columns; ++q) put(out + (ow + q) * channels + c, acc[q]);
     }
   }
   for (; ow < p.out_w; ++ow) border_column(ow);
@@ -286,10 +292,8 @@ void depthwise_forward_nhwc(const ConvParams& p, const float* x, const float* w,
                          sizeof(Vec) == 64 && channels % lanes == 0 && aligned(y);
   parallel_for(static_cast<std::int64_t>(p.batch) * p.out_h, [&](std::int64_t row) {
     const std::int64_t n = row / p.out_h, oh = row % p.out_h;
-    for (std::int64_t c = 0; c < vector_channels; c += lanes) {
-      streaming ? depthwise_forward_row_vector<true>(p, geo, interior, x, wt, b, n, oh, c, y)
-                : depthwise_forward_row_vector<false>(p, geo, interior, x, wt, b, n, oh, c, y);
-    }
+    streaming ? depthwise_forward_row<true>(p, geo, interior, x, wt, b, n, oh, vector_channels, y)
+              : depthwise_forward_row<false>(p, geo, interior, x, wt, b, n, oh, vector_channels, y);
     if (streaming) stream_fence();
     // The channels past the last whole vector (all of them for kernels of more than max_vector_taps taps).
     for (std::int64_t ow = 0; ow < p.out_w; ++ow) {
@@ -307,31 +311,68 @@ void depthwise_forward_nhwc(const ConvParams& p, const float* x, const float* w,
   });
 }
 
-// dx[n, ih, iw, c] += w[c, tap] * dy[n, oh, ow, c] for every output pixel and tap that reads (ih, iw); a task
-// per image, which owns that image's dx and adds in a fixed order.
+// Along one dimension, the (tap, output line) pairs that read each input line i: those with
+// out * stride - pad + tap * dilation = i, as pairs[i * kernel + r] for r < counts[i], by ascending output.
+struct Readers {
+  struct Pair {
+    std::int64_t tap, out;
+  };
+  Readers(std::int64_t inputs, std::int64_t outputs, int kernel, int stride, int pad, int dilation)
+      : kernel(kernel), counts(inputs, 0), pairs(inputs * kernel) {
+    for (std::int64_t out = 0; out < outputs; ++out)
+      for (int tap = 0; tap < kernel; ++tap) {
+        const std::int64_t i = out * stride - pad + static_cast<std::int64_t>(tap) * dilation;
+        if (i >= 0 && i < inputs) pairs[i * kernel + counts[i]++] = {tap, out};
+      }
+  }
+  std::int64_t most() const { return *std::max_element(counts.begin(), counts.end()); }
+  std::int64_t kernel;
+  std::vector<std::int64_t> counts;
+  std::vector<Pair> pairs;
+};
+
+// dx[n, ih, iw, c] = sum over the taps that read (ih, iw) of w[c, tap] * dy[n, oh, ow, c]: each input pixel
+// gathers its few readers (at stride s, about (K / s)^2 of them) and is written once, in pixel order, a task
+// per input row.
 void depthwise_data_gradient_nhwc(const ConvParams& p, const float* dy, const float* w, float* dx) {
   const Geometry geo(p);
   const std::int64_t channels = p.out_c, taps = static_cast<std::int64_t>(p.kernel_h) * p.kernel_w;
   const Memory wt_memory(sizeof(float) * taps * channels);
   float* wt = wt_memory.floats();
   depthwise_taps_first(p, w, wt);
-  std::memset(dx, 0, sizeof(float) * p.batch * p.in_c * p.in_h * p.in_w);
-  parallel_for(p.batch, [&](std::int64_t n) {
-    for (std::int64_t oh = 0; oh < p.out_h; ++oh) {
-      for (std::int64_t ow = 0; ow < p.out_w; ++ow) {
-        const float* d = dy + geo.y_offset(n, oh, ow, 0);
-        for (std::int64_t t = 0; t < taps; ++t) {
-          const std::int64_t ih = geo.input_row(oh, t / p.kernel_w), iw = geo.input_col(ow, t % p.kernel_w);
-          if (!geo.row_inside(ih) || !geo.col_inside(iw)) continue;
-          float* out = dx + geo.x_offset(n, ih, iw, 0);
-          const float* wc = wt + t * channels;
-          std::int64_t c = 0;
-          for (; c + lanes <= channels; c += lanes)
-            store(out + c, load(out + c) + load(wc + c) * load(d + c));
-          for (; c < channels; ++c) out[c] += wc[c] * d[c];
+  const Readers rows(p.in_h, p.out_h, p.kernel_h, p.stride_y, p.pad_top, p.dilation_y);
+  const Readers cols(p.in_w, p.out_w, p.kernel_w, p.stride_x, p.pad_left, p.dilation_x);
+  const bool streaming = static_cast<std::int64_t>(p.batch) * p.in_h * p.in_w * channels >= stream_floats &&
+                         sizeof(Vec) == 64 && channels % lanes == 0 && aligned(dx);
+  const std::int64_t most_readers = rows.most() * cols.most();
+  parallel_for(static_cast<std::int64_t>(p.batch) * p.in_h, [&](std::int64_t row) {
+    const std::int64_t n = row / p.in_h, ih = row % p.in_h;
+    const float** weights = static_cast<const float**>(thread_scratch(2 * sizeof(float*) * most_readers));
+    const float** grads = weights + most_readers;
+    const Readers::Pair* row_pairs = rows.pairs.data() + ih * rows.kernel;
+    for (std::int64_t iw = 0; iw < p.in_w; ++iw) {
+      const Readers::Pair* col_pairs = cols.pairs.data() + iw * cols.kernel;
+      float* out = dx + geo.x_offset(n, ih, iw, 0);
+      // The pixel's readers: their weights and dy pixels.
+      std::int64_t count = 0;
+      for (std::int64_t r = 0; r < rows.counts[ih]; ++r)
+        for (std::int64_t q = 0; q < cols.counts[iw]; ++q, ++count) {
+          weights[count] = wt + (row_pairs[r].tap * p.kernel_w + col_pairs[q].tap) * channels;
+          grads[count] = dy + geo.y_offset(n, row_pairs[r].out, col_pairs[q].out, 0);
         }
+      const auto gather = [&](std::int64_t c, auto zero, auto read) {
+        auto acc = zero;
+        for (std::int64_t t = 0; t < count; ++t) acc += read(weights[t] + c) * read(grads[t] + c);
+        return acc;
+      };
+      std::int64_t c = 0;
+      for (; c + lanes <= channels; c += lanes) {
+        const Vec acc = gather(c, Vec{}, load);
+        streaming ? stream(out + c, acc) : store(out + c, acc);
       }
+      for (; c < channels; ++c) out[c] = gather(c, 0.0f, [](const float* at) { return *at; });
     }
+    if (streaming) stream_fence();
   });
 }
 

@@ -53,32 +53,25 @@ struct Winograd {
         u_memory(sizeof(float) * positions * o_blocks * channels * NR),
         zeros(sizeof(float) * ldv, true) {
     // u[xi][o block][c][NR] = U[xi][c][o block * NR + lane], zero past the last output channel. A task
-    // takes one block of output channels and one vector of input channels, so that it writes a compact
-    // part of u.
+    // takes `lanes` output channels, whose weights are contiguous in w, and transforms with vectors across
+    // them, so that each transform writes whole vectors of a row of u.
     float* u = u_memory.floats();
-    const std::int64_t c_vectors = (channels + lanes - 1) / lanes;
-    parallel_for(o_blocks * c_vectors, [&](std::int64_t task) {
-      const std::int64_t ob = task / c_vectors, c0 = task % c_vectors * lanes;
-      const std::int64_t count = min_of<std::int64_t>(lanes, channels - c0);
-      for (std::int64_t r = 0; r < NR; ++r) {
-        const std::int64_t o = ob * NR + r;
-        float t[positions][lanes] = {};  // t[xi][c - c0]
-        if (o < outputs && count == lanes) {
-          Vec g[9], tv[positions];
-          for (int tap = 0; tap < 9; ++tap) g[tap] = load(w + (o * 9 + tap) * channels + c0);
-          transform_kernel(g, tv);
-          for (int xi = 0; xi < positions; ++xi) store(t[xi], tv[xi]);
-        } else if (o < outputs) {
-          for (std::int64_t c = 0; c < count; ++c) {
-            float g[9], tc[positions];
-            for (int tap = 0; tap < 9; ++tap) g[tap] = w[(o * 9 + tap) * channels + c0 + c];
-            transform_kernel(g, tc);
-            for (int xi = 0; xi < positions; ++xi) t[xi][c] = tc[xi];
-          }
+    parallel_for(o_blocks * NR / lanes, [&](std::int64_t task) {
+      const std::int64_t o0 = task * lanes, ob = o0 / NR;
+      const std::int64_t o_count = max_of<std::int64_t>(0, min_of<std::int64_t>(lanes, outputs - o0));
+      for (std::int64_t c0 = 0; c0 < channels; c0 += lanes) {
+        const std::int64_t count = min_of<std::int64_t>(lanes, channels - c0);
+        // g[tap][c - c0][o - o0] = w[o][tap][c], zero past the last output channel.
+        float g[9][lanes][lanes] = {};
+        for (int tap = 0; tap < 9; ++tap)
+          transpose(w + (o0 * 9 + tap) * channels + c0, o_count, count, 9 * channels, g[tap][0], lanes);
+        for (std::int64_t c = 0; c < count; ++c) {
+          Vec gv[9], uv[positions];
+          for (int tap = 0; tap < 9; ++tap) gv[tap] = load(g[tap][c]);
+          transform_kernel(gv, uv);
+          for (int xi = 0; xi < positions; ++xi)
+            store(u + ((xi * o_blocks + ob) * channels + c0 + c) * NR + (o0 - ob * NR), uv[xi]);
         }
-        for (int xi = 0; xi < positions; ++xi)
-          for (std::int64_t c = 0; c < count; ++c)
-            u[((xi * o_blocks + ob) * channels + c0 + c) * NR + r] = t[xi][c];
       }
     });
     // Blocks of whole microkernel tiles within the memory bound of their mode (see run).
