@@ -77,6 +77,13 @@ CONV_PATHS = [
     pytest.param((2, 9, 8, 12, 10, 3, 1, 1, 1, (3, 0, 1, 4)), id="gemm_stride1_wide_padding"),
     pytest.param((2, 9, 8, 12, 10, 3, 1, 2, 1, (5, 1, 0, 2)), id="gemm_stride1_dilation2_wide_padding"),
     pytest.param((2, 7, 7, 32, 24, 3, 1, 1, 2, (0, 2, 2, 0)), id="gemm_stride1_groups2_16_in"),
+    # The forward GEMM reads x in place for tiles of pixels clear of the padding: in one output row, or
+    # across rows for a 1x1 stride-1 kernel; a tile across rows of other layers is packed (no padding here,
+    # so only that rule keeps it from reading in place), and so is one whose kernel rows are too short.
+    pytest.param((2, 11, 13, 24, 40, 3, 2, 1, 1, 0), id="gemm_in_place_tiles_across_rows"),
+    pytest.param((2, 9, 9, 24, 40, 1, 2, 1, 1, 0), id="gemm_in_place_1x1_stride2"),
+    pytest.param((2, 7, 5, 24, 40, 1, 1, 1, 1, 0), id="gemm_in_place_1x1_across_rows"),
+    pytest.param((1, 9, 12, 5, 40, 3, 1, 1, 1, 0), id="gemm_packed_short_kernel_rows"),
     pytest.param((2, 13, 11, 37, 37, 3, 2, 1, 37, 1), id="depthwise37_stride2_pad1"),
     # Padding on the right only and a stride wider than the image: no output column is free of padding.
     pytest.param((1, 3, 1, 32, 32, 3, (1, 4), 1, 32, (0, 0, 0, 2)), id="depthwise32_right_padding_stride4"),

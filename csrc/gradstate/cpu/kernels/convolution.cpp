@@ -30,6 +30,34 @@ constexpr std::int64_t min_gemm_channels = 8;
 constexpr std::int64_t max_forward_pixels = 96;  // output pixels of one task: its im2col rows stay in L2
 constexpr std::int64_t forward_columns = 256;    // im2col columns per sweep of the microkernel
 
+// Runs of fewer im2col columns than this are read from the packed panel: each run costs the microkernel a
+// restart.
+constexpr std::int64_t min_run_columns = 16;
+constexpr std::int64_t max_runs = forward_columns / min_run_columns + 2;  // per block of columns
+
+// Where the MR output pixels from pixel k read x in place, as the im2col rows of a microkernel tile: x at
+// tap (0, 0) of the first pixel, each next pixel's taps stride_x * in_c further on. That holds when no
+// tap of theirs reads the padding, their kernel rows are contiguous in x (one group, no dilation across)
+// and they lie in one output row (or in consecutive rows of a 1x1 kernel that keeps the image's size).
+// Null otherwise: the tile is packed.
+template <int MR>
+const float* in_place_corner(const Geometry& geo, const float* x, std::int64_t k) {
+  const ConvParams& p = geo.p;
+  if (p.groups != 1 || p.dilation_x != 1 || p.kernel_w * p.in_c < min_run_columns) return nullptr;
+  const std::int64_t lda = p.stride_x * p.in_c;
+  std::int64_t img, oh, ow, first = 0;
+  pixel_of(p, k, img, oh, ow);
+  for (int m = 0; m < MR; ++m, next_pixel(p, img, oh, ow)) {
+    const std::int64_t ih = geo.input_row(oh, 0), iw = geo.input_col(ow, 0);
+    if (ih < 0 || geo.input_row(oh, p.kernel_h - 1) >= p.in_h || iw < 0 || iw + p.kernel_w > p.in_w)
+      return nullptr;
+    const std::int64_t at = geo.x_offset(img, ih, iw, 0);
+    if (m == 0) first = at;
+    if (at != first + m * lda) return nullptr;
+  }
+  return x + first;
+}
+
 // The forward GEMM for NHWC activations (see the top of this file).
 template <int MR, int NV>
 void forward_gemm(const ConvParams& p, const float* x, const float* w, const float* b, float* y) {
@@ -38,6 +66,7 @@ void forward_gemm(const ConvParams& p, const float* x, const float* w, const flo
   const std::int64_t og = geo.out_per_group,
                      n = static_cast<std::int64_t>(p.kernel_h) * p.kernel_w * geo.in_per_group;
   const std::int64_t o_blocks = (og + NR - 1) / NR, ld = (n + lanes - 1) / lanes * lanes;
+  const std::int64_t row_cols = p.kernel_w * geo.in_per_group, in_place_lda = p.stride_x * p.in_c;
   // packed[g][o block][j][NR] = w[g * og + o block * NR + r][j], zero past the group's channels.
   const Memory packed_memory(sizeof(float) * p.groups * o_blocks * n * NR);
   float* packed = packed_memory.floats();
@@ -60,7 +89,13 @@ void forward_gemm(const ConvParams& p, const float* x, const float* w, const flo
     const std::int64_t g = task / tasks_per_group, k0 = (task % tasks_per_group) * forward_pixels;
     const std::int64_t kc = min_of(forward_pixels, pixels - k0);
     float* panel = static_cast<float*>(thread_scratch(sizeof(float) * panel_rows * ld));
-    pack_columns(geo, x, ld, g, 0, n, k0, kc, panel);  // row-major: one im2col row per pixel
+    // Tiles that can read x in place do; the others are packed, one im2col row per pixel.
+    const float* corner[panel_rows / MR];
+    for (std::int64_t r = 0; r < kc; r += MR) {
+      const std::int64_t rows = min_of<std::int64_t>(MR, kc - r);
+      corner[r / MR] = rows == MR ? in_place_corner<MR>(geo, x, k0 + r) : nullptr;
+      if (corner[r / MR] == nullptr) pack_columns(geo, x, ld, g, 0, n, k0 + r, rows, panel + r * ld);
+    }
     // The last tile may run past kc; its extra rows are computed (never stored) from zeros.
     std::memset(panel + kc * ld, 0, sizeof(float) * (panel_rows - kc) * ld);
     for (std::int64_t k = 0; k < kc; ++k) {
@@ -72,11 +107,24 @@ void forward_gemm(const ConvParams& p, const float* x, const float* w, const flo
       const std::int64_t columns = min_of(forward_columns, n - j0);
       for (std::int64_t r = 0; r < kc; r += MR) {
         const int rows = static_cast<int>(min_of<std::int64_t>(MR, kc - r));
+        Run runs[max_runs];
+        int count = 0;
+        std::int64_t lda = ld;
+        if (const float* at = corner[r / MR]) {
+          // One run per kernel row: its KW * in_c columns are contiguous in x.
+          lda = in_place_lda;
+          for (std::int64_t kh = j0 / row_cols; kh < p.kernel_h && kh * row_cols < j0 + columns; ++kh) {
+            const std::int64_t first = max_of(kh * row_cols, j0),
+                               last = min_of((kh + 1) * row_cols, j0 + columns);
+            runs[count++] = {at + kh * p.dilation_y * geo.x.h + (first - kh * row_cols), last - first};
+          }
+        } else {
+          runs[count++] = {panel + r * ld + j0, columns};
+        }
         for (std::int64_t ob = 0; ob < o_blocks; ++ob) {
           const int cols = static_cast<int>(min_of(NR, og - ob * NR));
-          microkernel<MR, NV, true>(columns, panel + r * ld + j0, ld,
-                                    packed + ((g * o_blocks + ob) * n + j0) * NR,
-                                    y + (k0 + r) * p.out_c + g * og + ob * NR, p.out_c, rows, cols);
+          microkernel_runs<MR, NV>(runs, count, lda, packed + ((g * o_blocks + ob) * n + j0) * NR,
+                                   y + (k0 + r) * p.out_c + g * og + ob * NR, p.out_c, rows, cols);
         }
       }
     }

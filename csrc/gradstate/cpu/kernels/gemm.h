@@ -29,14 +29,12 @@ inline bool tile_a_pads_least(std::int64_t count) {
   return padded(tile_a) <= padded(tile_b);
 }
 
-// acc (MR x NR) += a (kc x MR) * b (kc x NR), then c[rows x cols] += acc (c has row stride ldc), or
-// c[rows x cols] = acc without Accumulate. a is k-major (a[k * lda + m]), or m-major with RowMajorA
-// (a[m * lda + k]).
-template <int MR, int NV, bool RowMajorA = false, bool Accumulate = true>
-inline void microkernel(std::int64_t kc, const float* a, std::int64_t lda, const float* b, float* c,
-                        std::int64_t ldc, int rows, int cols) {
+// acc (MR x NR) += a (kc x MR) * b (kc x NR), b packed row by row (b[k * NR + r]). a is k-major
+// (a[k * lda + m]), or m-major with RowMajorA (a[m * lda + k]).
+template <int MR, int NV, bool RowMajorA>
+__attribute__((always_inline)) inline void accumulate(Vec (&acc)[MR][NV], std::int64_t kc, const float* a,
+                                                      std::int64_t lda, const float* b) {
   constexpr int NR = NV * lanes;
-  Vec acc[MR][NV] = {};
   for (std::int64_t k = 0; k < kc; ++k) {
     Vec bv[NV];
     for (int v = 0; v < NV; ++v) bv[v] = load(b + k * NR + v * lanes);
@@ -45,6 +43,13 @@ inline void microkernel(std::int64_t kc, const float* a, std::int64_t lda, const
       for (int v = 0; v < NV; ++v) acc[m][v] += av * bv[v];
     }
   }
+}
+
+// c[rows x cols] += acc (c has row stride ldc), or c[rows x cols] = acc without Accumulate.
+template <int MR, int NV, bool Accumulate>
+__attribute__((always_inline)) inline void store_tile(const Vec (&acc)[MR][NV], float* c, std::int64_t ldc,
+                                                      int rows, int cols) {
+  constexpr int NR = NV * lanes;
   if (rows == MR && cols == NR) {
     for (int m = 0; m < MR; ++m)
       for (int v = 0; v < NV; ++v)
@@ -56,6 +61,35 @@ inline void microkernel(std::int64_t kc, const float* a, std::int64_t lda, const
     for (int v = 0; v < NV; ++v) store(row + v * lanes, acc[m][v]);
     for (int j = 0; j < cols; ++j) c[m * ldc + j] = Accumulate ? c[m * ldc + j] + row[j] : row[j];
   }
+}
+
+// The register tile of the microkernel is MR x NR of the output c: c[rows x cols] (+)= a (kc x MR) *
+// b (kc x NR), see accumulate and store_tile.
+template <int MR, int NV, bool RowMajorA = false, bool Accumulate = true>
+inline void microkernel(std::int64_t kc, const float* a, std::int64_t lda, const float* b, float* c,
+                        std::int64_t ldc, int rows, int cols) {
+  Vec acc[MR][NV] = {};
+  accumulate<MR, NV, RowMajorA>(acc, kc, a, lda, b);
+  store_tile<MR, NV, Accumulate>(acc, c, ldc, rows, cols);
+}
+
+// A stretch of the k dimension whose A operand lies in place: row m of the tile at a[m * lda + k], k < kc.
+struct Run {
+  const float* a;
+  std::int64_t kc;
+};
+
+// c[rows x cols] += the product over consecutive runs of k (b holds their rows one after another), summed
+// in registers and stored once.
+template <int MR, int NV>
+inline void microkernel_runs(const Run* runs, int count, std::int64_t lda, const float* b, float* c,
+                             std::int64_t ldc, int rows, int cols) {
+  Vec acc[MR][NV] = {};
+  for (int r = 0; r < count; ++r) {
+    accumulate<MR, NV, true>(acc, runs[r].kc, runs[r].a, lda, b);
+    b += runs[r].kc * NV * lanes;
+  }
+  store_tile<MR, NV, true>(acc, c, ldc, rows, cols);
 }
 
 // Output pixel k (counted over the batch) as (image, output row, output column).
