@@ -3,8 +3,9 @@
 //
 // The forward pass of layers with at least min_gemm_channels output channels per group is a GEMM per group:
 // y[p, o] = b[o] + sum over the im2col columns j of X[p, j] * W[o, j]. The weights are packed once into
-// vector blocks of output channels; each task packs the im2col rows of a block of output pixels and the
-// microkernel accumulates MR pixels by NR output channels. The data gradient of stride-1 layers is such a
+// vector blocks of output channels; each task takes a block of output pixels, whose im2col rows the
+// microkernel reads in place from x where no tap reads the padding and from a packed panel elsewhere, and
+// accumulates MR pixels by NR output channels. The data gradient of stride-1 layers is such a
 // forward pass too (see convolution_data_gradient). Depthwise layers run vectors across channels (along rows
 // in NCHW, convolution_depthwise_nchw.cpp), layers with small groups vectors across groups
 // (convolution_grouped.cpp); the rest direct loops over the formulas.
@@ -170,8 +171,8 @@ void data_gradient_col2im(const ConvParams& p, const float* dy, const float* w, 
         a = rows_copy, lda = og;
       }
       for (std::int64_t jb = 0; jb < j_blocks; ++jb) {
-        std::memset(tile, 0, sizeof(float) * MR * NR);
-        microkernel<MR, NV, true>(og, a, lda, packed + (g * j_blocks + jb) * og * NR, tile, NR, MR, NR);
+        microkernel<MR, NV, true, false>(og, a, lda, packed + (g * j_blocks + jb) * og * NR, tile, NR, MR,
+                                         NR);
         // col2im: the block's columns, tap by tap, each tap's channels one contiguous run of dx.
         const std::int64_t j0 = jb * NR, j1 = min_of(n, j0 + NR);
         for (std::int64_t m = 0; m < rows; ++m) {

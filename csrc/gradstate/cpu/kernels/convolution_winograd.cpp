@@ -61,8 +61,13 @@ struct Winograd {
       const std::int64_t o_count = max_of<std::int64_t>(0, min_of<std::int64_t>(lanes, outputs - o0));
       for (std::int64_t c0 = 0; c0 < channels; c0 += lanes) {
         const std::int64_t count = min_of<std::int64_t>(lanes, channels - c0);
+        // The next channels' weights are 9 * o_count short pieces of w, too many streams for the hardware
+        // prefetchers to follow: ask for them one step ahead.
+        for (std::int64_t i = 0; c0 + lanes < channels && i < 9 * o_count; ++i)
+          __builtin_prefetch(w + (o0 * 9 + i) * channels + c0 + lanes);
         // g[tap][c - c0][o - o0] = w[o][tap][c], zero past the last output channel.
-        float g[9][lanes][lanes] = {};
+        float g[9][lanes][lanes];
+        if (o_count < lanes || count < lanes) std::memset(g, 0, sizeof g);
         for (int tap = 0; tap < 9; ++tap)
           transpose(w + (o0 * 9 + tap) * channels + c0, o_count, count, 9 * channels, g[tap][0], lanes);
         for (std::int64_t c = 0; c < count; ++c) {

@@ -179,16 +179,69 @@ inline void pack_columns(const Geometry& geo, const float* x, std::int64_t W, st
   }
 }
 
-// dst[c * dst_stride + r] = src[r * src_stride + c] for r < rows and c < cols (NCHW <-> NHWC per image),
-// in tiles of 16 x 16 values so that reads and writes both use whole cache lines.
+// dst[c * dst_stride + r] = src[r * src_stride + c] for r < rows and c < cols, element by element.
+inline void transpose_elements(const float* src, std::int64_t rows, std::int64_t cols,
+                               std::int64_t src_stride, float* dst, std::int64_t dst_stride) {
+  for (std::int64_t c = 0; c < cols; ++c)
+    for (std::int64_t r = 0; r < rows; ++r) dst[c * dst_stride + r] = src[r * src_stride + c];
+}
+
+constexpr std::int64_t transpose_tile = 16;
+
+// transpose_elements for one tile of 16 x 16 values: in registers on AVX-512 (16 rows loaded whole, 64
+// shuffles, 16 stores).
+inline void transpose_tile_of_16(const float* src, std::int64_t src_stride, float* dst,
+                                 std::int64_t dst_stride) {
+#if GRADSTATE_VECTOR_BYTES == 64 && defined(__AVX512F__)
+  __m512 r[16], t[16];
+  for (int i = 0; i < 16; ++i) r[i] = _mm512_loadu_ps(src + i * src_stride);
+  // Within each 128-bit block: pairs of rows interleaved, then groups of four (block k of r[4i + j] holds
+  // rows 4i..4i+3 of column 4k + j) ...
+  for (int i = 0; i < 16; i += 2) {
+    t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
+    t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
+  }
+  for (int i = 0; i < 16; i += 4) {
+    const __m512d a = _mm512_castps_pd(t[i]), b = _mm512_castps_pd(t[i + 1]);
+    const __m512d c = _mm512_castps_pd(t[i + 2]), d = _mm512_castps_pd(t[i + 3]);
+    r[i] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, c));
+    r[i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, c));
+    r[i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(b, d));
+    r[i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(b, d));
+  }
+  // ... then the blocks gathered across the groups: column 4k + j from block k of r[j], r[4 + j], r[8 + j]
+  // and r[12 + j].
+  for (int j = 0; j < 4; ++j) {
+    const __m512 u0 = _mm512_shuffle_f32x4(r[j], r[4 + j], 0x88),
+                 u1 = _mm512_shuffle_f32x4(r[j], r[4 + j], 0xDD);
+    const __m512 u2 = _mm512_shuffle_f32x4(r[8 + j], r[12 + j], 0x88),
+                 u3 = _mm512_shuffle_f32x4(r[8 + j], r[12 + j], 0xDD);
+    _mm512_storeu_ps(dst + j * dst_stride, _mm512_shuffle_f32x4(u0, u2, 0x88));
+    _mm512_storeu_ps(dst + (4 + j) * dst_stride, _mm512_shuffle_f32x4(u1, u3, 0x88));
+    _mm512_storeu_ps(dst + (8 + j) * dst_stride, _mm512_shuffle_f32x4(u0, u2, 0xDD));
+    _mm512_storeu_ps(dst + (12 + j) * dst_stride, _mm512_shuffle_f32x4(u1, u3, 0xDD));
+  }
+#else
+  transpose_elements(src, transpose_tile, transpose_tile, src_stride, dst, dst_stride);
+#endif
+}
+
+// dst[c * dst_stride + r] = src[r * src_stride + c] for r < rows and c < cols (NCHW <-> NHWC per image,
+// weight layouts), in tiles of 16 x 16 values so that reads and writes both use whole cache lines.
 inline void transpose(const float* src, std::int64_t rows, std::int64_t cols, std::int64_t src_stride,
                       float* dst, std::int64_t dst_stride) {
-  constexpr std::int64_t tile = 16;
-  for (std::int64_t r0 = 0; r0 < rows; r0 += tile)
-    for (std::int64_t c0 = 0; c0 < cols; c0 += tile)
-      for (std::int64_t c = c0; c < min_of(cols, c0 + tile); ++c)
-        for (std::int64_t r = r0; r < min_of(rows, r0 + tile); ++r)
-          dst[c * dst_stride + r] = src[r * src_stride + c];
+  for (std::int64_t r0 = 0; r0 < rows; r0 += transpose_tile)
+    for (std::int64_t c0 = 0; c0 < cols; c0 += transpose_tile) {
+      const float* from = src + r0 * src_stride + c0;
+      float* to = dst + c0 * dst_stride + r0;
+      const std::int64_t tile_rows = min_of(transpose_tile, rows - r0),
+                         tile_cols = min_of(transpose_tile, cols - c0);
+      if (tile_rows == transpose_tile && tile_cols == transpose_tile) {
+        transpose_tile_of_16(from, src_stride, to, dst_stride);
+      } else {
+        transpose_elements(from, tile_rows, tile_cols, src_stride, to, dst_stride);
+      }
+    }
 }
 
 }  // namespace gradstate::cpu::GRADSTATE_ISA_NAMESPACE
