@@ -80,8 +80,11 @@ CONV_PATHS = [
     # The forward GEMM reads x in place for tiles of pixels clear of the padding: in one output row, or
     # across rows for a 1x1 stride-1 kernel; a tile across rows of other layers is packed (no padding here,
     # so only that rule keeps it from reading in place), and so is one whose kernel rows are too short.
+    # 17 and 18 outputs per row leave tiles inside rows for every tile height; 288 columns split a kernel
+    # row's run at the 256-column block, with rows dilation 2 apart.
     pytest.param((2, 11, 13, 24, 40, 3, 2, 1, 1, 0), id="gemm_in_place_tiles_across_rows"),
-    pytest.param((2, 9, 9, 24, 40, 1, 2, 1, 1, 0), id="gemm_in_place_1x1_stride2"),
+    pytest.param((2, 13, 35, 32, 24, 3, 2, (2, 1), 1, 0), id="gemm_in_place_dilation_y_two_column_blocks"),
+    pytest.param((2, 9, 35, 24, 40, 1, 2, 1, 1, 0), id="gemm_in_place_1x1_stride2"),
     pytest.param((2, 7, 5, 24, 40, 1, 1, 1, 1, 0), id="gemm_in_place_1x1_across_rows"),
     pytest.param((1, 9, 12, 5, 40, 3, 1, 1, 1, 0), id="gemm_packed_short_kernel_rows"),
     pytest.param((2, 13, 11, 37, 37, 3, 2, 1, 37, 1), id="depthwise37_stride2_pad1"),
@@ -93,12 +96,16 @@ CONV_PATHS = [
     # One tap: a sweep that repeats it into the 8 unused slots and must drop their sums.
     pytest.param((2, 7, 6, 37, 37, 1, 1, 1, 37, 0), id="depthwise37_1x1"),
     pytest.param((2, 9, 8, 37, 37, 3, 1, 2, 37, "same"), id="depthwise37_dilation2"),
-    # The forward pass's interior columns (four at a time) with stride and dilation, and a 10x10 kernel
-    # (100 taps) that runs scalar code. dx at stride 2 gathers each input pixel's readers: up to 100 of
-    # them with a 19x19 kernel.
+    # The forward pass's interior columns (four at a time) with stride and dilation, a 10x10 kernel (100
+    # taps), and a kernel of 82 rows, more than the forward pass keeps at hand, that runs scalar code.
     pytest.param((2, 15, 17, 37, 37, 7, 2, 2, 37, 6), id="depthwise37_7x7_stride2_dilation2"),
-    pytest.param((1, 12, 12, 16, 16, 10, 1, 1, 16, 0), id="depthwise16_10x10_scalar"),
+    pytest.param((1, 12, 12, 16, 16, 10, 1, 1, 16, 0), id="depthwise16_10x10"),
+    pytest.param((1, 84, 3, 16, 16, (82, 1), 1, 1, 16, 0), id="depthwise16_82x1_scalar"),
+    # dx at strides above 1 gathers each input pixel's readers: up to 100 of them with a 19x19 kernel,
+    # none for the pixels a 1x1 stride-3 kernel skips, and none at all when every tap reads padding.
     pytest.param((1, 21, 22, 16, 16, 19, 2, 1, 16, 9), id="depthwise16_19x19_stride2"),
+    pytest.param((2, 7, 8, 37, 37, 1, 3, 1, 37, 0), id="depthwise37_1x1_stride3_unread_dx"),
+    pytest.param((1, 1, 1, 16, 16, 3, 4, 1, 16, 3), id="depthwise16_no_readers"),
     # More than 2^20 output values: the forward pass streams its stores past the caches; so does dx at
     # stride 2, with 2^20 input values.
     pytest.param((1, 64, 64, 256, 256, 3, 1, 1, 256, "same"), id="depthwise256_streamed_output"),

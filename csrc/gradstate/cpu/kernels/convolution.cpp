@@ -31,21 +31,22 @@ constexpr std::int64_t min_gemm_channels = 8;
 constexpr std::int64_t max_forward_pixels = 96;  // output pixels of one task: its im2col rows stay in L2
 constexpr std::int64_t forward_columns = 256;    // im2col columns per sweep of the microkernel
 
-// Runs of fewer im2col columns than this are read from the packed panel: each run costs the microkernel a
-// restart.
+// Layers whose kernel rows span fewer im2col columns than this are packed: each run in place costs the
+// microkernel a restart.
 constexpr std::int64_t min_run_columns = 16;
 constexpr std::int64_t max_runs = forward_columns / min_run_columns + 2;  // per block of columns
 
 // Where the MR output pixels from pixel k read x in place, as the im2col rows of a microkernel tile: x at
 // tap (0, 0) of the first pixel, each next pixel's taps stride_x * in_c further on. That holds when no
 // tap of theirs reads the padding, their kernel rows are contiguous in x (one group, no dilation across)
-// and they lie in one output row (or in consecutive rows of a 1x1 kernel that keeps the image's size).
-// Null otherwise: the tile is packed.
+// and the pixels' taps do lie stride_x * in_c apart (pixels of one output row; also consecutive rows of a
+// 1x1 kernel that keeps the image's size). Null otherwise: the tile is packed.
 template <int MR>
 const float* in_place_corner(const Geometry& geo, const float* x, std::int64_t k) {
   const ConvParams& p = geo.p;
-  if (p.groups != 1 || p.dilation_x != 1 || p.kernel_w * p.in_c < min_run_columns) return nullptr;
-  const std::int64_t lda = p.stride_x * p.in_c;
+  const std::int64_t lda = static_cast<std::int64_t>(p.stride_x) * p.in_c;
+  if (p.groups != 1 || p.dilation_x != 1 || static_cast<std::int64_t>(p.kernel_w) * p.in_c < min_run_columns)
+    return nullptr;
   std::int64_t img, oh, ow, first = 0;
   pixel_of(p, k, img, oh, ow);
   for (int m = 0; m < MR; ++m, next_pixel(p, img, oh, ow)) {
@@ -67,7 +68,8 @@ void forward_gemm(const ConvParams& p, const float* x, const float* w, const flo
   const std::int64_t og = geo.out_per_group,
                      n = static_cast<std::int64_t>(p.kernel_h) * p.kernel_w * geo.in_per_group;
   const std::int64_t o_blocks = (og + NR - 1) / NR, ld = (n + lanes - 1) / lanes * lanes;
-  const std::int64_t row_cols = p.kernel_w * geo.in_per_group, in_place_lda = p.stride_x * p.in_c;
+  const std::int64_t row_cols = p.kernel_w * geo.in_per_group,
+                     in_place_lda = static_cast<std::int64_t>(p.stride_x) * p.in_c;
   // packed[g][o block][j][NR] = w[g * og + o block * NR + r][j], zero past the group's channels.
   const Memory packed_memory(sizeof(float) * p.groups * o_blocks * n * NR);
   float* packed = packed_memory.floats();
@@ -288,7 +290,7 @@ void depthwise_forward_row(const ConvParams& p, const Geometry& geo, const Inter
     rows[kh] = geo.row_inside(ih) ? x + geo.x_offset(n, ih, 0, 0) : nullptr;
   }
   float* out = y + geo.y_offset(n, oh, 0, 0);
-  const auto put = [&](float* at, Vec v) { Stream ? stream(at, v) : store(at, v); };
+  const auto write = [&](float* at, Vec v) { Stream ? stream(at, v) : store(at, v); };
   const auto border_column = [&](std::int64_t ow) {
     for (std::int64_t c = 0; c < vector_channels; c += lanes) {
       Vec acc = b ? load(b + c) : Vec{};
@@ -300,7 +302,7 @@ void depthwise_forward_row(const ConvParams& p, const Geometry& geo, const Inter
             acc += load(wt + (kh * p.kernel_w + kw) * channels + c) * load(rows[kh] + iw * channels + c);
         }
       }
-      put(out + ow * channels + c, acc);
+      write(out + ow * channels + c, acc);
     }
   };
   std::int64_t ow = 0;
@@ -320,14 +322,13 @@ void depthwise_forward_row(const ConvParams& p, const Geometry& geo, const Inter
             acc[q] += wv * load(first + q * step + kw * tap_step);
         }
       }
-      for (std::int64_t q = 0; q < depthwise_columns; ++q) put(out + (ow + q) * channels + c, acc[q]);
+      for (std::int64_t q = 0; q < depthwise_columns; ++q) write(out + (ow + q) * channels + c, acc[q]);
     }
   }
   for (; ow < p.out_w; ++ow) border_column(ow);
 }
 
-// y[n, oh, ow, c] = b[c] + sum over taps of w[c, tap] * x[n, ih, iw, c]; a task per output row, vectors of
-// channels outermost so that their weights stay in registers along the row.
+// y[n, oh, ow, c] = b[c] + sum over taps of w[c, tap] * x[n, ih, iw, c]; a task per output row.
 void depthwise_forward_nhwc(const ConvParams& p, const float* x, const float* w, const float* b, float* y) {
   const Geometry geo(p);
   const std::int64_t channels = p.out_c, taps = static_cast<std::int64_t>(p.kernel_h) * p.kernel_w;
@@ -335,16 +336,19 @@ void depthwise_forward_nhwc(const ConvParams& p, const float* x, const float* w,
   float* wt = wt_memory.floats();
   depthwise_taps_first(p, w, wt);
   const Interior interior = interior_columns(p);
-  const std::int64_t vector_channels = taps <= max_vector_taps ? channels / lanes * lanes : 0;
+  // depthwise_forward_row keeps a pointer per kernel row at hand.
+  const std::int64_t vector_channels = p.kernel_h <= max_vector_taps ? channels / lanes * lanes : 0;
   // Large outputs bypass the caches when every vector store fills whole cache lines of its own.
   const bool streaming = static_cast<std::int64_t>(p.batch) * p.out_h * p.out_w * channels >= stream_floats &&
                          sizeof(Vec) == 64 && channels % lanes == 0 && aligned(y);
   parallel_for(static_cast<std::int64_t>(p.batch) * p.out_h, [&](std::int64_t row) {
     const std::int64_t n = row / p.out_h, oh = row % p.out_h;
-    streaming ? depthwise_forward_row<true>(p, geo, interior, x, wt, b, n, oh, vector_channels, y)
-              : depthwise_forward_row<false>(p, geo, interior, x, wt, b, n, oh, vector_channels, y);
+    if (vector_channels > 0) {
+      streaming ? depthwise_forward_row<true>(p, geo, interior, x, wt, b, n, oh, vector_channels, y)
+                : depthwise_forward_row<false>(p, geo, interior, x, wt, b, n, oh, vector_channels, y);
+    }
     if (streaming) stream_fence();
-    // The channels past the last whole vector (all of them for kernels of more than max_vector_taps taps).
+    // The channels past the last whole vector (all of them for kernels of more than max_vector_taps rows).
     for (std::int64_t ow = 0; ow < p.out_w; ++ow) {
       float* out = y + geo.y_offset(n, oh, ow, 0);
       for (std::int64_t c = vector_channels; c < channels; ++c) {
@@ -456,8 +460,8 @@ void convolution_data_gradient(const ConvParams& p, const float* dy, const float
   // With stride 1, dx is a forward convolution of dy with the flipped weights, input and output channels
   // of each group exchanged: dx[ih] = sum over taps kh and channels o of W[o, kh, i] * dy[ih + pad - kh * d],
   // which is tap KH - 1 - kh of a convolution padded by (KH - 1) * d - pad.
-  // Depthwise layers take this way too: their forward pass keeps the weights at hand where the scatter of
-  // depthwise_data_gradient_nhwc cannot.
+  // Depthwise layers take this way too: their forward pass reads dy in memory order and runs its interior
+  // columns without checks, where the gather of depthwise_data_gradient_nhwc checks every reader.
   if (p.stride_y == 1 && p.stride_x == 1 && (p.in_c / p.groups >= min_gemm_channels || is_depthwise(p))) {
     const std::int64_t og = p.out_c / p.groups, ig = p.in_c / p.groups;
     const std::int64_t kh = p.kernel_h, kw = p.kernel_w;
