@@ -36,6 +36,9 @@ constexpr std::int64_t forward_columns = 256;    // im2col columns per sweep of 
 constexpr std::int64_t min_run_columns = 16;
 constexpr std::int64_t max_runs = forward_columns / min_run_columns + 2;  // per block of columns
 
+// The distance in x between the taps of consecutive pixels of an output row.
+std::int64_t in_place_lda(const ConvParams& p) { return static_cast<std::int64_t>(p.stride_x) * p.in_c; }
+
 // Where the MR output pixels from pixel k read x in place, as the im2col rows of a microkernel tile: x at
 // tap (0, 0) of the first pixel, each next pixel's taps stride_x * in_c further on. That holds when no
 // tap of theirs reads the padding, their kernel rows are contiguous in x (one group, no dilation across)
@@ -44,7 +47,7 @@ constexpr std::int64_t max_runs = forward_columns / min_run_columns + 2;  // per
 template <int MR>
 const float* in_place_corner(const Geometry& geo, const float* x, std::int64_t k) {
   const ConvParams& p = geo.p;
-  const std::int64_t lda = static_cast<std::int64_t>(p.stride_x) * p.in_c;
+  const std::int64_t lda = in_place_lda(p);
   if (p.groups != 1 || p.dilation_x != 1 || static_cast<std::int64_t>(p.kernel_w) * p.in_c < min_run_columns)
     return nullptr;
   std::int64_t img, oh, ow, first = 0;
@@ -68,8 +71,7 @@ void forward_gemm(const ConvParams& p, const float* x, const float* w, const flo
   const std::int64_t og = geo.out_per_group,
                      n = static_cast<std::int64_t>(p.kernel_h) * p.kernel_w * geo.in_per_group;
   const std::int64_t o_blocks = (og + NR - 1) / NR, ld = (n + lanes - 1) / lanes * lanes;
-  const std::int64_t row_cols = p.kernel_w * geo.in_per_group,
-                     in_place_lda = static_cast<std::int64_t>(p.stride_x) * p.in_c;
+  const std::int64_t row_cols = p.kernel_w * geo.in_per_group;
   // packed[g][o block][j][NR] = w[g * og + o block * NR + r][j], zero past the group's channels.
   const Memory packed_memory(sizeof(float) * p.groups * o_blocks * n * NR);
   float* packed = packed_memory.floats();
@@ -115,7 +117,7 @@ void forward_gemm(const ConvParams& p, const float* x, const float* w, const flo
         std::int64_t lda = ld;
         if (const float* at = corner[r / MR]) {
           // One run per kernel row: its KW * in_c columns are contiguous in x.
-          lda = in_place_lda;
+          lda = in_place_lda(p);
           for (std::int64_t kh = j0 / row_cols; kh < p.kernel_h && kh * row_cols < j0 + columns; ++kh) {
             const std::int64_t first = max_of(kh * row_cols, j0),
                                last = min_of((kh + 1) * row_cols, j0 + columns);
@@ -253,6 +255,12 @@ void data_gradient_gemm(const ConvParams& p, const float* dy, const float* w, fl
 
 // ---- depthwise (one input and one output channel per group), NHWC: vectors across channels ----------------
 
+// Whether the depthwise output dst of `pixels` pixels of `channels` values is streamed past the caches:
+// when it is large, and every vector store fills whole cache lines of its own.
+bool depthwise_streams(std::int64_t pixels, std::int64_t channels, const float* dst) {
+  return pixels * channels >= stream_floats && sizeof(Vec) == 64 && channels % lanes == 0 && aligned(dst);
+}
+
 // wt[tap][c] = w[c][tap]: the weights of one tap for consecutive channels, ready for vector loads.
 void depthwise_taps_first(const ConvParams& p, const float* w, float* wt) {
   const std::int64_t taps = static_cast<std::int64_t>(p.kernel_h) * p.kernel_w;
@@ -338,9 +346,8 @@ void depthwise_forward_nhwc(const ConvParams& p, const float* x, const float* w,
   const Interior interior = interior_columns(p);
   // depthwise_forward_row keeps a pointer per kernel row at hand.
   const std::int64_t vector_channels = p.kernel_h <= max_vector_taps ? channels / lanes * lanes : 0;
-  // Large outputs bypass the caches when every vector store fills whole cache lines of its own.
-  const bool streaming = static_cast<std::int64_t>(p.batch) * p.out_h * p.out_w * channels >= stream_floats &&
-                         sizeof(Vec) == 64 && channels % lanes == 0 && aligned(y);
+  const bool streaming =
+      depthwise_streams(static_cast<std::int64_t>(p.batch) * p.out_h * p.out_w, channels, y);
   parallel_for(static_cast<std::int64_t>(p.batch) * p.out_h, [&](std::int64_t row) {
     const std::int64_t n = row / p.out_h, oh = row % p.out_h;
     if (vector_channels > 0) {
@@ -395,8 +402,8 @@ void depthwise_data_gradient_nhwc(const ConvParams& p, const float* dy, const fl
   depthwise_taps_first(p, w, wt);
   const Readers rows(p.in_h, p.out_h, p.kernel_h, p.stride_y, p.pad_top, p.dilation_y);
   const Readers cols(p.in_w, p.out_w, p.kernel_w, p.stride_x, p.pad_left, p.dilation_x);
-  const bool streaming = static_cast<std::int64_t>(p.batch) * p.in_h * p.in_w * channels >= stream_floats &&
-                         sizeof(Vec) == 64 && channels % lanes == 0 && aligned(dx);
+  const bool streaming =
+      depthwise_streams(static_cast<std::int64_t>(p.batch) * p.in_h * p.in_w, channels, dx);
   const std::int64_t most_readers = rows.most() * cols.most();
   parallel_for(static_cast<std::int64_t>(p.batch) * p.in_h, [&](std::int64_t row) {
     const std::int64_t n = row / p.in_h, ih = row % p.in_h;
