@@ -1,6 +1,7 @@
 """Shapes that steer the CPU kernels down each of their paths and through each of their tails.
 
-The weight gradient has three paths: a GEMM per group (groups == 1, or more than 8 output or input channels
+The weight gradient has four paths: Winograd's F(2x2, 3x3) for dense 3x3 stride-1 NHWC layers (up to 8 MiB
+of transformed gradient), in blocks of tiles of at most 8 MiB of transforms each; a GEMM per group (groups == 1, or more than 8 output or input channels
 per group) with register tiles of 6 x 64 or 8 x 48 (AVX-512), 6 x 16 or 4 x 24 (AVX2), 4 x 4 (scalar),
 possibly transposed, column blocks of at most 512 columns (KH * KW * I / groups of them) and, when there
 are few column blocks and many pixels, the pixel sum split into segments; depthwise in NHWC, read in place
@@ -71,6 +72,10 @@ CONV_PATHS = [
     # (at most 8 MiB of transforms each), the second partial.
     pytest.param((1, 5, 6, 136, 130, 3, 1, 1, 1, "same"), id="winograd_shared_one_block"),
     pytest.param((1, 44, 43, 136, 130, 3, 1, 1, 1, "same"), id="winograd_shared_two_blocks"),
+    # The weight gradient's blocks of tiles (at most 8 MiB of transforms each) accumulate into dU one after
+    # another: 3200 tiles of 17 input and 20 output channels make three blocks at every vector width, the
+    # last partial, with channels that fill neither the microkernel's rows nor its vectors.
+    pytest.param((2, 80, 79, 17, 20, 3, 1, 1, 1, "same"), id="winograd_weights_three_blocks"),
     # Depthwise with 37 channels: full blocks of groups and a partial one at every vector width.
     # The forward GEMM, and dx at stride 1 as a forward pass with flipped weights: padding wider than the
     # kernel (a negative padding for the flipped pass), asymmetric, with dilation, and with groups.
@@ -145,7 +150,7 @@ ACCUMULATE_PATHS = [
     pytest.param((1, 12, 12, 8, 13, 3, 1, 1, 1, "same"), id="gemm_one_segment"),
     pytest.param((2, 40, 40, 8, 8, 3, 1, 1, 1, "same"), id="gemm_pixel_segments"),
     pytest.param((3, 9, 8, 37, 37, 3, 1, 1, 37, "same"), id="depthwise"),
-    # Winograd's weight gradient: segments' partials summed in order, then added to dW.
+    # Winograd's weight gradient: dU summed over the tiles, transformed, then added to dW.
     pytest.param((2, 31, 29, 24, 70, 3, 1, 1, 1, "same"), id="winograd"),
     pytest.param((2, 7, 9, 40, 40, 3, 1, 1, 5, "same"), id="grouped_8_8"),
 ]

@@ -81,8 +81,10 @@ CONV_SHAPES = [
     pytest.param((4, 32, 32, 16, 16, 5, 1), id="gemm_pixel_segments"),
     # 3200 columns: seven column blocks.
     pytest.param((2, 16, 16, 128, 24, 5, 1), id="gemm_column_blocks"),
-    # Winograd: the forward pass's blocks shared out by thread count, the weight gradient's segments.
+    # Winograd: the forward pass's blocks shared out by thread count; the weight gradient's transforms and
+    # GEMMs shared by the threads, over two blocks of tiles here.
     pytest.param((4, 20, 18, 24, 40, 3, 1), id="winograd"),
+    pytest.param((1, 80, 82, 17, 20, 3, 1), id="winograd_weights_two_blocks"),
     # Winograd with over 1 MiB of transformed weights: blocks whose steps the threads share.
     pytest.param((1, 10, 12, 136, 130, 3, 1), id="winograd_shared_blocks"),
     # 40 groups: more than one block of groups at every vector width, one task per image and block.

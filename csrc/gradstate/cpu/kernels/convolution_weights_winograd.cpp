@@ -5,18 +5,15 @@
 //   dU = sum over tiles of Z ⊙ V,   Z = A dY A^T,   dg = G^T dU G,
 // and at each of the 16 positions xi, dU for all pairs of input and output channels is a GEMM over tiles:
 //   dU[xi][c][o] = sum over tiles t of V[xi][t][c] * Z[xi][t][o],
-// 16 multiply-adds per tile and channel pair instead of 36. The tiles are cut into a fixed number of
-// segments (not depending on the thread count). A task takes one segment, block by block of tiles: it
-// transforms their patches of x into V and of dy into Z, and the microkernel accumulates the 16 GEMMs into
-// the segment's partial dU. The partials are added in segment order (as the other weight-gradient kernels
-// add theirs), then transformed into dW.
+// 16 multiply-adds per tile and channel pair instead of 36. Blocks of tiles go through two steps: their
+// patches of x are transformed into V and their patches of dy into Z, then the microkernel accumulates the
+// 16 GEMMs into dU. dU is finally transformed into dW.
 #include <cstdint>
 #include <cstring>
 
 #include "gradstate/cpu/kernels/conv_geometry.h"
 #include "gradstate/cpu/kernels/convolution_winograd.h"
 #include "gradstate/cpu/kernels/gemm.h"
-#include "gradstate/cpu/kernels/partial_sums.h"
 #include "gradstate/cpu/kernels/vec.h"
 #include "gradstate/cpu/kernels/winograd.h"
 #include "gradstate/cpu/memory.h"
@@ -25,12 +22,11 @@
 namespace gradstate::cpu::GRADSTATE_ISA_NAMESPACE {
 namespace {
 
-// Beyond this size of dU, the segments' partials, loaded and stored by the microkernel for every block of
-// tiles, cost more than the GEMM saves (256 x 256 channels measured slower than the GEMM path).
-constexpr std::int64_t max_du_bytes = std::int64_t{1} << 20;
-constexpr std::int64_t max_partials_bytes = std::int64_t{8} << 20;
-constexpr std::int64_t max_segments = 16;
-constexpr std::int64_t max_block_bytes = std::int64_t{2} << 20;  // a block's V and Z
+// Beyond this size of dU the GEMM path is as fast (512 x 512 channels measured no faster: their few tiles
+// per image leave the transforms little to save).
+constexpr std::int64_t max_du_bytes = std::int64_t{8} << 20;
+constexpr std::int64_t max_block_bytes = std::int64_t{8} << 20;  // a block's V and Z
+constexpr std::int64_t tile_chunk = 16;                          // tiles whose patches one task transforms
 
 template <int MR, int NV>
 struct WinogradWeights {
@@ -47,49 +43,76 @@ struct WinogradWeights {
         // V is the microkernel's k-major A operand: its rows run over channels in steps of MR.
         ldv((channels + MR - 1) / MR * MR),
         ldz(o_blocks * NR),
-        part(positions * ldv * ldz + outputs),
-        block_tiles(max_of<std::int64_t>(1, max_block_bytes / (sizeof(float) * positions * (ldv + ldz)))),
-        segments(
-            max_of<std::int64_t>(1, min_of(min_of(max_segments, (grid.count + block_tiles - 1) / block_tiles),
-                                           max_partials_bytes / (std::int64_t{sizeof(float)} * part)))),
-        segment_tiles((grid.count + segments - 1) / segments) {}
+        block_tiles(min_of(
+            grid.count, max_of<std::int64_t>(
+                            1, max_block_bytes / (std::int64_t{sizeof(float)} * positions * (ldv + ldz))))) {}
 
-  // partial[xi][c][ldz] (dU) then partial[positions * ldv * ldz + o] (db) over the segment's tiles.
-  void run_segment(std::int64_t s, float* partial) const {
-    const std::int64_t v_floats = positions * block_tiles * ldv,
-                       z_floats = positions * o_blocks * block_tiles * NR;
-    float* v = static_cast<float*>(thread_scratch(sizeof(float) * (v_floats + z_floats + ldv)));
-    float* z = v + v_floats;
-    float* zeros = z + z_floats;
-    // Channels past the last (rows of the last microkernel tile) and output channels past the last
-    // (columns of the last vector block) stay zero: the transforms write only real channels.
-    std::memset(v, 0, sizeof(float) * (v_floats + z_floats + ldv));
-    std::memset(partial, 0, sizeof(float) * part);
-    float* db = partial + positions * ldv * ldz;
-    const std::int64_t first = s * segment_tiles, end = min_of(grid.count, first + segment_tiles);
-    for (std::int64_t t0 = first; t0 < end; t0 += block_tiles) {
-      const std::int64_t count = min_of(block_tiles, end - t0);
-      for (std::int64_t t = 0; t < count; ++t) {
-        transform_input_patches(geo, grid, x, zeros, t0 + t, v + t * ldv, block_tiles * ldv);
-        transform_gradients(t0 + t, z + t * NR, db);
+  // A block's V and Z: v[xi][tile][ldv] and z[xi][o block][tile][NR] for block_tiles tiles, then a pixel
+  // of zeros for the patches' padding.
+  std::int64_t v_floats() const { return positions * block_tiles * ldv; }
+  std::int64_t block_floats() const { return v_floats() + positions * o_blocks * block_tiles * NR + ldv; }
+
+  // The transforms write only real channels. What lies past them, channels past the last (rows of the last
+  // microkernel tile) and output channels past the last (columns of the last vector block), and the zero
+  // pixel, are zeroed once.
+  void zero_pads(float* v) const {
+    float* z_last = v + v_floats() + (o_blocks - 1) * block_tiles * NR;
+    const std::int64_t z_used = outputs - (o_blocks - 1) * NR;
+    for (int xi = 0; xi < positions; ++xi) {
+      for (std::int64_t t = 0; t < block_tiles; ++t) {
+        std::memset(v + (xi * block_tiles + t) * ldv + channels, 0, sizeof(float) * (ldv - channels));
+        std::memset(z_last + (xi * o_blocks * block_tiles + t) * NR + z_used, 0,
+                    sizeof(float) * (NR - z_used));
       }
-      for (int xi = 0; xi < positions; ++xi) {
-        for (std::int64_t ob = 0; ob < o_blocks; ++ob) {
-          const float* zb = z + (xi * o_blocks + ob) * block_tiles * NR;
-          const int cols = static_cast<int>(min_of(NR, outputs - ob * NR));
-          for (std::int64_t c = 0; c < channels; c += MR) {
-            const int rows = static_cast<int>(min_of<std::int64_t>(MR, channels - c));
-            microkernel<MR, NV>(count, v + xi * block_tiles * ldv + c, ldv, zb,
-                                partial + (xi * ldv + c) * ldz + ob * NR, ldz, rows, cols);
-          }
-        }
-      }
+    }
+    std::memset(v + block_floats() - ldv, 0, sizeof(float) * ldv);
+  }
+
+  // The microkernel's dU[xi][c][o] += sum over the block's `count` tiles of V[xi][tile][c] Z[xi][tile][o]
+  // for output channel block ob.
+  void multiply(const float* v, std::int64_t count, int xi, std::int64_t ob, float* du) const {
+    const float* zb = v + v_floats() + (xi * o_blocks + ob) * block_tiles * NR;
+    const int cols = static_cast<int>(min_of(NR, outputs - ob * NR));
+    for (std::int64_t c = 0; c < channels; c += MR) {
+      const int rows = static_cast<int>(min_of<std::int64_t>(MR, channels - c));
+      microkernel<MR, NV>(count, v + xi * block_tiles * ldv + c, ldv, zb, du + (xi * ldv + c) * ldz + ob * NR,
+                          ldz, rows, cols);
     }
   }
 
-  // z[((xi * o_blocks + o / NR) * block_tiles) * NR + o % NR] = Z[xi][tile][o] for every output channel;
-  // db += the tile's dy.
-  void transform_gradients(std::int64_t tile, float* z, float* db) const {
+  // The threads share each step of a block: the input patches split by chunks of tiles and the gradients
+  // by output channel blocks (each adding its channels' dy to db in tile order), then the GEMMs by
+  // position and output channel block. Each value of dU and db sums the tiles in one order whatever the
+  // thread count, and dU is loaded and stored once per block.
+  void accumulate_blocks(float* du, float* db) const {
+    const Memory block_memory(sizeof(float) * block_floats());
+    float* v = block_memory.floats();
+    zero_pads(v);
+    float* z = v + v_floats();
+    const float* zeros = v + block_floats() - ldv;
+    for (std::int64_t t0 = 0; t0 < grid.count; t0 += block_tiles) {
+      const std::int64_t count = min_of(block_tiles, grid.count - t0);
+      const std::int64_t chunks = (count + tile_chunk - 1) / tile_chunk;
+      parallel_for(chunks + o_blocks, [&](std::int64_t task) {
+        if (task >= chunks) {
+          const std::int64_t ob = task - chunks, o_end = min_of(outputs, (ob + 1) * NR);
+          for (std::int64_t t = 0; t < count; ++t)
+            transform_gradients(t0 + t, ob * NR, o_end, z + t * NR, db);
+          return;
+        }
+        for (std::int64_t t = task * tile_chunk; t < min_of(count, (task + 1) * tile_chunk); ++t)
+          transform_input_patches(geo, grid, x, zeros, t0 + t, v + t * ldv, block_tiles * ldv);
+      });
+      parallel_for(positions * o_blocks, [&](std::int64_t item) {
+        multiply(v, count, static_cast<int>(item / o_blocks), item % o_blocks, du);
+      });
+    }
+  }
+
+  // z[((xi * o_blocks + o / NR) * block_tiles) * NR + o % NR] = Z[xi][tile][o] for output channels
+  // [o_begin, o_end); db += the tile's dy for them.
+  void transform_gradients(std::int64_t tile, std::int64_t o_begin, std::int64_t o_end, float* z,
+                           float* db) const {
     std::int64_t n, oh, ow;
     grid.locate(tile, n, oh, ow);
     const float* src[4];  // null outside the output
@@ -99,8 +122,8 @@ struct WinogradWeights {
     }
     const std::int64_t stride = o_blocks * block_tiles * NR;
     auto at = [&](std::int64_t o) { return (o / NR) * block_tiles * NR + o % NR; };
-    std::int64_t o = 0;
-    for (; o + lanes <= outputs; o += lanes) {
+    std::int64_t o = o_begin;
+    for (; o + lanes <= o_end; o += lanes) {
       Vec d[4], zv[positions], sum = load(db + o);
       for (int i = 0; i < 4; ++i) d[i] = src[i] ? load(src[i] + o) : Vec{};
       for (int i = 0; i < 4; ++i) sum += d[i];
@@ -108,7 +131,7 @@ struct WinogradWeights {
       transform_output_gradient(d, zv);
       for (int xi = 0; xi < positions; ++xi) store(z + xi * stride + at(o), zv[xi]);
     }
-    for (; o < outputs; ++o) {
+    for (; o < o_end; ++o) {
       float d[4], zv[positions];
       for (int i = 0; i < 4; ++i) d[i] = src[i] ? src[i][o] : 0.0f;
       for (int i = 0; i < 4; ++i) db[o] += d[i];
@@ -118,22 +141,37 @@ struct WinogradWeights {
   }
 
   void run(float* dw, float* db, bool accumulate) const {
-    const std::int64_t du_size = part - outputs;
-    const Memory partials_memory(sizeof(float) * segments * part);
-    // Zero, so that the partials add to nothing when sum_partials adds them to db's existing values.
-    const Memory du_memory(sizeof(float) * du_size, true);
-    float* partials = partials_memory.floats();
-    float* du = du_memory.floats();
-    parallel_for(segments, [&](std::int64_t s) { run_segment(s, partials + s * part); });
-    sum_partials(partials, segments, du_size, outputs, du, db, accumulate);
-    parallel_for(outputs, [&](std::int64_t o) {
-      for (std::int64_t c = 0; c < channels; ++c) {
-        float u[positions], g[9];
-        for (int xi = 0; xi < positions; ++xi) u[xi] = du[(xi * ldv + c) * ldz + o];
-        transform_kernel_gradient(u, g);
+    const Memory du_memory(sizeof(float) * positions * ldv * ldz, true);
+    if (!accumulate) std::memset(db, 0, sizeof(float) * outputs);
+    accumulate_blocks(du_memory.floats(), db);
+    transform_to_weights(du_memory.floats(), dw, accumulate);
+  }
+
+  // dW from dU. A task takes `lanes` output channels (a vector of a row of dU) and transforms with vectors
+  // across them, `lanes` input channels at a time; each tap's results are then transposed into rows of dW.
+  void transform_to_weights(const float* du, float* dw, bool accumulate) const {
+    parallel_for((outputs + lanes - 1) / lanes, [&](std::int64_t task) {
+      const std::int64_t o0 = task * lanes, o_count = min_of<std::int64_t>(lanes, outputs - o0);
+      for (std::int64_t c0 = 0; c0 < channels; c0 += lanes) {
+        const std::int64_t c_count = min_of<std::int64_t>(lanes, channels - c0);
+        float g[9][lanes][lanes];  // g[tap][c - c0][o - o0]
+        for (std::int64_t c = 0; c < c_count; ++c) {
+          Vec u[positions], gv[9];
+          for (int xi = 0; xi < positions; ++xi) u[xi] = load(du + (xi * ldv + c0 + c) * ldz + o0);
+          transform_kernel_gradient(u, gv);
+          for (int tap = 0; tap < 9; ++tap) store(g[tap][c], gv[tap]);
+        }
         for (int tap = 0; tap < 9; ++tap) {
-          float& out = dw[(o * 9 + tap) * channels + c];
-          out = accumulate ? out + g[tap] : g[tap];
+          float t[lanes][lanes];  // t[o - o0][c - c0]
+          transpose(g[tap][0], c_count, o_count, lanes, t[0], lanes);
+          for (std::int64_t o = 0; o < o_count; ++o) {
+            float* out = dw + ((o0 + o) * 9 + tap) * channels + c0;
+            if (c_count == lanes) {
+              store(out, accumulate ? load(out) + load(t[o]) : load(t[o]));
+            } else {
+              for (std::int64_t c = 0; c < c_count; ++c) out[c] = accumulate ? out[c] + t[o][c] : t[o][c];
+            }
+          }
         }
       }
     });
@@ -143,7 +181,7 @@ struct WinogradWeights {
   TileGrid grid;
   const float* dy;
   const float* x;
-  std::int64_t channels, outputs, o_blocks, ldv, ldz, part, block_tiles, segments, segment_tiles;
+  std::int64_t channels, outputs, o_blocks, ldv, ldz, block_tiles;
 };
 
 }  // namespace
