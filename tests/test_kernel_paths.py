@@ -1,18 +1,19 @@
 """Shapes that steer the CPU kernels down each of their paths and through each of their tails.
 
-The weight gradient has four paths: Winograd's F(2x2, 3x3) for dense 3x3 stride-1 NHWC layers (up to 8 MiB
-of transformed gradient), in blocks of tiles of at most 8 MiB of transforms each; a GEMM per group (groups == 1, or more than 8 output or input channels
-per group) with register tiles of 6 x 64 or 8 x 48 (AVX-512), 6 x 16 or 4 x 24 (AVX2), 4 x 4 (scalar),
-possibly transposed, column blocks of at most 512 columns (KH * KW * I / groups of them) and, when there
-are few column blocks and many pixels, the pixel sum split into segments; depthwise in NHWC, read in place
-in blocks of channels with border pixels checked; and "vectors across groups" for the other small groups
-(at most 8 output and 8 input channels per group), which sweeps the taps 9 at a time. The forward pass and
-dx run a GEMM when a group has at least 8 output (forward) or input (dx) channels, dx at stride 1 as a
-forward pass and at larger strides through col2im; with fewer channels per group, vectors across groups
-(one shuffle of the source pixel's vectors per source channel of a group), when a block of lanes' sources
-fit two vectors. Instance norm sums blocks of 512 pixels, one plane per
-task in NCHW and 256 channels per task in NHWC. Every case is checked against the float64 reference in
-both layouts; test_cpu_isa.py runs this file at every instruction-set level.
+The weight gradient has five paths: Winograd's F(2x2, 3x3) for dense 3x3 stride-1 NHWC layers (up to 8 MiB of
+transformed gradient), in blocks of tiles of at most 8 MiB of transforms each; kernel rows read in place for
+NHWC layers of at most 4 input channels and no dilation across; a GEMM per group (groups == 1, or more than 8
+output or input channels per group) with register tiles of 6 x 64 or 8 x 48 (AVX-512), 6 x 16 or 4 x 24
+(AVX2), 4 x 4 (scalar), possibly transposed, column blocks of at most 512 columns (KH * KW * I / groups of
+them) and, when there are few column blocks and many pixels, the pixel sum split into segments; depthwise in
+NHWC, read in place in blocks of channels with border pixels checked; and "vectors across groups" for the
+other small groups (at most 8 output and 8 input channels per group), which sweeps the taps 9 at a time. The
+forward pass and dx run a GEMM when a group has at least 8 output (forward) or input (dx) channels, dx at
+stride 1 as a forward pass and at larger strides through col2im; with fewer channels per group, vectors across
+groups (one shuffle of the source pixel's vectors per source channel of a group), when a block of lanes'
+sources fit two vectors. Instance norm sums blocks of 512 pixels, one plane per task in NCHW and 256 channels
+per task in NHWC. Every case is checked against the float64 reference in both layouts; test_cpu_isa.py runs
+this file at every instruction-set level.
 """
 
 import gradstate as gs
@@ -49,8 +50,16 @@ CONV_PATHS = [
     # 1024 pixels: the most that stays one segment.
     pytest.param((1, 32, 32, 8, 8, 3, 1, 1, 1, "same"), id="gemm_one_segment_1024"),
     # First layer of an image network: 3 input channels, 7x7 stride 2, padding 3 (rows in the padding,
-    # taps partly outside the image).
-    pytest.param((2, 30, 30, 3, 16, 7, 2, 1, 1, 3), id="gemm_first_layer_7x7_s2"),
+    # taps partly outside the image). In NHWC, layers of at most 4 input channels read the kernel rows'
+    # values in place, blocks of them per output row, pixels near the borders gathered with zeros: one
+    # channel with 70 outputs (two vector blocks at AVX-512, the second partial) and asymmetric padding;
+    # four channels with strides 2 and 3, rows dilated and padding wider than the kernel; a kernel wider
+    # than the image (no pixel in the interior); 4480 output pixels, two bands of rows.
+    pytest.param((2, 30, 30, 3, 16, 7, 2, 1, 1, 3), id="first_layer_7x7_s2"),
+    pytest.param((3, 13, 11, 1, 70, 5, 1, 1, 1, (2, 0, 3, 1)), id="first_layer_1_channel_70_out"),
+    pytest.param((2, 9, 17, 4, 8, (3, 5), (2, 3), (2, 1), 1, (1, 4, 2, 2)), id="first_layer_4_channels"),
+    pytest.param((1, 5, 4, 2, 24, 7, 1, 1, 1, 3), id="first_layer_kernel_wider_than_image"),
+    pytest.param((1, 70, 64, 3, 8, 3, 1, 1, 1, "same"), id="first_layer_two_bands"),
     pytest.param((2, 9, 9, 24, 20, 1, 1, 1, 1, 0), id="gemm_1x1"),
     # Dilation turns off the contiguous-row packing of NHWC.
     pytest.param((2, 11, 10, 8, 12, 3, 1, 2, 1, "same"), id="gemm_dilation2_same"),
@@ -153,6 +162,8 @@ ACCUMULATE_PATHS = [
     # Winograd's weight gradient: dU summed over the tiles, transformed, then added to dW.
     pytest.param((2, 31, 29, 24, 70, 3, 1, 1, 1, "same"), id="winograd"),
     pytest.param((2, 7, 9, 40, 40, 3, 1, 1, 5, "same"), id="grouped_8_8"),
+    # The first-layer path: the bands' partials summed in order, then added.
+    pytest.param((2, 12, 11, 3, 20, 5, 2, 1, 1, 2), id="first_layer"),
 ]
 
 

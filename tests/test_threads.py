@@ -87,6 +87,8 @@ CONV_SHAPES = [
     pytest.param((1, 80, 82, 17, 20, 3, 1), id="winograd_weights_two_blocks"),
     # Winograd with over 1 MiB of transformed weights: blocks whose steps the threads share.
     pytest.param((1, 10, 12, 136, 130, 3, 1), id="winograd_shared_blocks"),
+    # 3 input channels: the first-layer path, two bands of rows per image.
+    pytest.param((2, 70, 64, 3, 16, 7, 1), id="first_layer_bands"),
     # 40 groups: more than one block of groups at every vector width, one task per image and block.
     pytest.param((3, 12, 12, 40, 40, 3, 40), id="depthwise40"),
     pytest.param((3, 10, 10, 32, 32, 3, 8), id="grouped_4_4_per_group"),

@@ -1,0 +1,162 @@
+// The weight gradient of layers with few input channels (a network's first layer), NHWC.
+//
+// With one group and no dilation across, kernel row kh of output pixel (oh, ow) reads KW * C consecutive
+// values of x, and along an output row those runs start stride_x * C values apart. So a block of MR of a
+// kernel row's values is, over the pixels of an output row, a k-major operand read from x in place with
+// row stride stride_x * C: the microkernel accumulates dW[o][kh][j..j+MR) (its rows) for a block of output
+// channels (its vectors, from dy) without the im2col panel the GEMM path packs, which for so few columns
+// costs as much as the multiply-adds. Pixels whose block reaches outside the input row (the padding) are
+// gathered one by one with zeros. A task takes a band of output rows of one image, keeps every tile's
+// accumulators in memory between rows, and leaves a partial dW and db; the partials are added in task
+// order, so the result does not depend on the thread count.
+#include "gradstate/cpu/kernels/convolution_weights_first_layer.h"
+
+#include <cstdint>
+#include <cstring>
+
+#include "gradstate/cpu/kernels/conv_geometry.h"
+#include "gradstate/cpu/kernels/gemm.h"
+#include "gradstate/cpu/kernels/partial_sums.h"
+#include "gradstate/cpu/kernels/vec.h"
+#include "gradstate/cpu/memory.h"
+#include "gradstate/cpu/thread_pool.h"
+
+namespace gradstate::cpu::GRADSTATE_ISA_NAMESPACE {
+namespace {
+
+constexpr int MR = tile_a[0], NV = tile_a[1], NR = NV * lanes;
+constexpr std::int32_t max_channels = 4;
+// Output pixels per task: enough to amortise the accumulators' trips to memory and keep the partials few
+// (each is a whole dW), few enough for work to share among the threads; the partials stay within the
+// memory bound.
+constexpr std::int64_t band_pixels = 4096;
+constexpr std::int64_t max_partial_bytes = 8 << 20;
+
+// Floor of a / b for b > 0.
+std::int64_t floor_div(std::int64_t a, std::int64_t b) { return a >= 0 ? a / b : -((-a + b - 1) / b); }
+
+struct FirstLayer {
+  explicit FirstLayer(const ConvParams& p)
+      : geo(p),
+        row_values(static_cast<std::int64_t>(p.kernel_w) * p.in_c),
+        row_blocks((row_values + MR - 1) / MR),
+        o_blocks((p.out_c + NR - 1) / NR),
+        ldb(o_blocks * NR),
+        tiles(p.kernel_h * row_blocks * o_blocks),
+        dw_size(static_cast<std::int64_t>(p.out_c) * p.kernel_h * row_values) {}
+
+  // Output columns [lo, hi) whose block of values [j, j + MR) lies inside the input row.
+  void interior(std::int64_t j, std::int64_t& lo, std::int64_t& hi) const {
+    const ConvParams& p = geo.p;
+    const std::int64_t step = static_cast<std::int64_t>(p.stride_x) * p.in_c;
+    const std::int64_t shift =
+        static_cast<std::int64_t>(p.pad_left) * p.in_c - j;  // start = ow * step - shift
+    lo = min_of<std::int64_t>(p.out_w, max_of<std::int64_t>(0, floor_div(shift + step - 1, step)));
+    hi = max_of(lo, min_of<std::int64_t>(p.out_w, floor_div(p.in_w * p.in_c - MR + shift, step) + 1));
+  }
+
+  // The partial dW (dw_size values, OHWI) and db (out_c values) of output rows [oh0, oh1) of image n.
+  void run_band(const float* dy, const float* x, std::int64_t n, std::int64_t oh0, std::int64_t oh1,
+                float* partial) const {
+    const ConvParams& p = geo.p;
+    const std::int64_t tile_floats = MR * NR;
+    // The tiles' accumulators, then one output row of dy padded to whole vector blocks.
+    float* acc_memory = static_cast<float*>(
+        thread_scratch(sizeof(float) * (tiles * tile_floats + static_cast<std::int64_t>(p.out_w) * ldb)));
+    float* dy_row = acc_memory + tiles * tile_floats;
+    std::memset(acc_memory, 0, sizeof(float) * (tiles * tile_floats + p.out_w * ldb));
+    float* db = partial + dw_size;
+    std::memset(db, 0, sizeof(float) * p.out_c);
+    const std::int64_t step = static_cast<std::int64_t>(p.stride_x) * p.in_c;
+    const std::int64_t row_end = static_cast<std::int64_t>(p.in_w) * p.in_c;
+    for (std::int64_t oh = oh0; oh < oh1; ++oh) {
+      for (std::int64_t ow = 0; ow < p.out_w; ++ow) {
+        const float* src = dy + geo.y_offset(n, oh, ow, 0);
+        float* dst = dy_row + ow * ldb;
+        std::int64_t o = 0;
+        for (; o + lanes <= p.out_c; o += lanes) {
+          const Vec d = load(src + o);
+          store(dst + o, d);
+          store(db + o, load(db + o) + d);
+        }
+        for (; o < p.out_c; ++o) dst[o] = src[o], db[o] += src[o];
+      }
+      for (std::int64_t kh = 0; kh < p.kernel_h; ++kh) {
+        const std::int64_t ih = geo.input_row(oh, kh);
+        if (!geo.row_inside(ih)) continue;  // the padding adds nothing
+        // Value v of the input row is x_row[v]; pixel ow's kernel row starts at ow * step - pad_left * C.
+        const float* x_row = x + geo.x_offset(n, ih, 0, 0);
+        for (std::int64_t rb = 0; rb < row_blocks; ++rb) {
+          const std::int64_t j = rb * MR;
+          std::int64_t lo, hi;
+          interior(j, lo, hi);
+          for (std::int64_t ob = 0; ob < o_blocks; ++ob) {
+            float* saved = acc_memory + ((kh * row_blocks + rb) * o_blocks + ob) * tile_floats;
+            Vec acc[MR][NV];
+            for (int m = 0; m < MR; ++m)
+              for (int v = 0; v < NV; ++v) acc[m][v] = load(saved + (m * NV + v) * lanes);
+            const float* b = dy_row + ob * NR;
+            auto border = [&](std::int64_t ow) {
+              float a[MR];
+              for (int m = 0; m < MR; ++m) {
+                const std::int64_t at = ow * step - p.pad_left * p.in_c + j + m;
+                a[m] = at >= 0 && at < row_end ? x_row[at] : 0.0f;
+              }
+              accumulate_rows<MR, NV, false>(acc, 1, a, MR, [&](std::int64_t) { return b + ow * ldb; });
+            };
+            for (std::int64_t ow = 0; ow < lo; ++ow) border(ow);
+            if (hi > lo) {
+              const float* a = x_row + (lo * step - p.pad_left * p.in_c + j);
+              const float* bp = b + lo * ldb;
+              accumulate_rows<MR, NV, false>(acc, hi - lo, a, step,
+                                             [&](std::int64_t k) { return bp + k * ldb; });
+            }
+            for (std::int64_t ow = hi; ow < p.out_w; ++ow) border(ow);
+            for (int m = 0; m < MR; ++m)
+              for (int v = 0; v < NV; ++v) store(saved + (m * NV + v) * lanes, acc[m][v]);
+          }
+        }
+      }
+    }
+    // Tile (kh, rb, ob) row m, lane o holds dW[ob * NR + o][kh][rb * MR + m]; rows past the kernel row and
+    // lanes past the last output channel are dropped.
+    for (std::int64_t kh = 0; kh < p.kernel_h; ++kh)
+      for (std::int64_t rb = 0; rb < row_blocks; ++rb)
+        for (std::int64_t ob = 0; ob < o_blocks; ++ob) {
+          const float* saved = acc_memory + ((kh * row_blocks + rb) * o_blocks + ob) * tile_floats;
+          for (std::int64_t m = 0; m < min_of<std::int64_t>(MR, row_values - rb * MR); ++m)
+            for (std::int64_t o = 0; o < min_of<std::int64_t>(NR, p.out_c - ob * NR); ++o)
+              partial[((ob * NR + o) * p.kernel_h + kh) * row_values + rb * MR + m] = saved[m * NR + o];
+        }
+  }
+
+  Geometry geo;
+  std::int64_t row_values, row_blocks, o_blocks, ldb, tiles, dw_size;
+};
+
+}  // namespace
+
+bool first_layer_weights_gradient_applies(const ConvParams& p) {
+  return p.layout == Layout::NHWC && p.groups == 1 && p.dilation_x == 1 && p.in_c <= max_channels;
+}
+
+void first_layer_weights_gradient(const ConvParams& p, const float* dy, const float* x, float* dw, float* db,
+                                  bool accumulate) {
+  const FirstLayer layer(p);
+  const std::int64_t part = layer.dw_size + p.out_c;
+  // Bands of band_pixels, taller when the partials would outgrow their bound (but at least one per image).
+  const std::int64_t max_parts = max_partial_bytes / (std::int64_t{sizeof(float)} * part);
+  const std::int64_t most_bands = max_of<std::int64_t>(1, max_parts / p.batch);
+  const std::int64_t band_rows = max_of<std::int64_t>(max_of<std::int64_t>(1, band_pixels / p.out_w),
+                                                      (p.out_h + most_bands - 1) / most_bands);
+  const std::int64_t bands = (p.out_h + band_rows - 1) / band_rows;
+  const Memory partials_memory(sizeof(float) * p.batch * bands * part);
+  float* partials = partials_memory.floats();
+  parallel_for(p.batch * bands, [&](std::int64_t task) {
+    const std::int64_t n = task / bands, oh0 = task % bands * band_rows;
+    layer.run_band(dy, x, n, oh0, min_of<std::int64_t>(p.out_h, oh0 + band_rows), partials + task * part);
+  });
+  sum_partials(partials, p.batch * bands, layer.dw_size, p.out_c, dw, db, accumulate);
+}
+
+}  // namespace gradstate::cpu::GRADSTATE_ISA_NAMESPACE
