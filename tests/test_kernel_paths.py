@@ -2,18 +2,18 @@
 
 The weight gradient has five paths: Winograd's F(2x2, 3x3) for dense 3x3 stride-1 NHWC layers (up to 8 MiB of
 transformed gradient), in blocks of tiles of at most 8 MiB of transforms each; kernel rows read in place for
-NHWC layers of at most 4 input channels and no dilation across; a GEMM per group (groups == 1, or more than 8
-output or input channels per group) with register tiles of 6 x 64 or 8 x 48 (AVX-512), 6 x 16 or 4 x 24
-(AVX2), 4 x 4 (scalar), possibly transposed, column blocks of at most 512 columns (KH * KW * I / groups of
-them) and, when there are few column blocks and many pixels, the pixel sum split into segments; depthwise in
-NHWC, read in place in blocks of channels with border pixels checked; and "vectors across groups" for the
-other small groups (at most 8 output and 8 input channels per group), which sweeps the taps 9 at a time. The
-forward pass and dx run a GEMM when a group has at least 8 output (forward) or input (dx) channels, dx at
-stride 1 as a forward pass and at larger strides through col2im; with fewer channels per group, vectors across
-groups (one shuffle of the source pixel's vectors per source channel of a group), when a block of lanes'
-sources fit two vectors. Instance norm sums blocks of 512 pixels, one plane per task in NCHW and 256 channels
-per task in NHWC. Every case is checked against the float64 reference in both layouts; test_cpu_isa.py runs
-this file at every instruction-set level.
+NHWC layers of at most 4 input channels, or 1x1 with output rows of at least 32 pixels, and no dilation
+across; a GEMM per group (groups == 1, or more than 8 output or input channels per group) with register tiles
+of 6 x 64 or 8 x 48 (AVX-512), 6 x 16 or 4 x 24 (AVX2), 4 x 4 (scalar), possibly transposed, column blocks of
+at most 512 columns (KH * KW * I / groups of them) and, when there are few column blocks and many pixels, the
+pixel sum split into segments; depthwise in NHWC, read in place in blocks of channels with border pixels
+checked; and "vectors across groups" for the other small groups (at most 8 output and 8 input channels per
+group), which sweeps the taps 9 at a time. The forward pass and dx run a GEMM when a group has at least 8
+output (forward) or input (dx) channels, dx at stride 1 as a forward pass and at larger strides through
+col2im; with fewer channels per group, vectors across groups (one shuffle of the source pixel's vectors per
+source channel of a group), when a block of lanes' sources fit two vectors. Instance norm sums blocks of 512
+pixels, one plane per task in NCHW and 256 channels per task in NHWC. Every case is checked against the
+float64 reference in both layouts; test_cpu_isa.py runs this file at every instruction-set level.
 """
 
 import gradstate as gs
@@ -60,6 +60,11 @@ CONV_PATHS = [
     pytest.param((2, 9, 17, 4, 8, (3, 5), (2, 3), (2, 1), 1, (1, 4, 2, 2)), id="first_layer_4_channels"),
     pytest.param((1, 5, 4, 2, 24, 7, 1, 1, 1, 3), id="first_layer_kernel_wider_than_image"),
     pytest.param((1, 70, 64, 3, 8, 3, 1, 1, 1, "same"), id="first_layer_two_bands"),
+    # 1x1 kernels with output rows of at least 32 pixels take that path too: 20 channels (blocks of 6 rows,
+    # the last partial) for 13 outputs, stride 2, and padding (a row and the border columns read zeros).
+    pytest.param((2, 3, 33, 20, 13, 1, 1, 1, 1, 0), id="in_place_1x1_20_to_13"),
+    pytest.param((1, 4, 70, 24, 40, 1, 2, 1, 1, 0), id="in_place_1x1_stride2"),
+    pytest.param((1, 3, 34, 8, 16, 1, 1, 1, 1, 1), id="in_place_1x1_padding"),
     pytest.param((2, 9, 9, 24, 20, 1, 1, 1, 1, 0), id="gemm_1x1"),
     # Dilation turns off the contiguous-row packing of NHWC.
     pytest.param((2, 11, 10, 8, 12, 3, 1, 2, 1, "same"), id="gemm_dilation2_same"),

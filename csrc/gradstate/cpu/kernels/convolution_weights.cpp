@@ -9,7 +9,7 @@
 #include <cstring>
 
 #include "gradstate/cpu/kernels/conv_geometry.h"
-#include "gradstate/cpu/kernels/convolution_weights_first_layer.h"
+#include "gradstate/cpu/kernels/convolution_weights_in_place.h"
 #include "gradstate/cpu/kernels/convolution_winograd.h"
 #include "gradstate/cpu/kernels/gemm.h"
 #include "gradstate/cpu/kernels/kernels.h"
@@ -503,8 +503,8 @@ void convolution_weights_gradient(const ConvParams& p, const float* dy, const fl
   // Groups of a few channels leave most of a GEMM tile empty; vectors across groups fill them.
   if (winograd_weights_gradient_applies(p)) {
     winograd_weights_gradient_nhwc(p, dy, x, dw, db, accumulate);
-  } else if (first_layer_weights_gradient_applies(p)) {
-    first_layer_weights_gradient(p, dy, x, dw, db, accumulate);
+  } else if (in_place_weights_gradient_applies(p)) {
+    in_place_weights_gradient(p, dy, x, dw, db, accumulate);
   } else if (og == 1 && ig == 1 && p.layout == Layout::NHWC && p.out_c >= group_block) {
     depthwise_nhwc_weights_gradient(p, dy, x, dw, db, accumulate);
   } else if (p.groups > 1 && og <= 8 && ig <= 8 && GroupedGeometry(p).x_floats() <= max_packed_floats) {

@@ -1,15 +1,17 @@
-// The weight gradient of layers with few input channels (a network's first layer), NHWC.
+// The weight gradient with x read in place, NHWC, for layers whose kernel rows are few values (a network's
+// first layer) and for 1x1 kernels.
 //
 // With one group and no dilation across, kernel row kh of output pixel (oh, ow) reads KW * C consecutive
 // values of x, and along an output row those runs start stride_x * C values apart. So a block of MR of a
 // kernel row's values is, over the pixels of an output row, a k-major operand read from x in place with
 // row stride stride_x * C: the microkernel accumulates dW[o][kh][j..j+MR) (its rows) for a block of output
-// channels (its vectors, from dy) without the im2col panel the GEMM path packs, which for so few columns
-// costs as much as the multiply-adds. Pixels whose block reaches outside the input row (the padding) are
-// gathered one by one with zeros. A task takes a band of output rows of one image, keeps every tile's
-// accumulators in memory between rows, and leaves a partial dW and db; the partials are added in task
-// order, so the result does not depend on the thread count.
-#include "gradstate/cpu/kernels/convolution_weights_first_layer.h"
+// channels (its vectors, from dy) without the im2col panel the GEMM path packs. For first layers that
+// panel costs as much as the multiply-adds; for 1x1 kernels it is a copy of x. Pixels whose block reaches
+// outside the input row (the padding) are gathered one by one with zeros. A task takes a band of output
+// rows of one image, keeps every tile's accumulators in memory between rows (so output rows must be long
+// enough to pay for those trips), and leaves a partial dW and db; the partials are added in task order, so
+// the result does not depend on the thread count.
+#include "gradstate/cpu/kernels/convolution_weights_in_place.h"
 
 #include <cstdint>
 #include <cstring>
@@ -26,6 +28,8 @@ namespace {
 
 constexpr int MR = tile_a[0], NV = tile_a[1], NR = NV * lanes;
 constexpr std::int32_t max_channels = 4;
+// 1x1 layers with shorter output rows (14 pixels measured) run faster through the GEMM path.
+constexpr std::int32_t min_1x1_row = 32;
 // Output pixels per task: enough to amortise the accumulators' trips to memory and keep the partials few
 // (each is a whole dW), few enough for work to share among the threads; the partials stay within the
 // memory bound.
@@ -35,8 +39,8 @@ constexpr std::int64_t max_partial_bytes = 8 << 20;
 // Floor of a / b for b > 0.
 std::int64_t floor_div(std::int64_t a, std::int64_t b) { return a >= 0 ? a / b : -((-a + b - 1) / b); }
 
-struct FirstLayer {
-  explicit FirstLayer(const ConvParams& p)
+struct InPlaceRows {
+  explicit InPlaceRows(const ConvParams& p)
       : geo(p),
         row_values(static_cast<std::int64_t>(p.kernel_w) * p.in_c),
         row_blocks((row_values + MR - 1) / MR),
@@ -136,13 +140,14 @@ struct FirstLayer {
 
 }  // namespace
 
-bool first_layer_weights_gradient_applies(const ConvParams& p) {
-  return p.layout == Layout::NHWC && p.groups == 1 && p.dilation_x == 1 && p.in_c <= max_channels;
+bool in_place_weights_gradient_applies(const ConvParams& p) {
+  return p.layout == Layout::NHWC && p.groups == 1 && p.dilation_x == 1 &&
+         (p.in_c <= max_channels || (p.kernel_h == 1 && p.kernel_w == 1 && p.out_w >= min_1x1_row));
 }
 
-void first_layer_weights_gradient(const ConvParams& p, const float* dy, const float* x, float* dw, float* db,
-                                  bool accumulate) {
-  const FirstLayer layer(p);
+void in_place_weights_gradient(const ConvParams& p, const float* dy, const float* x, float* dw, float* db,
+                               bool accumulate) {
+  const InPlaceRows layer(p);
   const std::int64_t part = layer.dw_size + p.out_c;
   // Bands of band_pixels, taller when the partials would outgrow their bound (but at least one per image).
   const std::int64_t max_parts = max_partial_bytes / (std::int64_t{sizeof(float)} * part);
