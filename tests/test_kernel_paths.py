@@ -2,18 +2,18 @@
 
 The weight gradient has five paths: Winograd's F(2x2, 3x3) for dense 3x3 stride-1 NHWC layers (up to 8 MiB of
 transformed gradient), in blocks of tiles of at most 8 MiB of transforms each; kernel rows read in place for
-NHWC layers of at most 4 input channels, or 1x1 with output rows of at least 32 pixels, and no dilation
-across; a GEMM per group (groups == 1, or more than 8 output or input channels per group) with register tiles
-of 6 x 64 or 8 x 48 (AVX-512), 6 x 16 or 4 x 24 (AVX2), 4 x 4 (scalar), possibly transposed, column blocks of
-at most 512 columns (KH * KW * I / groups of them) and, when there are few column blocks and many pixels, the
-pixel sum split into segments; depthwise in NHWC, read in place in blocks of channels with border pixels
-checked; and "vectors across groups" for the other small groups (at most 8 output and 8 input channels per
-group), which sweeps the taps 9 at a time. The forward pass and dx run a GEMM when a group has at least 8
-output (forward) or input (dx) channels, dx at stride 1 as a forward pass and at larger strides through
-col2im; with fewer channels per group, vectors across groups (one shuffle of the source pixel's vectors per
-source channel of a group), when a block of lanes' sources fit two vectors. Instance norm sums blocks of 512
-pixels, one plane per task in NCHW and 256 channels per task in NHWC. Every case is checked against the
-float64 reference in both layouts; test_cpu_isa.py runs this file at every instruction-set level.
+NHWC layers of one group, no dilation across and at most 4 input channels, or 1x1 with output rows of at least
+32 pixels (up to 256 KiB of dW); a GEMM per group (groups == 1, or more than 8 output or input channels per
+group) with register tiles of 6 x 64 or 8 x 48 (AVX-512), 6 x 16 or 4 x 24 (AVX2), 4 x 4 (scalar), possibly
+transposed, column blocks of at most 512 columns (KH * KW * I / groups of them) and, when there are few column
+blocks and many pixels, the pixel sum split into segments; depthwise in NHWC, read in place in blocks of
+channels with border pixels checked; and "vectors across groups" for the other small groups (at most 8 output
+and 8 input channels per group), which sweeps the taps 9 at a time. The forward pass and dx run a GEMM when a
+group has at least 8 output (forward) or input (dx) channels, dx at stride 1 as a forward pass and at larger
+strides through col2im; with fewer channels per group, vectors across groups (one shuffle of the source
+pixel's vectors per source channel of a group), when a block of lanes' sources fit two vectors. Instance norm
+sums blocks of 512 pixels, one plane per task in NCHW and 256 channels per task in NHWC. Every case is checked
+against the float64 reference in both layouts; test_cpu_isa.py runs this file at every instruction-set level.
 """
 
 import gradstate as gs
@@ -54,7 +54,8 @@ CONV_PATHS = [
     # values in place, blocks of them per output row, pixels near the borders gathered with zeros: one
     # channel with 70 outputs (two vector blocks at AVX-512, the second partial) and asymmetric padding;
     # four channels with strides 2 and 3, rows dilated and padding wider than the kernel; a kernel wider
-    # than the image (no pixel in the interior); 4480 output pixels, two bands of rows.
+    # than the image (most blocks of values reach the padding at every pixel); 4480 output pixels, two
+    # bands of rows.
     pytest.param((2, 30, 30, 3, 16, 7, 2, 1, 1, 3), id="first_layer_7x7_s2"),
     pytest.param((3, 13, 11, 1, 70, 5, 1, 1, 1, (2, 0, 3, 1)), id="first_layer_1_channel_70_out"),
     pytest.param((2, 9, 17, 4, 8, (3, 5), (2, 3), (2, 1), 1, (1, 4, 2, 2)), id="first_layer_4_channels"),
@@ -65,6 +66,8 @@ CONV_PATHS = [
     pytest.param((2, 3, 33, 20, 13, 1, 1, 1, 1, 0), id="in_place_1x1_20_to_13"),
     pytest.param((1, 4, 70, 24, 40, 1, 2, 1, 1, 0), id="in_place_1x1_stride2"),
     pytest.param((1, 3, 34, 8, 16, 1, 1, 1, 1, 1), id="in_place_1x1_padding"),
+    # 34 images whose partial dW (240 x 256) would outgrow the 8 MiB bound, one each: tasks of two images.
+    pytest.param((34, 1, 32, 240, 256, 1, 1, 1, 1, 0), id="in_place_1x1_tasks_of_two_images"),
     pytest.param((2, 9, 9, 24, 20, 1, 1, 1, 1, 0), id="gemm_1x1"),
     # Dilation turns off the contiguous-row packing of NHWC.
     pytest.param((2, 11, 10, 8, 12, 3, 1, 2, 1, "same"), id="gemm_dilation2_same"),
@@ -87,9 +90,9 @@ CONV_PATHS = [
     pytest.param((1, 5, 6, 136, 130, 3, 1, 1, 1, "same"), id="winograd_shared_one_block"),
     pytest.param((1, 44, 43, 136, 130, 3, 1, 1, 1, "same"), id="winograd_shared_two_blocks"),
     # The weight gradient's blocks of tiles (at most 8 MiB of transforms each) accumulate into dU one after
-    # another: 3200 tiles of 17 input and 20 output channels make three blocks at every vector width, the
+    # another: 7200 tiles of 17 input and 20 output channels make three or more blocks at every level, the
     # last partial, with channels that fill neither the microkernel's rows nor its vectors.
-    pytest.param((2, 80, 79, 17, 20, 3, 1, 1, 1, "same"), id="winograd_weights_three_blocks"),
+    pytest.param((2, 120, 120, 17, 20, 3, 1, 1, 1, "same"), id="winograd_weights_blocks"),
     # Depthwise with 37 channels: full blocks of groups and a partial one at every vector width.
     # The forward GEMM, and dx at stride 1 as a forward pass with flipped weights: padding wider than the
     # kernel (a negative padding for the flipped pass), asymmetric, with dilation, and with groups.

@@ -2,8 +2,9 @@
 
 The CPU kernels split their work by the problem's shape only and add partial sums in a fixed order, so
 changing the number of threads must not change a single bit of any output. The shapes below make every
-kernel split its work into many tasks: the weight gradient's pixel segments, column blocks and blocks of
-groups, and instance norm's planes, pixel blocks and channel blocks.
+kernel split its work into many tasks: the weight gradient's pixel segments, column blocks, blocks of
+groups, bands of rows and Winograd's blocks of tiles, and instance norm's planes, pixel blocks and channel
+blocks.
 """
 
 import gradstate as gs
@@ -84,11 +85,13 @@ CONV_SHAPES = [
     # Winograd: the forward pass's blocks shared out by thread count; the weight gradient's transforms and
     # GEMMs shared by the threads, over two blocks of tiles here.
     pytest.param((4, 20, 18, 24, 40, 3, 1), id="winograd"),
-    pytest.param((1, 80, 82, 17, 20, 3, 1), id="winograd_weights_two_blocks"),
+    pytest.param((1, 120, 120, 17, 20, 3, 1), id="winograd_weights_two_blocks"),
     # Winograd with over 1 MiB of transformed weights: blocks whose steps the threads share.
     pytest.param((1, 10, 12, 136, 130, 3, 1), id="winograd_shared_blocks"),
-    # 3 input channels: the first-layer path, two bands of rows per image.
-    pytest.param((2, 70, 64, 3, 16, 7, 1), id="first_layer_bands"),
+    # 3 input channels: the in-place path, two bands of rows per image; and a 1x1 layer whose partials
+    # bound the tasks to fewer than the images (tasks of two images).
+    pytest.param((2, 70, 64, 3, 16, 7, 1), id="in_place_bands"),
+    pytest.param((34, 1, 32, 240, 256, 1, 1), id="in_place_tasks_of_two_images"),
     # 40 groups: more than one block of groups at every vector width, one task per image and block.
     pytest.param((3, 12, 12, 40, 40, 3, 40), id="depthwise40"),
     pytest.param((3, 10, 10, 32, 32, 3, 8), id="grouped_4_4_per_group"),

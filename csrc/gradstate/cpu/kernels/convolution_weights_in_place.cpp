@@ -30,9 +30,11 @@ constexpr int MR = tile_a[0], NV = tile_a[1], NR = NV * lanes;
 constexpr std::int32_t max_channels = 4;
 // 1x1 layers with shorter output rows (14 pixels measured) run faster through the GEMM path.
 constexpr std::int32_t min_1x1_row = 32;
-// Output pixels per task: enough to amortise the accumulators' trips to memory and keep the partials few
-// (each is a whole dW), few enough for work to share among the threads; the partials stay within the
-// memory bound.
+// The tiles' accumulators (a padded dW) stay in a thread's cache; larger layers run the GEMM path.
+constexpr std::int64_t max_accumulator_bytes = 256 << 10;
+// Output pixels per band: enough to amortise the accumulators' trips to memory and keep the partials few
+// (each is a whole dW), few enough for work to share among the threads. A task takes a run of (image,
+// band) pairs, as many tasks as the partials' memory bound allows.
 constexpr std::int64_t band_pixels = 4096;
 constexpr std::int64_t max_partial_bytes = 8 << 20;
 
@@ -47,21 +49,23 @@ struct InPlaceRows {
         o_blocks((p.out_c + NR - 1) / NR),
         ldb(o_blocks * NR),
         tiles(p.kernel_h * row_blocks * o_blocks),
-        dw_size(static_cast<std::int64_t>(p.out_c) * p.kernel_h * row_values) {}
+        dw_size(static_cast<std::int64_t>(p.out_c) * p.kernel_h * row_values),
+        step(static_cast<std::int64_t>(p.stride_x) * p.in_c),
+        row_start(-static_cast<std::int64_t>(p.pad_left) * p.in_c),
+        row_end(static_cast<std::int64_t>(p.in_w) * p.in_c),
+        band_rows(max_of<std::int64_t>(1, band_pixels / p.out_w)),
+        bands((p.out_h + band_rows - 1) / band_rows) {}
 
-  // Output columns [lo, hi) whose block of values [j, j + MR) lies inside the input row.
+  // Output columns [lo, hi) whose block of values [j, j + MR) lies inside the input row [0, row_end):
+  // pixel ow's block starts at ow * step + row_start + j.
   void interior(std::int64_t j, std::int64_t& lo, std::int64_t& hi) const {
-    const ConvParams& p = geo.p;
-    const std::int64_t step = static_cast<std::int64_t>(p.stride_x) * p.in_c;
-    const std::int64_t shift =
-        static_cast<std::int64_t>(p.pad_left) * p.in_c - j;  // start = ow * step - shift
-    lo = min_of<std::int64_t>(p.out_w, max_of<std::int64_t>(0, floor_div(shift + step - 1, step)));
-    hi = max_of(lo, min_of<std::int64_t>(p.out_w, floor_div(p.in_w * p.in_c - MR + shift, step) + 1));
+    const std::int64_t out_w = geo.p.out_w, shift = -row_start - j;
+    lo = min_of(out_w, max_of<std::int64_t>(0, floor_div(shift + step - 1, step)));
+    hi = max_of(lo, min_of(out_w, floor_div(row_end - MR + shift, step) + 1));
   }
 
-  // The partial dW (dw_size values, OHWI) and db (out_c values) of output rows [oh0, oh1) of image n.
-  void run_band(const float* dy, const float* x, std::int64_t n, std::int64_t oh0, std::int64_t oh1,
-                float* partial) const {
+  // The partial dW (dw_size values, OHWI) and db (out_c values) of (image, band) pairs [u0, u1).
+  void run(const float* dy, const float* x, std::int64_t u0, std::int64_t u1, float* partial) const {
     const ConvParams& p = geo.p;
     const std::int64_t tile_floats = MR * NR;
     // The tiles' accumulators, then one output row of dy padded to whole vector blocks.
@@ -71,56 +75,10 @@ struct InPlaceRows {
     std::memset(acc_memory, 0, sizeof(float) * (tiles * tile_floats + p.out_w * ldb));
     float* db = partial + dw_size;
     std::memset(db, 0, sizeof(float) * p.out_c);
-    const std::int64_t step = static_cast<std::int64_t>(p.stride_x) * p.in_c;
-    const std::int64_t row_end = static_cast<std::int64_t>(p.in_w) * p.in_c;
-    for (std::int64_t oh = oh0; oh < oh1; ++oh) {
-      for (std::int64_t ow = 0; ow < p.out_w; ++ow) {
-        const float* src = dy + geo.y_offset(n, oh, ow, 0);
-        float* dst = dy_row + ow * ldb;
-        std::int64_t o = 0;
-        for (; o + lanes <= p.out_c; o += lanes) {
-          const Vec d = load(src + o);
-          store(dst + o, d);
-          store(db + o, load(db + o) + d);
-        }
-        for (; o < p.out_c; ++o) dst[o] = src[o], db[o] += src[o];
-      }
-      for (std::int64_t kh = 0; kh < p.kernel_h; ++kh) {
-        const std::int64_t ih = geo.input_row(oh, kh);
-        if (!geo.row_inside(ih)) continue;  // the padding adds nothing
-        // Value v of the input row is x_row[v]; pixel ow's kernel row starts at ow * step - pad_left * C.
-        const float* x_row = x + geo.x_offset(n, ih, 0, 0);
-        for (std::int64_t rb = 0; rb < row_blocks; ++rb) {
-          const std::int64_t j = rb * MR;
-          std::int64_t lo, hi;
-          interior(j, lo, hi);
-          for (std::int64_t ob = 0; ob < o_blocks; ++ob) {
-            float* saved = acc_memory + ((kh * row_blocks + rb) * o_blocks + ob) * tile_floats;
-            Vec acc[MR][NV];
-            for (int m = 0; m < MR; ++m)
-              for (int v = 0; v < NV; ++v) acc[m][v] = load(saved + (m * NV + v) * lanes);
-            const float* b = dy_row + ob * NR;
-            auto border = [&](std::int64_t ow) {
-              float a[MR];
-              for (int m = 0; m < MR; ++m) {
-                const std::int64_t at = ow * step - p.pad_left * p.in_c + j + m;
-                a[m] = at >= 0 && at < row_end ? x_row[at] : 0.0f;
-              }
-              accumulate_rows<MR, NV, false>(acc, 1, a, MR, [&](std::int64_t) { return b + ow * ldb; });
-            };
-            for (std::int64_t ow = 0; ow < lo; ++ow) border(ow);
-            if (hi > lo) {
-              const float* a = x_row + (lo * step - p.pad_left * p.in_c + j);
-              const float* bp = b + lo * ldb;
-              accumulate_rows<MR, NV, false>(acc, hi - lo, a, step,
-                                             [&](std::int64_t k) { return bp + k * ldb; });
-            }
-            for (std::int64_t ow = hi; ow < p.out_w; ++ow) border(ow);
-            for (int m = 0; m < MR; ++m)
-              for (int v = 0; v < NV; ++v) store(saved + (m * NV + v) * lanes, acc[m][v]);
-          }
-        }
-      }
+    for (std::int64_t u = u0; u < u1; ++u) {
+      const std::int64_t n = u / bands, oh0 = u % bands * band_rows;
+      for (std::int64_t oh = oh0; oh < min_of<std::int64_t>(p.out_h, oh0 + band_rows); ++oh)
+        add_row(dy, x, n, oh, acc_memory, dy_row, db);
     }
     // Tile (kh, rb, ob) row m, lane o holds dW[ob * NR + o][kh][rb * MR + m]; rows past the kernel row and
     // lanes past the last output channel are dropped.
@@ -134,34 +92,86 @@ struct InPlaceRows {
         }
   }
 
+  // Adds output row oh of image n to the tiles' accumulators and db, through dy_row.
+  void add_row(const float* dy, const float* x, std::int64_t n, std::int64_t oh, float* acc_memory,
+               float* dy_row, float* db) const {
+    const ConvParams& p = geo.p;
+    const std::int64_t tile_floats = MR * NR;
+    for (std::int64_t ow = 0; ow < p.out_w; ++ow) {
+      const float* src = dy + geo.y_offset(n, oh, ow, 0);
+      float* dst = dy_row + ow * ldb;
+      std::int64_t o = 0;
+      for (; o + lanes <= p.out_c; o += lanes) {
+        const Vec d = load(src + o);
+        store(dst + o, d);
+        store(db + o, load(db + o) + d);
+      }
+      for (; o < p.out_c; ++o) dst[o] = src[o], db[o] += src[o];
+    }
+    for (std::int64_t kh = 0; kh < p.kernel_h; ++kh) {
+      const std::int64_t ih = geo.input_row(oh, kh);
+      if (!geo.row_inside(ih)) continue;  // the padding adds nothing
+      // Value v of the input row is x_row[v]; pixel ow's kernel row starts at ow * step + row_start.
+      const float* x_row = x + geo.x_offset(n, ih, 0, 0);
+      for (std::int64_t rb = 0; rb < row_blocks; ++rb) {
+        const std::int64_t j = rb * MR;
+        std::int64_t lo, hi;
+        interior(j, lo, hi);
+        for (std::int64_t ob = 0; ob < o_blocks; ++ob) {
+          float* saved = acc_memory + ((kh * row_blocks + rb) * o_blocks + ob) * tile_floats;
+          Vec acc[MR][NV];
+          for (int m = 0; m < MR; ++m)
+            for (int v = 0; v < NV; ++v) acc[m][v] = load(saved + (m * NV + v) * lanes);
+          const float* b = dy_row + ob * NR;
+          auto border = [&](std::int64_t ow) {
+            float a[MR];
+            for (int m = 0; m < MR; ++m) {
+              const std::int64_t at = ow * step + row_start + j + m;
+              a[m] = at >= 0 && at < row_end ? x_row[at] : 0.0f;
+            }
+            accumulate_rows<MR, NV, false>(acc, 1, a, MR, [&](std::int64_t) { return b + ow * ldb; });
+          };
+          for (std::int64_t ow = 0; ow < lo; ++ow) border(ow);
+          if (hi > lo) {
+            const float* a = x_row + (lo * step + row_start + j);
+            const float* bp = b + lo * ldb;
+            accumulate_rows<MR, NV, false>(acc, hi - lo, a, step,
+                                           [&](std::int64_t k) { return bp + k * ldb; });
+          }
+          for (std::int64_t ow = hi; ow < p.out_w; ++ow) border(ow);
+          for (int m = 0; m < MR; ++m)
+            for (int v = 0; v < NV; ++v) store(saved + (m * NV + v) * lanes, acc[m][v]);
+        }
+      }
+    }
+  }
+
   Geometry geo;
-  std::int64_t row_values, row_blocks, o_blocks, ldb, tiles, dw_size;
+  std::int64_t row_values, row_blocks, o_blocks, ldb, tiles, dw_size, step, row_start, row_end, band_rows,
+      bands;
 };
 
 }  // namespace
 
 bool in_place_weights_gradient_applies(const ConvParams& p) {
-  return p.layout == Layout::NHWC && p.groups == 1 && p.dilation_x == 1 &&
-         (p.in_c <= max_channels || (p.kernel_h == 1 && p.kernel_w == 1 && p.out_w >= min_1x1_row));
+  if (p.layout != Layout::NHWC || p.groups != 1 || p.dilation_x != 1) return false;
+  if (p.in_c > max_channels && !(p.kernel_h == 1 && p.kernel_w == 1 && p.out_w >= min_1x1_row)) return false;
+  const InPlaceRows layer(p);
+  return std::int64_t{sizeof(float)} * layer.tiles * MR * NR <= max_accumulator_bytes;
 }
 
 void in_place_weights_gradient(const ConvParams& p, const float* dy, const float* x, float* dw, float* db,
                                bool accumulate) {
   const InPlaceRows layer(p);
-  const std::int64_t part = layer.dw_size + p.out_c;
-  // Bands of band_pixels, taller when the partials would outgrow their bound (but at least one per image).
-  const std::int64_t max_parts = max_partial_bytes / (std::int64_t{sizeof(float)} * part);
-  const std::int64_t most_bands = max_of<std::int64_t>(1, max_parts / p.batch);
-  const std::int64_t band_rows = max_of<std::int64_t>(max_of<std::int64_t>(1, band_pixels / p.out_w),
-                                                      (p.out_h + most_bands - 1) / most_bands);
-  const std::int64_t bands = (p.out_h + band_rows - 1) / band_rows;
-  const Memory partials_memory(sizeof(float) * p.batch * bands * part);
+  const std::int64_t part = layer.dw_size + p.out_c, units = p.batch * layer.bands;
+  const std::int64_t tasks =
+      max_of<std::int64_t>(1, min_of(units, max_partial_bytes / (std::int64_t{sizeof(float)} * part)));
+  const Memory partials_memory(sizeof(float) * tasks * part);
   float* partials = partials_memory.floats();
-  parallel_for(p.batch * bands, [&](std::int64_t task) {
-    const std::int64_t n = task / bands, oh0 = task % bands * band_rows;
-    layer.run_band(dy, x, n, oh0, min_of<std::int64_t>(p.out_h, oh0 + band_rows), partials + task * part);
+  parallel_for(tasks, [&](std::int64_t task) {
+    layer.run(dy, x, task * units / tasks, (task + 1) * units / tasks, partials + task * part);
   });
-  sum_partials(partials, p.batch * bands, layer.dw_size, p.out_c, dw, db, accumulate);
+  sum_partials(partials, tasks, layer.dw_size, p.out_c, dw, db, accumulate);
 }
 
 }  // namespace gradstate::cpu::GRADSTATE_ISA_NAMESPACE

@@ -12,8 +12,8 @@ bool winograd_forward_applies(const ConvParams& p);
 
 void winograd_forward_nhwc(const ConvParams& p, const float* x, const float* w, const float* b, float* y);
 
-// Whether the layer is such a layer in NHWC, with few enough channels for the partial sums of the weight
-// gradient's transform.
+// Whether the layer is such a layer in NHWC, with few enough channels that the weight gradient's transform
+// dU stays within its memory bound.
 bool winograd_weights_gradient_applies(const ConvParams& p);
 
 // dw and db summed over the batch; overwritten unless accumulate.

@@ -1,5 +1,5 @@
 // The sums of the weight-gradient kernels' partial results, shared by convolution_weights.cpp and
-// convolution_weights_winograd.cpp.
+// convolution_weights_in_place.cpp.
 #pragma once
 
 #include <cstdint>
