@@ -7,10 +7,10 @@
 // row stride stride_x * C: the microkernel accumulates dW[o][kh][j..j+MR) (its rows) for a block of output
 // channels (its vectors, from dy) without the im2col panel the GEMM path packs. For first layers that
 // panel costs as much as the multiply-adds; for 1x1 kernels it is a copy of x. Pixels whose block reaches
-// outside the input row (the padding) are gathered one by one with zeros. A task takes a band of output
-// rows of one image, keeps every tile's accumulators in memory between rows (so output rows must be long
-// enough to pay for those trips), and leaves a partial dW and db; the partials are added in task order, so
-// the result does not depend on the thread count.
+// outside the input row (the padding) are gathered one by one with zeros. A task takes a run of bands of
+// output rows (image by image), keeps every tile's accumulators in memory between rows (so output rows
+// must be long enough to pay for those trips), and leaves a partial dW and db; the partials are added in
+// task order, so the result does not depend on the thread count.
 #include "gradstate/cpu/kernels/convolution_weights_in_place.h"
 
 #include <cstdint>
@@ -129,14 +129,12 @@ struct InPlaceRows {
               const std::int64_t at = ow * step + row_start + j + m;
               a[m] = at >= 0 && at < row_end ? x_row[at] : 0.0f;
             }
-            accumulate_rows<MR, NV, false>(acc, 1, a, MR, [&](std::int64_t) { return b + ow * ldb; });
+            accumulate<MR, NV, false>(acc, 1, a, MR, b + ow * ldb);
           };
           for (std::int64_t ow = 0; ow < lo; ++ow) border(ow);
           if (hi > lo) {
             const float* a = x_row + (lo * step + row_start + j);
-            const float* bp = b + lo * ldb;
-            accumulate_rows<MR, NV, false>(acc, hi - lo, a, step,
-                                           [&](std::int64_t k) { return bp + k * ldb; });
+            accumulate<MR, NV, false>(acc, hi - lo, a, step, b + lo * ldb, ldb);
           }
           for (std::int64_t ow = hi; ow < p.out_w; ++ow) border(ow);
           for (int m = 0; m < MR; ++m)

@@ -29,28 +29,20 @@ inline bool tile_a_pads_least(std::int64_t count) {
   return padded(tile_a) <= padded(tile_b);
 }
 
-// acc (MR x NR) += a (kc x MR) * b (kc x NR), where row k of b is the NR values at row_of_b(k). a is k-major
-// (a[k * lda + m]), or m-major with RowMajorA (a[m * lda + k]).
-template <int MR, int NV, bool RowMajorA, typename RowOfB>
-__attribute__((always_inline)) inline void accumulate_rows(Vec (&acc)[MR][NV], std::int64_t kc,
-                                                           const float* a, std::int64_t lda,
-                                                           RowOfB row_of_b) {
+// acc (MR x NR) += a (kc x MR) * b (kc x NR), row k of b at b[k * ldb] (row by row when packed). a is
+// k-major (a[k * lda + m]), or m-major with RowMajorA (a[m * lda + k]).
+template <int MR, int NV, bool RowMajorA>
+__attribute__((always_inline)) inline void accumulate(Vec (&acc)[MR][NV], std::int64_t kc, const float* a,
+                                                      std::int64_t lda, const float* b,
+                                                      std::int64_t ldb = NV * lanes) {
   for (std::int64_t k = 0; k < kc; ++k) {
-    const float* b = row_of_b(k);
     Vec bv[NV];
-    for (int v = 0; v < NV; ++v) bv[v] = load(b + v * lanes);
+    for (int v = 0; v < NV; ++v) bv[v] = load(b + k * ldb + v * lanes);
     for (int m = 0; m < MR; ++m) {
       const Vec av = broadcast(RowMajorA ? a[m * lda + k] : a[k * lda + m]);
       for (int v = 0; v < NV; ++v) acc[m][v] += av * bv[v];
     }
   }
-}
-
-// accumulate_rows with b packed row by row (b[k * NR + r]).
-template <int MR, int NV, bool RowMajorA>
-__attribute__((always_inline)) inline void accumulate(Vec (&acc)[MR][NV], std::int64_t kc, const float* a,
-                                                      std::int64_t lda, const float* b) {
-  accumulate_rows<MR, NV, RowMajorA>(acc, kc, a, lda, [b](std::int64_t k) { return b + k * NV * lanes; });
 }
 
 // c[rows x cols] += acc (c has row stride ldc), or c[rows x cols] = acc without Accumulate.
