@@ -26,6 +26,7 @@ GRADIENT_MODULES = [
     "test_instance_norm.py",
     "test_kernel_paths.py",
     "test_optim.py",
+    "test_random_shapes.py",
 ]
 
 

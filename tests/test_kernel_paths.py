@@ -113,6 +113,9 @@ CONV_PATHS = [
     # Padding on the right only and a stride wider than the image: no output column is free of padding.
     pytest.param((1, 3, 1, 32, 32, 3, (1, 4), 1, 32, (0, 0, 0, 2)), id="depthwise32_right_padding_stride4"),
     pytest.param((1, 3, 2, 64, 64, 3, (1, 3), 1, 64, (0, 0, 0, 2)), id="depthwise64_right_padding_stride3"),
+    # Padding on the left wider than the row of outputs reaches (9 outputs, the first 10 would be border
+    # columns): every column is a border one, and none is written past the row.
+    pytest.param((2, 3, 1, 16, 16, 3, 1, 1, 16, (1, 1, 10, 0)), id="depthwise16_left_padding_past_the_row"),
     # 25 taps: sweeps of 9, 9 and 7 taps.
     pytest.param((2, 9, 10, 37, 37, 5, 1, 1, 37, "same"), id="depthwise37_5x5"),
     # One tap: a sweep that repeats it into the 8 unused slots and must drop their sums.

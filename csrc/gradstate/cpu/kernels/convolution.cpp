@@ -275,7 +275,9 @@ struct Interior {
 };
 
 Interior interior_columns(const ConvParams& p) {
-  const std::int64_t first = p.pad_left <= 0 ? 0 : (p.pad_left + p.stride_x - 1) / p.stride_x;
+  // Clamped to the row: when the left padding reaches past the last output, every column is a border one.
+  const std::int64_t first =
+      p.pad_left <= 0 ? 0 : min_of<std::int64_t>(p.out_w, (p.pad_left + p.stride_x - 1) / p.stride_x);
   const std::int64_t last_reach =
       p.in_w - 1 + p.pad_left - static_cast<std::int64_t>(p.kernel_w - 1) * p.dilation_x;
   const std::int64_t end = last_reach < 0 ? 0 : min_of<std::int64_t>(p.out_w, last_reach / p.stride_x + 1);
