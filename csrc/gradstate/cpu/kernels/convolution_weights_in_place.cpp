@@ -27,6 +27,7 @@ namespace gradstate::cpu::GRADSTATE_ISA_NAMESPACE {
 namespace {
 
 constexpr int MR = tile_a[0], NV = tile_a[1], NR = NV * lanes;
+constexpr std::int64_t tile_floats = MR * NR;  // one tile's accumulators
 constexpr std::int32_t max_channels = 4;
 // 1x1 layers with shorter output rows (14 pixels measured) run faster through the GEMM path.
 constexpr std::int32_t min_1x1_row = 32;
@@ -67,7 +68,6 @@ struct InPlaceRows {
   // The partial dW (dw_size values, OHWI) and db (out_c values) of (image, band) pairs [u0, u1).
   void run(const float* dy, const float* x, std::int64_t u0, std::int64_t u1, float* partial) const {
     const ConvParams& p = geo.p;
-    const std::int64_t tile_floats = MR * NR;
     // The tiles' accumulators, then one output row of dy padded to whole vector blocks.
     float* acc_memory = static_cast<float*>(
         thread_scratch(sizeof(float) * (tiles * tile_floats + static_cast<std::int64_t>(p.out_w) * ldb)));
@@ -96,7 +96,6 @@ struct InPlaceRows {
   void add_row(const float* dy, const float* x, std::int64_t n, std::int64_t oh, float* acc_memory,
                float* dy_row, float* db) const {
     const ConvParams& p = geo.p;
-    const std::int64_t tile_floats = MR * NR;
     for (std::int64_t ow = 0; ow < p.out_w; ++ow) {
       const float* src = dy + geo.y_offset(n, oh, ow, 0);
       float* dst = dy_row + ow * ldb;
@@ -155,7 +154,7 @@ bool in_place_weights_gradient_applies(const ConvParams& p) {
   if (p.layout != Layout::NHWC || p.groups != 1 || p.dilation_x != 1) return false;
   if (p.in_c > max_channels && !(p.kernel_h == 1 && p.kernel_w == 1 && p.out_w >= min_1x1_row)) return false;
   const InPlaceRows layer(p);
-  return std::int64_t{sizeof(float)} * layer.tiles * MR * NR <= max_accumulator_bytes;
+  return std::int64_t{sizeof(float)} * layer.tiles * tile_floats <= max_accumulator_bytes;
 }
 
 void in_place_weights_gradient(const ConvParams& p, const float* dy, const float* x, float* dw, float* db,

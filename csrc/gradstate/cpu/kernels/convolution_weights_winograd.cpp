@@ -113,13 +113,8 @@ struct WinogradWeights {
   // [o_begin, o_end); db += the tile's dy for them.
   void transform_gradients(std::int64_t tile, std::int64_t o_begin, std::int64_t o_end, float* z,
                            float* db) const {
-    std::int64_t n, oh, ow;
-    grid.locate(tile, n, oh, ow);
     const float* src[4];  // null outside the output
-    for (int i = 0; i < 4; ++i) {
-      std::int64_t row, col;
-      src[i] = grid.pixel(oh, ow, i, row, col) ? dy + geo.y_offset(n, row, col, 0) : nullptr;
-    }
+    grid.output_pixels(geo, tile, dy, src);
     const std::int64_t stride = o_blocks * block_tiles * NR;
     auto at = [&](std::int64_t o) { return (o / NR) * block_tiles * NR + o % NR; };
     std::int64_t o = o_begin;

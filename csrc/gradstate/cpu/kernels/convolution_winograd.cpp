@@ -166,13 +166,8 @@ struct Winograd {
 
   // The output pixels of `tile` inside the image from m[xi * block_tiles * ldm + o] = M[xi][tile][o].
   void transform_products(std::int64_t tile, const float* m) const {
-    std::int64_t n, oh, ow;
-    grid.locate(tile, n, oh, ow);
     float* out[4];  // null outside the output
-    for (int i = 0; i < 4; ++i) {
-      std::int64_t row, col;
-      out[i] = grid.pixel(oh, ow, i, row, col) ? y + geo.y_offset(n, row, col, 0) : nullptr;
-    }
+    grid.output_pixels(geo, tile, y, out);
     const std::int64_t stride = block_tiles * ldm;
     std::int64_t o = 0;
     for (; o + lanes <= outputs; o += lanes) {

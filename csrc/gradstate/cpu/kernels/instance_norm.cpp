@@ -151,8 +151,9 @@ void apply_pixel(float* out, const float* u, const float* v, const ChannelAffine
   for (; i < count; ++i) out[i] = f.a[i] * (u[i] - f.u_shift[i]) + f.b[i] * (v[i] - f.v_shift[i]) + f.k[i];
 }
 
-// NCHW outputs of stream_floats or more are streamed past the caches (measured faster there; in NHWC,
-// streaming the short per-pixel runs measured slower).
+// Whether NCHW outputs of `values` floats are streamed past the caches: when they are large (measured faster
+// there; in NHWC, streaming the short per-pixel runs measured slower).
+bool nchw_streams(std::int64_t values) { return values >= stream_floats; }
 
 // Scratch of one NHWC task: three accumulators and five coefficient arrays of channel_block floats, and
 // channel_block Sums.
@@ -186,7 +187,7 @@ void for_each_channel_block(const NormParams& p, Task&& task) {
 void instance_norm_forward(const NormParams& p, const float* x, const float* gamma, const float* beta,
                            float* y, float* mean, float* inv_std) {
   const std::int64_t pixels = static_cast<std::int64_t>(p.height) * p.width, channels = p.channels;
-  const bool streaming = p.batch * channels * pixels >= stream_floats;
+  const bool streaming = nchw_streams(p.batch * channels * pixels);
   // Saves the plane's statistics from sums of (x - shift); returns y = scale * (x - mean) + beta as an
   // Affine of (x, x) with the float mean, corrected for its rounding.
   auto finish = [&](std::int64_t plane, float shift, const Sums& sums) {
@@ -241,7 +242,7 @@ void instance_norm_backward(const NormParams& p, const float* dy, const float* x
                             bool accumulate) {
   const std::int64_t pixels = static_cast<std::int64_t>(p.height) * p.width, channels = p.channels;
   const std::int64_t planes = p.batch * channels;
-  const bool streaming = planes * pixels >= stream_floats;
+  const bool streaming = nchw_streams(planes * pixels);
   // Per-(image, channel) gamma and beta gradients: sum(dy * xhat) and sum(dy).
   const Memory plane_dgamma_memory(sizeof(double) * 2 * planes);
   double* plane_dgamma = static_cast<double*>(plane_dgamma_memory.data());

@@ -123,10 +123,16 @@ struct TileGrid {
     ow = first_line(tile % cols, p.dilation_x);
   }
 
-  // Whether output pixel i (row-major in the 2x2 tile at (oh, ow)) is inside the output, and where.
-  bool pixel(std::int64_t oh, std::int64_t ow, int i, std::int64_t& row, std::int64_t& col) const {
-    row = oh + i / 2 * p.dilation_y, col = ow + i % 2 * p.dilation_x;
-    return row < p.out_h && col < p.out_w;
+  // Where the tile's four output pixels (row-major) are in `out`, an NHWC activation of the output's shape;
+  // null for those past the output.
+  template <typename T>
+  void output_pixels(const Geometry& geo, std::int64_t tile, T* out, T* (&at)[4]) const {
+    std::int64_t n, oh, ow;
+    locate(tile, n, oh, ow);
+    for (int i = 0; i < 4; ++i) {
+      const std::int64_t row = oh + i / 2 * p.dilation_y, col = ow + i % 2 * p.dilation_x;
+      at[i] = row < p.out_h && col < p.out_w ? out + geo.y_offset(n, row, col, 0) : nullptr;
+    }
   }
 
   const ConvParams& p;
