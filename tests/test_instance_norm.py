@@ -9,7 +9,9 @@ from conftest import assert_close, check_norm, f32, from_layout, in_layout, run_
 LAYOUTS = ["NHWC", "NCHW"]
 
 
-# (N, H, W, C, eps, offset): odd sizes, batch 1 and many, a large plane, a 1x1 plane, large means.
+# (N, H, W, C, eps, offset): odd sizes, batch 1 and many, a large plane, a 1x1 plane, large means. In NHWC,
+# 48 and 80 channels are a register group of channel vectors and single vectors at every vector width; 80
+# takes more than one group, so its tiles are one pixel.
 SHAPES = [
     (1, 7, 9, 3, None, 0.0),
     (4, 5, 3, 17, 1e-5, 0.0),
@@ -20,6 +22,8 @@ SHAPES = [
     (2, 64, 64, 4, 1e-5, 100.0),
     (3, 9, 11, 5, 1e-5, 100.0),
     (1, 4, 4, 2, 0.0, 0.0),
+    (2, 9, 7, 48, 1e-5, 0.0),
+    (3, 5, 6, 80, 1e-5, 10.0),
 ]
 
 GAMMA_BETA = [(False, False), (True, False), (False, True), (True, True)]
@@ -52,12 +56,14 @@ def test_mean_far_from_zero(shape, layout, rng):
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
-def test_large_output(layout, rng):
-    # Over 2**20 elements, outputs are written past the caches in NCHW; odd plane sizes (257 x 255) make
-    # most planes start off a vector boundary.
-    x = f32(rng.standard_normal((2, 257, 255, 9)))
+@pytest.mark.parametrize("shape", [(2, 257, 255, 9), (1, 96, 96, 128)], ids=str)
+def test_large_output(shape, layout, rng):
+    # Over 2**20 elements, outputs are written past the caches: in NCHW, where odd plane sizes (257 x 255)
+    # make most planes start off a vector boundary; in NHWC, when the channels are whole vectors (128).
+    x = f32(rng.standard_normal(shape))
     dy = f32(rng.standard_normal(x.shape))
-    check_norm(x, f32(rng.uniform(0.5, 1.5, 9)), f32(rng.standard_normal(9)), 1e-5, dy, layout)
+    c = shape[-1]
+    check_norm(x, f32(rng.uniform(0.5, 1.5, c)), f32(rng.standard_normal(c)), 1e-5, dy, layout)
 
 
 def test_one_pixel_plane_normalizes_to_beta(rng):

@@ -16,6 +16,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <type_traits>
 
 #include "gradstate/cpu/kernels/kernels.h"
 #include "gradstate/cpu/kernels/vec.h"
@@ -25,8 +26,7 @@
 namespace gradstate::cpu::GRADSTATE_ISA_NAMESPACE {
 namespace {
 
-constexpr std::int64_t block = 512;          // pixels summed in float before the sums move to double
-constexpr std::int64_t channel_block = 256;  // channels of one NHWC task
+constexpr std::int64_t block = 512;  // pixels summed in float before the sums move to double
 
 // Up to three sums of a plane (or of one channel of an NHWC task).
 struct Sums {
@@ -71,50 +71,6 @@ void add_backward_run(Sums& sums, const float* dy, const float* x, std::int64_t 
   sums.s[0] += t1, sums.s[1] += t2, sums.s[2] += t3;
 }
 
-// The same sums for one NHWC pixel, per channel, into float accumulators acc[sum][channel].
-void add_forward_pixel(float* const* acc, const float* x, const float* shift, std::int64_t count) {
-  std::int64_t i = 0;
-  for (; i + lanes <= count; i += lanes) {
-    const Vec d = load(x + i) - load(shift + i);
-    store(acc[0] + i, load(acc[0] + i) + d);
-    store(acc[1] + i, load(acc[1] + i) + d * d);
-  }
-  for (; i < count; ++i) {
-    const float d = x[i] - shift[i];
-    acc[0][i] += d;
-    acc[1][i] += d * d;
-  }
-}
-
-void add_backward_pixel(float* const* acc, const float* dy, const float* x, const float* mean,
-                        std::int64_t count) {
-  std::int64_t i = 0;
-  for (; i + lanes <= count; i += lanes) {
-    const Vec d = load(dy + i), t = load(x + i) - load(mean + i);
-    store(acc[0] + i, load(acc[0] + i) + d);
-    store(acc[1] + i, load(acc[1] + i) + d * t);
-    store(acc[2] + i, load(acc[2] + i) + t);
-  }
-  for (; i < count; ++i) {
-    const float t = x[i] - mean[i];
-    acc[0][i] += dy[i];
-    acc[1][i] += dy[i] * t;
-    acc[2][i] += t;
-  }
-}
-
-// Sweeps the pixels of one NHWC task, `add(pixel, acc)` adding into per-channel float accumulators that
-// move to sums[channel] every `block` pixels. acc holds `count` floats per sum.
-template <typename Add>
-void sum_pixels(std::int64_t pixels, std::int64_t count, float* const* acc, Sums* sums, Add&& add) {
-  for (std::int64_t p0 = 0; p0 < pixels; p0 += block) {
-    for (int k = 0; k < 3; ++k) std::memset(acc[k], 0, sizeof(float) * count);
-    for (std::int64_t px = p0; px < min_of(pixels, p0 + block); ++px) add(px, acc);
-    for (std::int64_t c = 0; c < count; ++c)
-      for (int k = 0; k < 3; ++k) sums[c].s[k] += acc[k][c];
-  }
-}
-
 // out = a * (u - u_shift) + b * (v - v_shift) + k over a contiguous run. Subtracting before scaling keeps
 // exact cancellations exact (a one-pixel plane has dx = 0).
 struct Affine {
@@ -137,48 +93,168 @@ void apply_run(float* out, const float* u, const float* v, std::int64_t count, c
   for (; i < count; ++i) out[i] = f.a * (u[i] - f.u_shift) + f.b * (v[i] - f.v_shift) + f.k;
 }
 
-// The per-channel form for one NHWC pixel: each field points at one value per channel.
-struct ChannelAffine {
-  const float *a, *u_shift, *b, *v_shift, *k;
+// Whether outputs of `values` floats are streamed past the caches: when they are large (measured faster
+// there, in both layouts).
+bool streams(std::int64_t values) { return values >= stream_floats; }
+
+// NHWC: one task handles one image's block of up to channel_block channels: it sums them pixel by pixel,
+// then writes the output while the image is still in cache where it fits. Both sweeps go over tiles of
+// pixels, and within a tile one group of channel vectors at a time, whose sums or coefficients stay in
+// registers across the tile's pixels.
+constexpr std::int64_t channel_block = 256;
+constexpr int group = lanes >= 16 ? 4 : 2;  // vectors of channels held in registers at once (AVX-512 has 32)
+constexpr std::int64_t tile_floats = 2048;  // values of each input in a tile of narrow pixels
+
+// `count` values of type T (a vector or, for the channels past the last whole vector, one float) side by
+// side.
+template <typename T, int Count>
+struct Group {
+  using Type = T;
+  static constexpr int count = Count;
+  static constexpr int width = static_cast<int>(sizeof(T) / sizeof(float));  // floats per value
+  static T get(const float* p) {
+    T v;
+    __builtin_memcpy(&v, p, sizeof v);
+    return v;
+  }
+  static void put(float* p, T v) { __builtin_memcpy(p, &v, sizeof v); }
 };
 
-void apply_pixel(float* out, const float* u, const float* v, const ChannelAffine& f, std::int64_t count) {
-  std::int64_t i = 0;
-  for (; i + lanes <= count; i += lanes) {
-    store(out + i, load(f.a + i) * (load(u + i) - load(f.u_shift + i)) +
-                       load(f.b + i) * (load(v + i) - load(f.v_shift + i)) + load(f.k + i));
-  }
-  for (; i < count; ++i) out[i] = f.a[i] * (u[i] - f.u_shift[i]) + f.b[i] * (v[i] - f.v_shift[i]) + f.k[i];
+// Calls f(c, group) over `count` channels: groups of `group` vectors, then single vectors, then single
+// floats.
+template <typename F>
+void for_channel_groups(std::int64_t count, F&& f) {
+  std::int64_t c = 0;
+  for (; c + group * lanes <= count; c += group * lanes) f(c, Group<Vec, group>{});
+  for (; c + lanes <= count; c += lanes) f(c, Group<Vec, 1>{});
+  for (; c < count; ++c) f(c, Group<float, 1>{});
 }
 
-// Whether NCHW outputs of `values` floats are streamed past the caches: when they are large (measured faster
-// there; in NHWC, streaming the short per-pixel runs measured slower).
-bool nchw_streams(std::int64_t values) { return values >= stream_floats; }
+// A tile of an NHWC task: `rows` pixels of u and v (and out), `stride` floats apart, from the task's first
+// channel; per-channel values (shifts, sums, coefficients) of the task are channel_block floats apart.
+struct Tile {
+  const float* u;
+  const float* v;
+  float* out;
+  std::int64_t rows, stride;
+};
 
-// Scratch of one NHWC task: three accumulators and five coefficient arrays of channel_block floats, and
-// channel_block Sums.
+// Adds to acc[k * channel_block + c + ...] the K sums terms(u, v, shift) of one group of channels over the
+// tile.
+template <int K, typename G, typename Terms>
+void sum_group(std::int64_t c, G, const Tile& tile, const float* shift, float* acc, const Terms& terms) {
+  using T = typename G::Type;
+  T s[G::count], r[K][G::count];
+  for (int g = 0; g < G::count; ++g) {
+    s[g] = G::get(shift + c + g * G::width);
+    for (int k = 0; k < K; ++k) r[k][g] = T{};
+  }
+  for (std::int64_t px = 0; px < tile.rows; ++px) {
+    const std::int64_t at = px * tile.stride + c;
+    for (int g = 0; g < G::count; ++g) {
+      T t[K];
+      terms(G::get(tile.u + at + g * G::width), G::get(tile.v + at + g * G::width), s[g], t);
+      for (int k = 0; k < K; ++k) r[k][g] += t[k];
+    }
+  }
+  for (int k = 0; k < K; ++k) {
+    for (int g = 0; g < G::count; ++g) {
+      float* a = acc + k * channel_block + c + g * G::width;
+      G::put(a, G::get(a) + r[k][g]);
+    }
+  }
+}
+
+// out = a * (u - u_shift) + b * (v - v_shift) + k for one group of channels over the tile, the five
+// coefficients at coef[j * channel_block + c + ...] (see Affine). With Stream, whole vectors are streamed.
+template <bool Stream, typename G>
+void apply_group(std::int64_t c, G, const Tile& tile, const float* coef) {
+  using T = typename G::Type;
+  T f[5][G::count];
+  for (int j = 0; j < 5; ++j)
+    for (int g = 0; g < G::count; ++g) f[j][g] = G::get(coef + j * channel_block + c + g * G::width);
+  for (std::int64_t px = 0; px < tile.rows; ++px) {
+    const std::int64_t at = px * tile.stride + c;
+    for (int g = 0; g < G::count; ++g) {
+      const std::int64_t i = at + g * G::width;
+      const T r =
+          f[0][g] * (G::get(tile.u + i) - f[1][g]) + f[2][g] * (G::get(tile.v + i) - f[3][g]) + f[4][g];
+      if constexpr (Stream && std::is_same_v<T, Vec>) {
+        stream(tile.out + i, r);
+      } else {
+        G::put(tile.out + i, r);
+      }
+    }
+  }
+}
+
+// Calls f(tile) for the tiles of pixels [first, last) of an NHWC task whose first values are u, v and out.
+// A tile is one pixel when its channels take more than one group: a longer tile would reach memory a group
+// at a time, out of address order, which the hardware prefetchers do not follow (measured 2x slower from
+// DRAM). Narrower pixels take tile_floats values per tile.
+template <typename F>
+void for_each_tile(const float* u, const float* v, float* out, std::int64_t first, std::int64_t last,
+                   std::int64_t stride, F&& f) {
+  const std::int64_t rows = stride <= group * lanes ? tile_floats / stride : 1;
+  for (std::int64_t px = first; px < last; px += rows) {
+    const std::int64_t at = px * stride;
+    f(Tile{u + at, v + at, out + at, min_of(rows, last - px), stride});
+  }
+}
+
+// Scratch of one NHWC task: up to three float accumulators and five coefficient arrays of channel_block
+// floats, and channel_block Sums.
 struct ChannelScratch {
   ChannelScratch() {
     float* f = static_cast<float*>(thread_scratch((sizeof(float) * 8 + sizeof(Sums)) * channel_block));
-    for (int k = 0; k < 3; ++k) acc[k] = f + k * channel_block;
-    for (int k = 0; k < 5; ++k) coef[k] = f + (3 + k) * channel_block;
+    acc = f;
+    coef = f + 3 * channel_block;
     sums = reinterpret_cast<Sums*>(f + 8 * channel_block);
     for (std::int64_t c = 0; c < channel_block; ++c) sums[c] = Sums{};
   }
-  ChannelAffine affine() const { return {coef[0], coef[1], coef[2], coef[3], coef[4]}; }
-
-  float* acc[3];
-  float* coef[5];
+  float* acc;
+  float* coef;
   Sums* sums;
 };
 
-// Runs task(img, c0, count) for every NHWC task.
-template <typename Task>
-void for_each_channel_block(const NormParams& p, Task&& task) {
-  const std::int64_t blocks = (p.channels + channel_block - 1) / channel_block;
+// The two NHWC sweeps of every (image, channel block): the K per-channel sums of terms(u, v, shift), in
+// float over `block` pixels at a time, then in double; then out = a * (u - u_shift) + b * (v - v_shift) + k
+// with the coefficients finish(plane, sums) returns. shift_of(image) points at the image's per-channel
+// shifts.
+template <int K, typename Terms, typename Shift, typename Finish>
+void nhwc_sweeps(const NormParams& p, const float* u, const float* v, const Terms& terms,
+                 const Shift& shift_of, const Finish& finish, float* out) {
+  const std::int64_t pixels = static_cast<std::int64_t>(p.height) * p.width, channels = p.channels;
+  const std::int64_t blocks = (channels + channel_block - 1) / channel_block;
+  // Whole vectors are aligned when the output and every pixel's channels are.
+  const bool streaming = streams(p.batch * pixels * channels) && aligned(out) && channels % lanes == 0;
   parallel_for(p.batch * blocks, [&](std::int64_t t) {
-    const std::int64_t c0 = (t % blocks) * channel_block;
-    task(t / blocks, c0, min_of<std::int64_t>(channel_block, p.channels - c0));
+    const std::int64_t img = t / blocks, c0 = (t % blocks) * channel_block;
+    const std::int64_t count = min_of(channel_block, channels - c0), start = img * pixels * channels + c0;
+    const float* shift = shift_of(img) + c0;
+    ChannelScratch s;
+    for (std::int64_t p0 = 0; p0 < pixels; p0 += block) {
+      std::memset(s.acc, 0, sizeof(float) * K * channel_block);
+      for_each_tile(
+          u + start, v + start, out + start, p0, min_of(pixels, p0 + block), channels, [&](const Tile& tile) {
+            for_channel_groups(
+                count, [&](std::int64_t c, auto g) { sum_group<K>(c, g, tile, shift, s.acc, terms); });
+          });
+      for (std::int64_t c = 0; c < count; ++c)
+        for (int k = 0; k < K; ++k) s.sums[c].s[k] += s.acc[k * channel_block + c];
+    }
+    for (std::int64_t c = 0; c < count; ++c) {
+      const Affine f = finish(img * channels + c0 + c, s.sums[c]);
+      float* at = s.coef + c;
+      at[0] = f.a, at[channel_block] = f.u_shift, at[2 * channel_block] = f.b,
+      at[3 * channel_block] = f.v_shift, at[4 * channel_block] = f.k;
+    }
+    for_each_tile(u + start, v + start, out + start, 0, pixels, channels, [&](const Tile& tile) {
+      for_channel_groups(count, [&](std::int64_t c, auto g) {
+        streaming ? apply_group<true>(c, g, tile, s.coef) : apply_group<false>(c, g, tile, s.coef);
+      });
+    });
+    stream_fence();
   });
 }
 
@@ -187,7 +263,7 @@ void for_each_channel_block(const NormParams& p, Task&& task) {
 void instance_norm_forward(const NormParams& p, const float* x, const float* gamma, const float* beta,
                            float* y, float* mean, float* inv_std) {
   const std::int64_t pixels = static_cast<std::int64_t>(p.height) * p.width, channels = p.channels;
-  const bool streaming = nchw_streams(p.batch * channels * pixels);
+  const bool streaming = streams(p.batch * channels * pixels);
   // Saves the plane's statistics from sums of (x - shift); returns y = scale * (x - mean) + beta as an
   // Affine of (x, x) with the float mean, corrected for its rounding.
   auto finish = [&](std::int64_t plane, float shift, const Sums& sums) {
@@ -216,25 +292,16 @@ void instance_norm_forward(const NormParams& p, const float* x, const float* gam
     });
     return;
   }
-  for_each_channel_block(p, [&](std::int64_t img, std::int64_t c0, std::int64_t count) {
-    const std::int64_t base = img * pixels * channels + c0;
-    ChannelScratch s;
-    float* shift = s.coef[0];
-    std::memcpy(shift, x + base, sizeof(float) * count);
-    sum_pixels(pixels, count, s.acc, s.sums, [&](std::int64_t px, float* const* acc) {
-      add_forward_pixel(acc, x + base + px * channels, shift, count);
-    });
-    for (std::int64_t c = 0; c < count; ++c) {
-      const Affine f = finish(img * channels + c0 + c, shift[c], s.sums[c]);
-      s.coef[0][c] = f.a, s.coef[1][c] = f.u_shift, s.coef[2][c] = f.b, s.coef[3][c] = f.v_shift,
-      s.coef[4][c] = f.k;
-    }
-    const ChannelAffine f = s.affine();
-    for (std::int64_t px = 0; px < pixels; ++px) {
-      const float* row = x + base + px * channels;
-      apply_pixel(y + base + px * channels, row, row, f, count);
-    }
-  });
+  // Shifted by the image's first pixel.
+  auto first_pixel = [&](std::int64_t img) { return x + img * pixels * channels; };
+  auto terms = [](auto, auto v, auto shift, auto* t) {
+    const auto d = v - shift;
+    t[0] = d, t[1] = d * d;
+  };
+  auto nhwc_finish = [&](std::int64_t plane, const Sums& sums) {
+    return finish(plane, first_pixel(plane / channels)[plane % channels], sums);
+  };
+  nhwc_sweeps<2>(p, x, x, terms, first_pixel, nhwc_finish, y);
 }
 
 void instance_norm_backward(const NormParams& p, const float* dy, const float* x, const float* gamma,
@@ -242,7 +309,7 @@ void instance_norm_backward(const NormParams& p, const float* dy, const float* x
                             bool accumulate) {
   const std::int64_t pixels = static_cast<std::int64_t>(p.height) * p.width, channels = p.channels;
   const std::int64_t planes = p.batch * channels;
-  const bool streaming = nchw_streams(planes * pixels);
+  const bool streaming = streams(planes * pixels);
   // Per-(image, channel) gamma and beta gradients: sum(dy * xhat) and sum(dy).
   const Memory plane_dgamma_memory(sizeof(double) * 2 * planes);
   double* plane_dgamma = static_cast<double*>(plane_dgamma_memory.data());
@@ -274,24 +341,13 @@ void instance_norm_backward(const NormParams& p, const float* dy, const float* x
       stream_fence();
     });
   } else {
-    for_each_channel_block(p, [&](std::int64_t img, std::int64_t c0, std::int64_t count) {
-      const std::int64_t base = img * pixels * channels + c0;
-      const float* m = mean + img * channels + c0;
-      ChannelScratch s;
-      sum_pixels(pixels, count, s.acc, s.sums, [&](std::int64_t px, float* const* acc) {
-        add_backward_pixel(acc, dy + base + px * channels, x + base + px * channels, m, count);
-      });
-      for (std::int64_t c = 0; c < count; ++c) {
-        const Affine f = finish(img * channels + c0 + c, s.sums[c]);
-        s.coef[0][c] = f.a, s.coef[1][c] = f.u_shift, s.coef[2][c] = f.b, s.coef[3][c] = f.v_shift,
-        s.coef[4][c] = f.k;
-      }
-      const ChannelAffine f = s.affine();
-      for (std::int64_t px = 0; px < pixels; ++px) {
-        const std::int64_t at = base + px * channels;
-        apply_pixel(dx + at, dy + at, x + at, f, count);
-      }
-    });
+    // Shifted by the saved mean.
+    auto terms = [](auto dy_value, auto x_value, auto shift, auto* t) {
+      const auto d = x_value - shift;
+      t[0] = dy_value, t[1] = dy_value * d, t[2] = d;
+    };
+    auto saved_mean = [&](std::int64_t img) { return mean + img * channels; };
+    nhwc_sweeps<3>(p, dy, x, terms, saved_mean, finish, dx);
   }
   // Fixed order over the images, in double.
   for (std::int64_t c = 0; c < channels; ++c) {
