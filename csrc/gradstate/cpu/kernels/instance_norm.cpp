@@ -120,14 +120,23 @@ struct Group {
   static void put(float* p, T v) { __builtin_memcpy(p, &v, sizeof v); }
 };
 
-// Calls f(c, group) over `count` channels: groups of `group` vectors, then single vectors, then single
-// floats.
+// Calls f(c, Group<Vec, G>{}) for the one G in [1, Max] equal to `vectors`, if any.
+template <int Max, typename F>
+void vector_group_of(std::int64_t c, std::int64_t vectors, F& f) {
+  if constexpr (Max > 0) {
+    if (vectors == Max) return f(c, Group<Vec, Max>{});
+    vector_group_of<Max - 1>(c, vectors, f);
+  }
+}
+
+// Calls f(c, group) over `count` channels: groups of `group` vectors, then one group of the vectors left,
+// then single floats. Channels that are at most one group of whole vectors thus take one call per pixel.
 template <typename F>
 void for_channel_groups(std::int64_t count, F&& f) {
   std::int64_t c = 0;
   for (; c + group * lanes <= count; c += group * lanes) f(c, Group<Vec, group>{});
-  for (; c + lanes <= count; c += lanes) f(c, Group<Vec, 1>{});
-  for (; c < count; ++c) f(c, Group<float, 1>{});
+  vector_group_of<group - 1>(c, (count - c) / lanes, f);
+  for (c += (count - c) / lanes * lanes; c < count; ++c) f(c, Group<float, 1>{});
 }
 
 // A tile of an NHWC task: `rows` pixels of u and v (and out), `stride` floats apart, from the task's first
@@ -189,13 +198,13 @@ void apply_group(std::int64_t c, G, const Tile& tile, const float* coef) {
 }
 
 // Calls f(tile) for the tiles of pixels [first, last) of an NHWC task whose first values are u, v and out.
-// A tile is one pixel when its channels take more than one group: a longer tile would reach memory a group
-// at a time, out of address order, which the hardware prefetchers do not follow (measured 2x slower from
-// DRAM). Narrower pixels take tile_floats values per tile.
+// A tile is one pixel unless a pixel's channels are one group of whole vectors: a longer tile would reach
+// memory one group at a time, out of address order, which the hardware prefetchers do not follow (measured
+// 2x slower from DRAM). Such narrow pixels take tile_floats values per tile.
 template <typename F>
 void for_each_tile(const float* u, const float* v, float* out, std::int64_t first, std::int64_t last,
                    std::int64_t stride, F&& f) {
-  const std::int64_t rows = stride <= group * lanes ? tile_floats / stride : 1;
+  const std::int64_t rows = stride <= group * lanes && stride % lanes == 0 ? tile_floats / stride : 1;
   for (std::int64_t px = first; px < last; px += rows) {
     const std::int64_t at = px * stride;
     f(Tile{u + at, v + at, out + at, min_of(rows, last - px), stride});
