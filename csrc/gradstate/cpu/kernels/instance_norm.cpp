@@ -71,9 +71,19 @@ void add_backward_run(Sums& sums, const float* dy, const float* x, std::int64_t 
   sums.s[0] += t1, sums.s[1] += t2, sums.s[2] += t3;
 }
 
-// out = a * (u - u_shift) + b * (v - v_shift) + k over a contiguous run. Subtracting before scaling keeps
-// exact cancellations exact (a one-pixel plane has dx = 0).
+// a * (u - u_shift) + b * (v - v_shift) + k, for floats or vectors. Subtracting before scaling keeps exact
+// cancellations exact (a one-pixel plane has dx = 0).
+template <typename T, typename C>
+T affine(T u, T v, C a, C u_shift, C b, C v_shift, C k) {
+  return a * (u - u_shift) + b * (v - v_shift) + k;
+}
+
+// The coefficients of one plane, applied over a contiguous run.
 struct Affine {
+  template <typename T>
+  T operator()(T u, T v) const {
+    return affine(u, v, a, u_shift, b, v_shift, k);
+  }
   float a, u_shift, b, v_shift, k;
 };
 
@@ -83,14 +93,13 @@ template <bool Stream>
 void apply_run(float* out, const float* u, const float* v, std::int64_t count, const Affine& f) {
   std::int64_t i = 0;
   if (Stream) {
-    for (; i < count && !aligned(out + i); ++i)
-      out[i] = f.a * (u[i] - f.u_shift) + f.b * (v[i] - f.v_shift) + f.k;
+    for (; i < count && !aligned(out + i); ++i) out[i] = f(u[i], v[i]);
   }
   for (; i + lanes <= count; i += lanes) {
-    const Vec r = f.a * (load(u + i) - f.u_shift) + f.b * (load(v + i) - f.v_shift) + f.k;
+    const Vec r = f(load(u + i), load(v + i));
     Stream ? stream(out + i, r) : store(out + i, r);
   }
-  for (; i < count; ++i) out[i] = f.a * (u[i] - f.u_shift) + f.b * (v[i] - f.v_shift) + f.k;
+  for (; i < count; ++i) out[i] = f(u[i], v[i]);
 }
 
 // Whether outputs of `values` floats are streamed past the caches: when they are large (measured faster
@@ -186,8 +195,7 @@ void apply_group(std::int64_t c, G, const Tile& tile, const float* coef) {
     const std::int64_t at = px * tile.stride + c;
     for (int g = 0; g < G::count; ++g) {
       const std::int64_t i = at + g * G::width;
-      const T r =
-          f[0][g] * (G::get(tile.u + i) - f[1][g]) + f[2][g] * (G::get(tile.v + i) - f[3][g]) + f[4][g];
+      const T r = affine(G::get(tile.u + i), G::get(tile.v + i), f[0][g], f[1][g], f[2][g], f[3][g], f[4][g]);
       if constexpr (Stream && std::is_same_v<T, Vec>) {
         stream(tile.out + i, r);
       } else {
