@@ -41,6 +41,7 @@ def child(name, layout):
     _, state = conv.forward(x, layout)
     grad = gs.ConvolutionGradient(conv, option=gs.GradientOption.WEIGHTS_AND_BIAS)
     del data
+    gs._core._release_cached_host_blocks()  # so that the pass's own blocks are counted, not reused ones
     Path("/proc/self/clear_refs").write_text("5")  # peak RSS := current RSS
     before = status_kib("VmRSS")
     grad.backward(dy, x, state)

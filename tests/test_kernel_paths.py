@@ -1,7 +1,8 @@
 """Shapes that steer the CPU kernels down each of their paths and through each of their tails.
 
 The weight gradient has five paths: Winograd's F(2x2, 3x3) for dense 3x3 stride-1 NHWC layers (up to 8 MiB of
-transformed gradient), in blocks of tiles of at most 8 MiB of transforms each; kernel rows read in place for
+transformed gradient), in 8 or fewer work items (parts of the tiles times groups of output channels) that each
+run their tiles in blocks; kernel rows read in place for
 NHWC layers of one group, no dilation across and at most 4 input channels, or 1x1 with output rows of at least
 32 pixels (up to 256 KiB of dW); a GEMM per group (groups == 1, or more than 8 output or input channels per
 group) with register tiles of 6 x 64 or 8 x 48 (AVX-512), 6 x 16 or 4 x 24 (AVX2), 4 x 4 (scalar), possibly
@@ -85,13 +86,16 @@ CONV_PATHS = [
     pytest.param((2, 7, 9, 20, 18, 3, 1, 2, 1, "same"), id="winograd_dilation2_odd_sizes"),
     pytest.param((1, 11, 13, 17, 16, 3, 1, (2, 3), 1, (1, 3, 0, 2)), id="winograd_dilation_2_3"),
     pytest.param((2, 6, 5, 16, 16, 3, 1, 4, 1, "same"), id="winograd_dilation4_small_image"),
-    # Over 1 MiB of transformed weights (130 x 136 channels): blocks shared by the threads, two of them
-    # (at most 8 MiB of transforms each), the second partial.
-    pytest.param((1, 5, 6, 136, 130, 3, 1, 1, 1, "same"), id="winograd_shared_one_block"),
-    pytest.param((1, 44, 43, 136, 130, 3, 1, 1, 1, "same"), id="winograd_shared_two_blocks"),
-    # The weight gradient's blocks of tiles (at most 8 MiB of transforms each) accumulate into dU one after
-    # another: 7200 tiles of 17 input and 20 output channels make three or more blocks at every level, the
-    # last partial, with channels that fill neither the microkernel's rows nor its vectors.
+    # The weight gradient's work items: parts of the tiles (each with its own dU) times groups of output
+    # channel blocks. 9 tiles of 130 x 136 channels: one part, its output blocks in groups, the last group
+    # shorter at every level. 484 tiles of them: 4 parts of 2 groups (AVX-512). 256 x 256 channels (4 MiB of
+    # dU): one part of 8 groups (AVX-512).
+    pytest.param((1, 5, 6, 136, 130, 3, 1, 1, 1, "same"), id="winograd_weights_output_groups"),
+    pytest.param((1, 44, 43, 136, 130, 3, 1, 1, 1, "same"), id="winograd_weights_parts_and_groups"),
+    pytest.param((1, 6, 5, 256, 256, 3, 1, 1, 1, "same"), id="winograd_weights_one_part_8_groups"),
+    # 7200 tiles of 17 input and 20 output channels: 8 parts of 900 tiles, each run in several equal blocks
+    # that accumulate into its dU one after another, with channels that fill neither the microkernel's rows
+    # nor its vectors.
     pytest.param((2, 120, 120, 17, 20, 3, 1, 1, 1, "same"), id="winograd_weights_blocks"),
     # Depthwise with 37 channels: full blocks of groups and a partial one at every vector width.
     # The forward GEMM, and dx at stride 1 as a forward pass with flipped weights: padding wider than the

@@ -82,12 +82,12 @@ CONV_SHAPES = [
     pytest.param((4, 32, 32, 16, 16, 5, 1), id="gemm_pixel_segments"),
     # 3200 columns: seven column blocks.
     pytest.param((2, 16, 16, 128, 24, 5, 1), id="gemm_column_blocks"),
-    # Winograd: the forward pass's blocks shared out by thread count; the weight gradient's transforms and
-    # GEMMs shared by the threads, over two blocks of tiles here.
+    # Winograd: the forward pass's blocks shared out by thread count; the weight gradient's parts of the
+    # tiles, each with its own dU and db summed in order (4 parts here, 8 parts of several blocks next).
     pytest.param((4, 20, 18, 24, 40, 3, 1), id="winograd"),
-    pytest.param((1, 120, 120, 17, 20, 3, 1), id="winograd_weights_two_blocks"),
-    # Winograd with over 1 MiB of transformed weights: blocks whose steps the threads share.
-    pytest.param((1, 10, 12, 136, 130, 3, 1), id="winograd_shared_blocks"),
+    pytest.param((1, 120, 120, 17, 20, 3, 1), id="winograd_weights_parts_of_blocks"),
+    # Winograd with over 1 MiB of transformed weights and few tiles: one part, its output channels in groups.
+    pytest.param((1, 10, 12, 136, 130, 3, 1), id="winograd_weights_output_groups"),
     # 3 input channels: the in-place path, two bands of rows per image; and a 1x1 layer whose partials
     # bound the tasks to fewer than the images (tasks of two images).
     pytest.param((2, 70, 64, 3, 16, 7, 1), id="in_place_bands"),

@@ -7,6 +7,7 @@
 #include "bindings.h"
 #include "device.h"
 #include "gradstate/core/buffer.h"
+#include "gradstate/core/host_memory.h"
 
 namespace gradstate::bindings {
 
@@ -50,6 +51,10 @@ void bind_buffer(py::module_& m) {
       });
   m.def("live_native_bytes", &live_native_bytes,
         "Bytes held by all gradstate Buffers alive now (for finding leaks).");
+  m.def("_cached_host_bytes", &cached_host_bytes,
+        "Bytes of freed host memory blocks (buffers' and kernels') kept for reuse.");
+  m.def("_release_cached_host_blocks", &release_cached_host_blocks,
+        "Returns the host memory blocks kept for reuse to the operating system (for the memory benchmark).");
 }
 
 }  // namespace gradstate::bindings

@@ -1,8 +1,10 @@
 // Memory a kernel needs for the length of one call (packed weights, partial sums, layout copies), freed when
 // the call ends — also when it ends by an exception. Defined out of line, so that the per-ISA kernel files
-// that use it share no inline code (see kernels/kernels.h).
+// that use it share no inline code (see kernels/kernels.h). Blocks come from the host block cache
+// (core/host_memory.h), so a call that repeats the last one's sizes does not page-fault its memory in again.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 
 namespace gradstate::cpu {
@@ -20,6 +22,7 @@ class Memory {
 
  private:
   void* data_;
+  std::size_t bytes_;
 };
 
 }  // namespace gradstate::cpu

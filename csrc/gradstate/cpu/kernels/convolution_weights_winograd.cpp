@@ -5,9 +5,13 @@
 //   dU = sum over tiles of Z ⊙ V,   Z = A dY A^T,   dg = G^T dU G,
 // and at each of the 16 positions xi, dU for all pairs of input and output channels is a GEMM over tiles:
 //   dU[xi][c][o] = sum over tiles t of V[xi][t][c] * Z[xi][t][o],
-// 16 multiply-adds per tile and channel pair instead of 36. Blocks of tiles go through two steps: their
-// patches of x are transformed into V and their patches of dy into Z, then the microkernel accumulates the
-// 16 GEMMs into dU. dU is finally transformed into dW.
+// 16 multiply-adds per tile and channel pair instead of 36.
+//
+// The work is a fixed number of items: the tiles split into parts, each with its own dU, and the output
+// channels into groups. An item runs on one thread from start to end: blocks of its tiles are transformed
+// (patches of x into V, patches of dy into Z for its output channels) into the thread's scratch, and the
+// microkernel adds their 16 GEMMs into its part's dU while they are still in the core's cache. The parts'
+// dU, summed in order, are finally transformed into dW.
 #include <cstdint>
 #include <cstring>
 
@@ -25,8 +29,27 @@ namespace {
 // Beyond this size of dU the GEMM path is as fast (512 x 512 channels measured no faster: their few tiles
 // per image leave the transforms little to save).
 constexpr std::int64_t max_du_bytes = std::int64_t{8} << 20;
-constexpr std::int64_t max_block_bytes = std::int64_t{8} << 20;  // a block's V and Z
-constexpr std::int64_t tile_chunk = 16;                          // tiles whose patches one task transforms
+// The work is split into this many items whatever the thread count (so each value is summed in one order),
+// which shares out evenly over 1, 2, 4 or 8 threads.
+constexpr std::int64_t work_items = 8;
+constexpr std::int64_t max_partials_bytes = std::int64_t{8} << 20;  // the parts' dU, all together
+constexpr std::int64_t min_part_tiles = 64;
+// A block's V and Z stay in the core's cache between their transforms and the GEMMs; a block is never so
+// short that loading and storing the GEMMs' dU tiles outweighs their multiply-adds.
+constexpr std::int64_t block_bytes = std::int64_t{512} << 10;
+constexpr std::int64_t min_block_tiles = 64;
+
+// The size of the fewest equal pieces of `count` that are at most `most` each (a short last block is slow).
+std::int64_t even_split(std::int64_t count, std::int64_t most) {
+  const std::int64_t pieces = (count + most - 1) / most;
+  return (count + pieces - 1) / pieces;
+}
+
+std::int64_t floor_power_of_two(std::int64_t n) {
+  std::int64_t power = 1;
+  while (power * 2 <= n) power *= 2;
+  return power;
+}
 
 template <int MR, int NV>
 struct WinogradWeights {
@@ -43,80 +66,103 @@ struct WinogradWeights {
         // V is the microkernel's k-major A operand: its rows run over channels in steps of MR.
         ldv((channels + MR - 1) / MR * MR),
         ldz(o_blocks * NR),
-        block_tiles(min_of(
-            grid.count, max_of<std::int64_t>(
-                            1, max_block_bytes / (std::int64_t{sizeof(float)} * positions * (ldv + ldz))))) {}
+        parts(floor_power_of_two(max_of<std::int64_t>(
+            1, min_of(min_of(work_items, max_partials_bytes / du_bytes()), grid.count / min_part_tiles)))),
+        part_tiles((grid.count + parts - 1) / parts),
+        group_blocks((o_blocks + min_of(o_blocks, work_items / parts) - 1) /
+                     min_of(o_blocks, work_items / parts)),
+        o_groups((o_blocks + group_blocks - 1) / group_blocks),
+        block_tiles(even_split(part_tiles, max_of(min_block_tiles, block_bytes / tile_bytes()))) {}
 
-  // A block's V and Z: v[xi][tile][ldv] and z[xi][o block][tile][NR] for block_tiles tiles, then a pixel
-  // of zeros for the patches' padding.
+  std::int64_t du_floats() const { return positions * ldv * ldz; }
+  std::int64_t du_bytes() const { return std::int64_t{sizeof(float)} * du_floats(); }
+  // A tile's V and the Z of an item's output channels.
+  std::int64_t tile_bytes() const {
+    return std::int64_t{sizeof(float)} * positions * (ldv + group_blocks * NR);
+  }
+
+  // The work item's tiles and output channel blocks: part `part` and group `group`.
+  struct Item {
+    std::int64_t t_begin, t_end, ob_begin, ob_end;
+  };
+  Item item(std::int64_t index) const {
+    const std::int64_t part = index / o_groups, group = index % o_groups;
+    return {part * part_tiles, min_of(grid.count, (part + 1) * part_tiles), group * group_blocks,
+            min_of(o_blocks, (group + 1) * group_blocks)};
+  }
+  std::int64_t items() const { return parts * o_groups; }
+
+  // A block's V and Z: v[xi][tile][ldv] and z[xi][o block of the item][tile][NR] for block_tiles tiles,
+  // then a pixel of zeros for the patches' padding.
   std::int64_t v_floats() const { return positions * block_tiles * ldv; }
-  std::int64_t block_floats() const { return v_floats() + positions * o_blocks * block_tiles * NR + ldv; }
+  std::int64_t scratch_floats() const {
+    return v_floats() + positions * group_blocks * block_tiles * NR + ldv;
+  }
 
-  // The transforms write only real channels. What lies past them, channels past the last (rows of the last
-  // microkernel tile) and output channels past the last (columns of the last vector block), and the zero
-  // pixel, are zeroed once.
-  void zero_pads(float* v) const {
-    float* z_last = v + v_floats() + (o_blocks - 1) * block_tiles * NR;
-    const std::int64_t z_used = outputs - (o_blocks - 1) * NR;
+  // The transforms write only real channels; what lies past them (rows of the last microkernel tile, columns
+  // of the last vector block) only reaches results that are not stored, and is zeroed so that it is not
+  // garbage the multiply-adds would be slow on. So is the zero pixel.
+  void zero_pads(float* v, const Item& it) const {
+    float* z_last = v + v_floats() + (it.ob_end - 1 - it.ob_begin) * block_tiles * NR;
+    const std::int64_t z_used = min_of(NR, outputs - (it.ob_end - 1) * NR);
+    const std::int64_t z_stride = (it.ob_end - it.ob_begin) * block_tiles * NR;
     for (int xi = 0; xi < positions; ++xi) {
       for (std::int64_t t = 0; t < block_tiles; ++t) {
         std::memset(v + (xi * block_tiles + t) * ldv + channels, 0, sizeof(float) * (ldv - channels));
-        std::memset(z_last + (xi * o_blocks * block_tiles + t) * NR + z_used, 0,
-                    sizeof(float) * (NR - z_used));
+        std::memset(z_last + xi * z_stride + t * NR + z_used, 0, sizeof(float) * (NR - z_used));
       }
     }
-    std::memset(v + block_floats() - ldv, 0, sizeof(float) * ldv);
+    std::memset(v + scratch_floats() - ldv, 0, sizeof(float) * ldv);
   }
 
-  // The microkernel's dU[xi][c][o] += sum over the block's `count` tiles of V[xi][tile][c] Z[xi][tile][o]
-  // for output channel block ob.
-  void multiply(const float* v, std::int64_t count, int xi, std::int64_t ob, float* du) const {
-    const float* zb = v + v_floats() + (xi * o_blocks + ob) * block_tiles * NR;
-    const int cols = static_cast<int>(min_of(NR, outputs - ob * NR));
-    for (std::int64_t c = 0; c < channels; c += MR) {
-      const int rows = static_cast<int>(min_of<std::int64_t>(MR, channels - c));
-      microkernel<MR, NV>(count, v + xi * block_tiles * ldv + c, ldv, zb, du + (xi * ldv + c) * ldz + ob * NR,
-                          ldz, rows, cols);
-    }
-  }
-
-  // The threads share each step of a block: the input patches split by chunks of tiles and the gradients
-  // by output channel blocks (each adding its channels' dy to db in tile order), then the GEMMs by
-  // position and output channel block. Each value of dU and db sums the tiles in one order whatever the
-  // thread count, and dU is loaded and stored once per block.
-  void accumulate_blocks(float* du, float* db) const {
-    const Memory block_memory(sizeof(float) * block_floats());
-    float* v = block_memory.floats();
-    zero_pads(v);
-    float* z = v + v_floats();
-    const float* zeros = v + block_floats() - ldv;
-    for (std::int64_t t0 = 0; t0 < grid.count; t0 += block_tiles) {
-      const std::int64_t count = min_of(block_tiles, grid.count - t0);
-      const std::int64_t chunks = (count + tile_chunk - 1) / tile_chunk;
-      parallel_for(chunks + o_blocks, [&](std::int64_t task) {
-        if (task >= chunks) {
-          const std::int64_t ob = task - chunks, o_end = min_of(outputs, (ob + 1) * NR);
-          for (std::int64_t t = 0; t < count; ++t)
-            transform_gradients(t0 + t, ob * NR, o_end, z + t * NR, db);
-          return;
+  // The item's part of dU[xi][c][o] (overwritten for its first block) += sum over the block's `count` tiles
+  // of V[xi][tile][c] Z[xi][tile][o].
+  void multiply(const float* v, std::int64_t count, const Item& it, bool first, float* du) const {
+    const float* z = v + v_floats();
+    for (int xi = 0; xi < positions; ++xi) {
+      for (std::int64_t ob = it.ob_begin; ob < it.ob_end; ++ob) {
+        const float* zb = z + (xi * (it.ob_end - it.ob_begin) + ob - it.ob_begin) * block_tiles * NR;
+        const int cols = static_cast<int>(min_of(NR, outputs - ob * NR));
+        for (std::int64_t c = 0; c < channels; c += MR) {
+          const int rows = static_cast<int>(min_of<std::int64_t>(MR, channels - c));
+          const float* a = v + xi * block_tiles * ldv + c;
+          float* out = du + (xi * ldv + c) * ldz + ob * NR;
+          if (first) {
+            microkernel<MR, NV, false, false>(count, a, ldv, zb, out, ldz, rows, cols);
+          } else {
+            microkernel<MR, NV>(count, a, ldv, zb, out, ldz, rows, cols);
+          }
         }
-        for (std::int64_t t = task * tile_chunk; t < min_of(count, (task + 1) * tile_chunk); ++t)
-          transform_input_patches(geo, grid, x, zeros, t0 + t, v + t * ldv, block_tiles * ldv);
-      });
-      parallel_for(positions * o_blocks, [&](std::int64_t item) {
-        multiply(v, count, static_cast<int>(item / o_blocks), item % o_blocks, du);
-      });
+      }
     }
   }
 
-  // z[((xi * o_blocks + o / NR) * block_tiles) * NR + o % NR] = Z[xi][tile][o] for output channels
-  // [o_begin, o_end); db += the tile's dy for them.
+  // One item, on one thread: its tiles in blocks, each transformed into the thread's scratch and multiplied
+  // while there. Its part's dU and db (of its output channels) get the sums over its tiles, in tile order.
+  void run_item(const Item& it, float* du, float* db) const {
+    float* v = static_cast<float*>(thread_scratch(std::int64_t{sizeof(float)} * scratch_floats()));
+    zero_pads(v, it);
+    const float* zeros = v + scratch_floats() - ldv;
+    const std::int64_t o_begin = it.ob_begin * NR, o_end = min_of(outputs, it.ob_end * NR);
+    std::memset(db + o_begin, 0, sizeof(float) * (o_end - o_begin));
+    for (std::int64_t t0 = it.t_begin; t0 < it.t_end; t0 += block_tiles) {
+      const std::int64_t count = min_of(block_tiles, it.t_end - t0);
+      for (std::int64_t t = 0; t < count; ++t) {
+        transform_input_patches(geo, grid, x, zeros, t0 + t, v + t * ldv, block_tiles * ldv);
+        transform_gradients(t0 + t, o_begin, o_end, v + v_floats() + t * NR, db);
+      }
+      multiply(v, count, it, t0 == it.t_begin, du);
+    }
+  }
+
+  // z[((xi * item o blocks + (o - o_begin) / NR) * block_tiles) * NR + o % NR] = Z[xi][tile][o] for output
+  // channels [o_begin, o_end) (o_begin a multiple of NR); db += the tile's dy for them.
   void transform_gradients(std::int64_t tile, std::int64_t o_begin, std::int64_t o_end, float* z,
                            float* db) const {
     const float* src[4];  // null outside the output
     grid.output_pixels(geo, tile, dy, src);
-    const std::int64_t stride = o_blocks * block_tiles * NR;
-    auto at = [&](std::int64_t o) { return (o / NR) * block_tiles * NR + o % NR; };
+    const std::int64_t stride = (o_end - o_begin + NR - 1) / NR * block_tiles * NR;
+    auto at = [&](std::int64_t o) { return (o - o_begin) / NR * block_tiles * NR + o % NR; };
     std::int64_t o = o_begin;
     for (; o + lanes <= o_end; o += lanes) {
       Vec d[4], zv[positions], sum = load(db + o);
@@ -135,15 +181,26 @@ struct WinogradWeights {
     }
   }
 
+  // Each part's dU and db, summed over the parts in order.
   void run(float* dw, float* db, bool accumulate) const {
-    const Memory du_memory(sizeof(float) * positions * ldv * ldz, true);
-    if (!accumulate) std::memset(db, 0, sizeof(float) * outputs);
-    accumulate_blocks(du_memory.floats(), db);
-    transform_to_weights(du_memory.floats(), dw, accumulate);
+    const Memory partials_memory(sizeof(float) * parts * (du_floats() + outputs));
+    float* du = partials_memory.floats();
+    float* part_db = du + parts * du_floats();
+    parallel_for(items(), [&](std::int64_t index) {
+      const std::int64_t part = index / o_groups;
+      run_item(item(index), du + part * du_floats(), part_db + part * outputs);
+    });
+    for (std::int64_t o = 0; o < outputs; ++o) {
+      float sum = accumulate ? db[o] : 0.0f;
+      for (std::int64_t part = 0; part < parts; ++part) sum += part_db[part * outputs + o];
+      db[o] = sum;
+    }
+    transform_to_weights(du, dw, accumulate);
   }
 
-  // dW from dU. A task takes `lanes` output channels (a vector of a row of dU) and transforms with vectors
-  // across them, `lanes` input channels at a time; each tap's results are then transposed into rows of dW.
+  // dW from dU, the sum of the parts' in order. A task takes `lanes` output channels (a vector of a row of
+  // dU) and transforms with vectors across them, `lanes` input channels at a time; each tap's results are
+  // then transposed into rows of dW.
   void transform_to_weights(const float* du, float* dw, bool accumulate) const {
     parallel_for((outputs + lanes - 1) / lanes, [&](std::int64_t task) {
       const std::int64_t o0 = task * lanes, o_count = min_of<std::int64_t>(lanes, outputs - o0);
@@ -152,7 +209,11 @@ struct WinogradWeights {
         float g[9][lanes][lanes];  // g[tap][c - c0][o - o0]
         for (std::int64_t c = 0; c < c_count; ++c) {
           Vec u[positions], gv[9];
-          for (int xi = 0; xi < positions; ++xi) u[xi] = load(du + (xi * ldv + c0 + c) * ldz + o0);
+          for (int xi = 0; xi < positions; ++xi) {
+            const float* at = du + (xi * ldv + c0 + c) * ldz + o0;
+            u[xi] = load(at);
+            for (std::int64_t part = 1; part < parts; ++part) u[xi] += load(at + part * du_floats());
+          }
           transform_kernel_gradient(u, gv);
           for (int tap = 0; tap < 9; ++tap) store(g[tap][c], gv[tap]);
         }
@@ -176,7 +237,7 @@ struct WinogradWeights {
   TileGrid grid;
   const float* dy;
   const float* x;
-  std::int64_t channels, outputs, o_blocks, ldv, ldz, block_tiles;
+  std::int64_t channels, outputs, o_blocks, ldv, ldz, parts, part_tiles, group_blocks, o_groups, block_tiles;
 };
 
 }  // namespace
