@@ -7,6 +7,8 @@ groups, bands of rows and Winograd's blocks of tiles, and instance norm's planes
 blocks.
 """
 
+import threading
+
 import gradstate as gs
 import numpy as np
 import pytest
@@ -176,3 +178,35 @@ def test_resizing_between_calls_keeps_results(rng, restore_threads):
         gs.set_num_threads(1 + round_ % 3)
         for value, reference, name in zip(run_conv(case, "NHWC"), expected, ("y", "dx", "dW", "db")):
             assert_same_bits(value, reference, what=f"{name} after resizing to {1 + round_ % 3} threads")
+
+
+def test_calls_from_several_python_threads_at_once(rng, restore_threads):
+    # One call at a time has the pool; the others run their tasks themselves. Calls this small end before a
+    # sleeping worker wakes, so workers join some jobs late or not at all: each call must still wait for
+    # every worker that joined it, and only for those.
+    gs.set_num_threads(2)
+    cases = [
+        ConvCase(rng, 1, 6, 5, 16, 16, 3, groups=1, padding="same"),
+        ConvCase(rng, 2, 9, 7, 32, 32, 3, groups=32, padding="same"),
+        ConvCase(rng, 2, 20, 18, 24, 40, 3, groups=1, padding="same"),
+    ]
+    expected = [run_conv(case, "NHWC") for case in cases]
+    failures = []
+
+    def calls(first):
+        for round_ in range(40):
+            k = (first + round_) % len(cases)
+            for value, reference, name in zip(
+                run_conv(cases[k], "NHWC"), expected[k], ("y", "dx", "dW", "db")
+            ):
+                try:
+                    assert_same_bits(value, reference, what=f"{name} of case {k}")
+                except AssertionError as error:
+                    failures.append(str(error))
+
+    threads = [threading.Thread(target=calls, args=(first,)) for first in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not failures, failures[:3]
