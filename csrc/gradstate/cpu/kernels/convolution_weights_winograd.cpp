@@ -45,6 +45,7 @@ std::int64_t even_split(std::int64_t count, std::int64_t most) {
   return (count + pieces - 1) / pieces;
 }
 
+// Parts come in powers of two, so that they and the groups of output channels make work_items items.
 std::int64_t floor_power_of_two(std::int64_t n) {
   std::int64_t power = 1;
   while (power * 2 <= n) power *= 2;
