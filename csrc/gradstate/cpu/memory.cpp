@@ -11,7 +11,7 @@ Memory::Memory(std::int64_t bytes, bool zeroed) {
   if (bytes < 0 || bytes > (std::int64_t{1} << 48)) throw std::bad_alloc();
   bytes_ = host_block_bytes(static_cast<std::size_t>(bytes));
   data_ = allocate_host_block(static_cast<std::size_t>(bytes));
-  if (zeroed) std::memset(data_, 0, bytes_);
+  if (zeroed) std::memset(data_, 0, static_cast<std::size_t>(bytes));  // not the rest of a rounded-up block
 }
 
 Memory::~Memory() { free_host_block(data_, bytes_); }

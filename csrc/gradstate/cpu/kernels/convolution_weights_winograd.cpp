@@ -99,18 +99,21 @@ struct WinogradWeights {
   std::int64_t scratch_floats() const {
     return v_floats() + positions * group_blocks * block_tiles * NR + ldv;
   }
+  // Where z[xi][ob - it.ob_begin][tile 0] is in the scratch.
+  std::int64_t z_offset(const Item& it, int xi, std::int64_t ob) const {
+    return v_floats() + (xi * (it.ob_end - it.ob_begin) + ob - it.ob_begin) * block_tiles * NR;
+  }
 
   // The transforms write only real channels; what lies past them (rows of the last microkernel tile, columns
   // of the last vector block) only reaches results that are not stored, and is zeroed so that it is not
   // garbage the multiply-adds would be slow on. So is the zero pixel.
   void zero_pads(float* v, const Item& it) const {
-    float* z_last = v + v_floats() + (it.ob_end - 1 - it.ob_begin) * block_tiles * NR;
     const std::int64_t z_used = min_of(NR, outputs - (it.ob_end - 1) * NR);
-    const std::int64_t z_stride = (it.ob_end - it.ob_begin) * block_tiles * NR;
     for (int xi = 0; xi < positions; ++xi) {
+      float* z_last = v + z_offset(it, xi, it.ob_end - 1);
       for (std::int64_t t = 0; t < block_tiles; ++t) {
         std::memset(v + (xi * block_tiles + t) * ldv + channels, 0, sizeof(float) * (ldv - channels));
-        std::memset(z_last + xi * z_stride + t * NR + z_used, 0, sizeof(float) * (NR - z_used));
+        std::memset(z_last + t * NR + z_used, 0, sizeof(float) * (NR - z_used));
       }
     }
     std::memset(v + scratch_floats() - ldv, 0, sizeof(float) * ldv);
@@ -119,10 +122,9 @@ struct WinogradWeights {
   // The item's part of dU[xi][c][o] (overwritten for its first block) += sum over the block's `count` tiles
   // of V[xi][tile][c] Z[xi][tile][o].
   void multiply(const float* v, std::int64_t count, const Item& it, bool first, float* du) const {
-    const float* z = v + v_floats();
     for (int xi = 0; xi < positions; ++xi) {
       for (std::int64_t ob = it.ob_begin; ob < it.ob_end; ++ob) {
-        const float* zb = z + (xi * (it.ob_end - it.ob_begin) + ob - it.ob_begin) * block_tiles * NR;
+        const float* zb = v + z_offset(it, xi, ob);
         const int cols = static_cast<int>(min_of(NR, outputs - ob * NR));
         for (std::int64_t c = 0; c < channels; c += MR) {
           const int rows = static_cast<int>(min_of<std::int64_t>(MR, channels - c));
@@ -144,41 +146,40 @@ struct WinogradWeights {
     float* v = static_cast<float*>(thread_scratch(std::int64_t{sizeof(float)} * scratch_floats()));
     zero_pads(v, it);
     const float* zeros = v + scratch_floats() - ldv;
-    const std::int64_t o_begin = it.ob_begin * NR, o_end = min_of(outputs, it.ob_end * NR);
-    std::memset(db + o_begin, 0, sizeof(float) * (o_end - o_begin));
+    const std::int64_t o_begin = it.ob_begin * NR;
+    std::memset(db + o_begin, 0, sizeof(float) * (min_of(outputs, it.ob_end * NR) - o_begin));
     for (std::int64_t t0 = it.t_begin; t0 < it.t_end; t0 += block_tiles) {
       const std::int64_t count = min_of(block_tiles, it.t_end - t0);
       for (std::int64_t t = 0; t < count; ++t) {
         transform_input_patches(geo, grid, x, zeros, t0 + t, v + t * ldv, block_tiles * ldv);
-        transform_gradients(t0 + t, o_begin, o_end, v + v_floats() + t * NR, db);
+        transform_gradients(t0 + t, it, v + t * NR, db);
       }
       multiply(v, count, it, t0 == it.t_begin, du);
     }
   }
 
-  // z[((xi * item o blocks + (o - o_begin) / NR) * block_tiles) * NR + o % NR] = Z[xi][tile][o] for output
-  // channels [o_begin, o_end) (o_begin a multiple of NR); db += the tile's dy for them.
-  void transform_gradients(std::int64_t tile, std::int64_t o_begin, std::int64_t o_end, float* z,
-                           float* db) const {
+  // Z[xi][tile][o] for the item's output channels at z + z_offset(it, xi, o / NR) + o % NR, z being the
+  // scratch advanced to the tile's slot; db += the tile's dy for them.
+  void transform_gradients(std::int64_t tile, const Item& it, float* z, float* db) const {
     const float* src[4];  // null outside the output
     grid.output_pixels(geo, tile, dy, src);
-    const std::int64_t stride = (o_end - o_begin + NR - 1) / NR * block_tiles * NR;
-    auto at = [&](std::int64_t o) { return (o - o_begin) / NR * block_tiles * NR + o % NR; };
-    std::int64_t o = o_begin;
+    auto at = [&](int xi, std::int64_t o) { return z_offset(it, xi, o / NR) + o % NR; };
+    const std::int64_t o_end = min_of(outputs, it.ob_end * NR);
+    std::int64_t o = it.ob_begin * NR;
     for (; o + lanes <= o_end; o += lanes) {
       Vec d[4], zv[positions], sum = load(db + o);
       for (int i = 0; i < 4; ++i) d[i] = src[i] ? load(src[i] + o) : Vec{};
       for (int i = 0; i < 4; ++i) sum += d[i];
       store(db + o, sum);
       transform_output_gradient(d, zv);
-      for (int xi = 0; xi < positions; ++xi) store(z + xi * stride + at(o), zv[xi]);
+      for (int xi = 0; xi < positions; ++xi) store(z + at(xi, o), zv[xi]);
     }
     for (; o < o_end; ++o) {
       float d[4], zv[positions];
       for (int i = 0; i < 4; ++i) d[i] = src[i] ? src[i][o] : 0.0f;
       for (int i = 0; i < 4; ++i) db[o] += d[i];
       transform_output_gradient(d, zv);
-      for (int xi = 0; xi < positions; ++xi) z[xi * stride + at(o)] = zv[xi];
+      for (int xi = 0; xi < positions; ++xi) z[at(xi, o)] = zv[xi];
     }
   }
 
