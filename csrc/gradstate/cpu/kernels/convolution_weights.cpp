@@ -9,7 +9,7 @@
 #include <cstring>
 
 #include "gradstate/cpu/kernels/conv_geometry.h"
-#include "gradstate/cpu/kernels/convolution_weights_in_place.h"
+#include "gradstate/cpu/kernels/convolution_weights_paths.h"
 #include "gradstate/cpu/kernels/convolution_winograd.h"
 #include "gradstate/cpu/kernels/gemm.h"
 #include "gradstate/cpu/kernels/kernels.h"
@@ -301,129 +301,6 @@ void sweep_taps(const GroupedGeometry& gg, const float* pdy, const float* px, co
     for (int v = 0; v < group_vectors; ++v) store(out + (t * group_vectors + v) * lanes, acc[t][v]);
 }
 
-// Depthwise in NHWC needs no packing: a block of group_block channels is contiguous in both dy and x.
-// Adds to sums[t][channel] the sum over output rows [oh_begin, oh_end) of image n of dy * x at tap t0 + t,
-// for T taps, and to dy_sum[channel] the sum of dy when it is not null. Taps that read the padding are
-// skipped; away from the borders no tap does, and the inner loop runs without checks.
-template <int T>
-void sweep_depthwise(const Geometry& geo, const float* dy, const float* x, std::int64_t n,
-                     std::int64_t oh_begin, std::int64_t oh_end, std::int64_t c0, std::int64_t t0,
-                     float* sums, float* dy_sum) {
-  const ConvParams& p = geo.p;
-  std::int64_t row[T], col[T], offset[T];  // tap displacement in input rows, columns and elements
-  std::int64_t max_col = 0;
-  for (int t = 0; t < T; ++t) {
-    row[t] = (t0 + t) / p.kernel_w * p.dilation_y;
-    col[t] = (t0 + t) % p.kernel_w * p.dilation_x;
-    offset[t] = row[t] * geo.x.h + col[t] * geo.x.w;
-    max_col = max_of(max_col, col[t]);
-  }
-  // Output columns [ow_lo, ow_hi) read no padding column at any tap: iw0 >= 0 and iw0 + max_col < in_w,
-  // with iw0 = ow * stride - pad_left. (A negative bound must not be rounded toward zero.)
-  const std::int64_t ow_lo = min_of<std::int64_t>(p.out_w, (p.pad_left + p.stride_x - 1) / p.stride_x);
-  const std::int64_t slack = p.in_w + p.pad_left - 1 - max_col;  // the largest iw0 + pad_left inside
-  const std::int64_t ow_hi =
-      slack < 0 ? ow_lo : max_of(ow_lo, min_of<std::int64_t>(p.out_w, slack / p.stride_x + 1));
-  Vec acc[T][group_vectors], total[group_vectors] = {};
-  for (int t = 0; t < T; ++t)
-    for (int v = 0; v < group_vectors; ++v) acc[t][v] = load(sums + t * group_block + v * lanes);
-  if (dy_sum != nullptr) {
-    for (int v = 0; v < group_vectors; ++v) total[v] = load(dy_sum + v * lanes);
-  }
-  for (std::int64_t oh = oh_begin; oh < oh_end; ++oh) {
-    const std::int64_t ih0 = oh * p.stride_y - p.pad_top;
-    bool rows_inside = true;
-    for (int t = 0; t < T; ++t) rows_inside = rows_inside && geo.row_inside(ih0 + row[t]);
-    for (std::int64_t ow = 0; ow < p.out_w; ++ow) {
-      const float* d = dy + geo.y_offset(n, oh, ow, c0);
-      Vec dv[group_vectors];
-      for (int v = 0; v < group_vectors; ++v) dv[v] = load(d + v * lanes);
-      if (dy_sum != nullptr) {
-        for (int v = 0; v < group_vectors; ++v) total[v] += dv[v];
-      }
-      const std::int64_t iw0 = ow * p.stride_x - p.pad_left;
-      // Element offset of x[n, ih0, iw0, c0]; negative or past the row when that pixel is padding.
-      const std::int64_t base = n * geo.x.n + ih0 * geo.x.h + iw0 * geo.x.w + c0;
-      if (rows_inside && ow >= ow_lo && ow < ow_hi) {
-        for (int t = 0; t < T; ++t)
-          for (int v = 0; v < group_vectors; ++v)
-            acc[t][v] += dv[v] * load(x + (base + offset[t]) + v * lanes);
-      } else {
-        for (int t = 0; t < T; ++t) {
-          if (!geo.row_inside(ih0 + row[t]) || !geo.col_inside(iw0 + col[t])) continue;
-          for (int v = 0; v < group_vectors; ++v)
-            acc[t][v] += dv[v] * load(x + (base + offset[t]) + v * lanes);
-        }
-      }
-    }
-  }
-  for (int t = 0; t < T; ++t)
-    for (int v = 0; v < group_vectors; ++v) store(sums + t * group_block + v * lanes, acc[t][v]);
-  if (dy_sum != nullptr) {
-    for (int v = 0; v < group_vectors; ++v) store(dy_sum + v * lanes, total[v]);
-  }
-}
-
-// sweep_depthwise for the taps [t0, t0 + count), count <= tap_block.
-void sweep_depthwise_taps(const Geometry& geo, const float* dy, const float* x, std::int64_t n,
-                          std::int64_t oh_begin, std::int64_t oh_end, std::int64_t c0, std::int64_t t0,
-                          std::int64_t count, float* sums, float* dy_sum) {
-  using Sweep = void (*)(const Geometry&, const float*, const float*, std::int64_t, std::int64_t,
-                         std::int64_t, std::int64_t, std::int64_t, float*, float*);
-  static constexpr Sweep sweeps[tap_block] = {sweep_depthwise<1>, sweep_depthwise<2>, sweep_depthwise<3>,
-                                              sweep_depthwise<4>, sweep_depthwise<5>, sweep_depthwise<6>,
-                                              sweep_depthwise<7>, sweep_depthwise<8>, sweep_depthwise<9>};
-  sweeps[count - 1](geo, dy, x, n, oh_begin, oh_end, c0, t0, sums, dy_sum);
-}
-
-// Depthwise in NHWC with at least group_block channels, read in place. A task takes a band of output rows
-// of one image; row by row, every block of channels sweeps the row while it is in cache (its accumulators
-// wait in memory between rows). The last block ends at the last channel, overlapping the one before
-// (overlapping channels get the same sums from both). The bands' partials are summed in order.
-constexpr std::int64_t band_pixels = 512;
-
-void depthwise_nhwc_weights_gradient(const ConvParams& p, const float* dy, const float* x, float* dw,
-                                     float* db, bool accumulate) {
-  const Geometry geo(p);
-  const std::int64_t channels = p.out_c, taps = static_cast<std::int64_t>(p.kernel_h) * p.kernel_w;
-  const std::int64_t dw_size = channels * taps, part = dw_size + channels;
-  const std::int64_t band_rows = max_of<std::int64_t>(1, band_pixels / p.out_w);
-  const std::int64_t bands = (p.out_h + band_rows - 1) / band_rows;
-  const std::int64_t blocks = (channels + group_block - 1) / group_block;
-  const Memory partials_memory(sizeof(float) * p.batch * bands * part);
-  float* partials = partials_memory.floats();
-  parallel_for(p.batch * bands, [&](std::int64_t task) {
-    const std::int64_t n = task / bands, oh_begin = (task % bands) * band_rows;
-    const std::int64_t oh_end = min_of<std::int64_t>(p.out_h, oh_begin + band_rows);
-    float* dw_part = partials + task * part;
-    // Per block of channels: taps x group_block sums of dy * x, then group_block sums of dy.
-    const std::int64_t block_floats = (taps + 1) * group_block;
-    float* sums = static_cast<float*>(thread_scratch(sizeof(float) * blocks * block_floats));
-    std::memset(sums, 0, sizeof(float) * blocks * block_floats);
-    for (std::int64_t oh = oh_begin; oh < oh_end; ++oh) {
-      for (std::int64_t b = 0; b < blocks; ++b) {
-        const std::int64_t c0 = min_of(b * group_block, channels - group_block);
-        float* block_sums = sums + b * block_floats;
-        for (std::int64_t t0 = 0; t0 < taps; t0 += tap_block) {
-          sweep_depthwise_taps(geo, dy, x, n, oh, oh + 1, c0, t0, min_of<std::int64_t>(tap_block, taps - t0),
-                               block_sums + t0 * group_block,
-                               t0 == 0 ? block_sums + taps * group_block : nullptr);
-        }
-      }
-    }
-    for (std::int64_t b = 0; b < blocks; ++b) {
-      const std::int64_t c0 = min_of(b * group_block, channels - group_block);
-      const float* block_sums = sums + b * block_floats;
-      for (std::int64_t c = 0; c < group_block; ++c) {
-        for (std::int64_t t = 0; t < taps; ++t)
-          dw_part[(c0 + c) * taps + t] = block_sums[t * group_block + c];
-        dw_part[dw_size + c0 + c] = block_sums[taps * group_block + c];
-      }
-    }
-  });
-  sum_partials(partials, p.batch * bands, dw_size, channels, dw, db, accumulate);
-}
-
 void grouped_weights_gradient(const ConvParams& p, const float* dy, const float* x, float* dw, float* db,
                               bool accumulate) {
   const GroupedGeometry gg(p);
@@ -505,8 +382,8 @@ void convolution_weights_gradient(const ConvParams& p, const float* dy, const fl
     winograd_weights_gradient_nhwc(p, dy, x, dw, db, accumulate);
   } else if (in_place_weights_gradient_applies(p)) {
     in_place_weights_gradient(p, dy, x, dw, db, accumulate);
-  } else if (og == 1 && ig == 1 && p.layout == Layout::NHWC && p.out_c >= group_block) {
-    depthwise_nhwc_weights_gradient(p, dy, x, dw, db, accumulate);
+  } else if (depthwise_weights_gradient_applies(p)) {
+    depthwise_weights_gradient(p, dy, x, dw, db, accumulate);
   } else if (p.groups > 1 && og <= 8 && ig <= 8 && GroupedGeometry(p).x_floats() <= max_packed_floats) {
     grouped_weights_gradient(p, dy, x, dw, db, accumulate);
   } else {

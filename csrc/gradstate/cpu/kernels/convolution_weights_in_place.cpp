@@ -11,7 +11,7 @@
 // output rows (image by image), keeps every tile's accumulators in memory between rows (so output rows
 // must be long enough to pay for those trips), and leaves a partial dW and db; the partials are added in
 // task order, so the result does not depend on the thread count.
-#include "gradstate/cpu/kernels/convolution_weights_in_place.h"
+#include "gradstate/cpu/kernels/convolution_weights_paths.h"
 
 #include <cstdint>
 #include <cstring>

@@ -1,0 +1,174 @@
+// The weight gradient of depthwise layers in NHWC: dW[c, kh, kw] = sum over output pixels of
+// dy[pixel, c] * x[the pixel's tap (kh, kw), c], and db[c] = sum of dy[pixel, c].
+//
+// Channels lie contiguous in dy and x, so vectors run across channels and nothing is packed. An output row
+// is swept once per kernel row (and per chunk of at most sweep_taps of its taps): pixel after pixel, all of
+// a pixel's channels in blocks of V vectors, so dy and x are read in the order they lie in memory. (Sweeping
+// a row once per few channels, at a stride of a whole pixel, left the prefetchers behind and the loads
+// waiting on memory.) A block's sums for the chunk's taps stay in registers during a sweep and wait in
+// memory between sweeps. A task takes a band of output rows of one image and leaves a partial dW and db;
+// the partials are summed in task order, so the result does not depend on the thread count.
+#include "gradstate/cpu/kernels/convolution_weights_paths.h"
+
+#include <cstdint>
+#include <cstring>
+
+#include "gradstate/cpu/kernels/conv_geometry.h"
+#include "gradstate/cpu/kernels/partial_sums.h"
+#include "gradstate/cpu/kernels/vec.h"
+#include "gradstate/cpu/memory.h"
+#include "gradstate/cpu/thread_pool.h"
+
+namespace gradstate::cpu::GRADSTATE_ISA_NAMESPACE {
+namespace {
+
+// A sweep's sums are sweep_taps x V vectors: 24 of the 32 vector registers of AVX-512 and NEON, 12 of the
+// 16 of AVX2 (and of the scalar level).
+constexpr int sweep_taps = 3;
+constexpr int max_block_vectors = GRADSTATE_VECTOR_BYTES == 64 || GRADSTATE_VECTOR_BYTES == 16 ? 8 : 4;
+// Output pixels per band: enough for the sums' trips to memory to be rare, few enough for the bands to
+// share among the threads.
+constexpr std::int64_t band_pixels = 512;
+
+// The channels [c0, c0 + V * lanes) of the taps [k0, k0 + T) of kernel row kh, over output row oh of image
+// n: sums[t][channel] += the row's sum of dy * x at tap t. Away from the borders the inner loop reads x at
+// fixed offsets from one moving pointer without checks; a border pixel's taps that read the padding read a
+// block of zeros instead.
+template <int T, int V>
+void sweep_row(const Geometry& geo, const float* dy, const float* x, std::int64_t n, std::int64_t oh,
+               std::int64_t kh, std::int64_t k0, std::int64_t c0, float* sums) {
+  constexpr std::int64_t width = V * lanes;
+  alignas(64) static const float zeros[width] = {};
+  const ConvParams& p = geo.p;
+  const std::int64_t ih = geo.input_row(oh, kh), first_col = k0 * p.dilation_x;
+  const std::int64_t tap_step = p.dilation_x * geo.x.w, pixel_step = p.stride_x * geo.x.w;
+  // Output columns [lo, hi) read inside the row at every tap: iw0 + first_col >= 0 and
+  // iw0 + last_col < in_w, with iw0 = ow * stride - pad_left. (A negative bound must not round toward 0.)
+  std::int64_t lo = p.out_w, hi = p.out_w;
+  if (geo.row_inside(ih)) {
+    const std::int64_t last_col = first_col + (T - 1) * p.dilation_x;
+    const std::int64_t start = p.pad_left - first_col;
+    lo = start <= 0 ? 0 : min_of<std::int64_t>(p.out_w, (start + p.stride_x - 1) / p.stride_x);
+    const std::int64_t slack = p.in_w + p.pad_left - 1 - last_col;  // the largest iw0 + pad_left inside
+    hi = slack < 0 ? lo : max_of(lo, min_of<std::int64_t>(p.out_w, slack / p.stride_x + 1));
+  }
+  Vec acc[T][V];
+  for (int t = 0; t < T; ++t)
+    for (int v = 0; v < V; ++v) acc[t][v] = load(sums + t * width + v * lanes);
+  const auto add_pixel = [&](const float* d, const float* const* at) {
+    for (int v = 0; v < V; ++v) {
+      const Vec dv = load(d + v * lanes);
+      for (int t = 0; t < T; ++t) acc[t][v] += dv * load(at[t] + v * lanes);
+    }
+  };
+  const float* d = dy + geo.y_offset(n, oh, 0, c0);
+  const auto border_pixel = [&](std::int64_t ow) {
+    const float* at[T];
+    for (int t = 0; t < T; ++t) {
+      const std::int64_t iw = geo.input_col(ow, k0 + t);
+      at[t] = geo.row_inside(ih) && geo.col_inside(iw) ? x + geo.x_offset(n, ih, iw, c0) : zeros;
+    }
+    add_pixel(d + ow * geo.y.w, at);
+  };
+  for (std::int64_t ow = 0; ow < lo; ++ow) border_pixel(ow);
+  if (lo < hi) {
+    const float* xs = x + geo.x_offset(n, ih, geo.input_col(lo, k0), c0);
+    for (std::int64_t ow = lo; ow < hi; ++ow, xs += pixel_step) {
+      const float* at[T];
+      for (int t = 0; t < T; ++t) at[t] = xs + t * tap_step;
+      add_pixel(d + ow * geo.y.w, at);
+    }
+  }
+  for (std::int64_t ow = hi; ow < p.out_w; ++ow) border_pixel(ow);
+  for (int t = 0; t < T; ++t)
+    for (int v = 0; v < V; ++v) store(sums + t * width + v * lanes, acc[t][v]);
+}
+
+// dy_sum[channel] += the sum of dy over output row oh of image n, for the channels [c0, c0 + V * lanes).
+// (Summed apart from the sweeps: their sums already take 24 of the 32 vector registers.)
+template <int V>
+void sum_dy_row(const Geometry& geo, const float* dy, std::int64_t n, std::int64_t oh, std::int64_t c0,
+                float* dy_sum) {
+  Vec total[V];
+  for (int v = 0; v < V; ++v) total[v] = load(dy_sum + v * lanes);
+  const float* d = dy + geo.y_offset(n, oh, 0, c0);
+  for (std::int64_t ow = 0; ow < geo.p.out_w; ++ow, d += geo.y.w)
+    for (int v = 0; v < V; ++v) total[v] += load(d + v * lanes);
+  for (int v = 0; v < V; ++v) store(dy_sum + v * lanes, total[v]);
+}
+
+// The band of output rows [oh_begin, oh_end) of image n with blocks of V vectors of channels: part gets
+// dW[c][tap] then db[c].
+template <int V>
+void sweep_band(const Geometry& geo, const float* dy, const float* x, std::int64_t n, std::int64_t oh_begin,
+                std::int64_t oh_end, float* part) {
+  using Sweep = void (*)(const Geometry&, const float*, const float*, std::int64_t, std::int64_t,
+                         std::int64_t, std::int64_t, std::int64_t, float*);
+  static constexpr Sweep sweeps[sweep_taps] = {sweep_row<1, V>, sweep_row<2, V>, sweep_row<3, V>};
+  constexpr std::int64_t width = V * lanes;
+  const ConvParams& p = geo.p;
+  const std::int64_t channels = p.out_c, taps = static_cast<std::int64_t>(p.kernel_h) * p.kernel_w;
+  const std::int64_t blocks = (channels + width - 1) / width;
+  // Per block: taps x width sums of dy * x, then width sums of dy.
+  const std::int64_t block_floats = (taps + 1) * width;
+  float* sums = static_cast<float*>(thread_scratch(sizeof(float) * blocks * block_floats));
+  std::memset(sums, 0, sizeof(float) * blocks * block_floats);
+  for (std::int64_t oh = oh_begin; oh < oh_end; ++oh) {
+    for (std::int64_t kh = 0; kh < p.kernel_h; ++kh) {
+      if (!geo.row_inside(geo.input_row(oh, kh))) continue;  // kernel rows in the padding add nothing
+      for (std::int64_t k0 = 0; k0 < p.kernel_w; k0 += sweep_taps) {
+        const std::int64_t count = min_of<std::int64_t>(sweep_taps, p.kernel_w - k0);
+        for (std::int64_t b = 0; b < blocks; ++b) {
+          // The last block ends at the last channel, overlapping the one before: the overlapping channels
+          // get the same sums from both.
+          const std::int64_t c0 = min_of(b * width, channels - width);
+          sweeps[count - 1](geo, dy, x, n, oh, kh, k0, c0,
+                            sums + b * block_floats + (kh * p.kernel_w + k0) * width);
+        }
+      }
+    }
+    for (std::int64_t b = 0; b < blocks; ++b)
+      sum_dy_row<V>(geo, dy, n, oh, min_of(b * width, channels - width),
+                    sums + b * block_floats + taps * width);
+  }
+  const std::int64_t dw_size = channels * taps;
+  for (std::int64_t b = 0; b < blocks; ++b) {
+    const std::int64_t c0 = min_of(b * width, channels - width);
+    const float* block_sums = sums + b * block_floats;
+    for (std::int64_t c = 0; c < width; ++c) {
+      for (std::int64_t t = 0; t < taps; ++t) part[(c0 + c) * taps + t] = block_sums[t * width + c];
+      part[dw_size + c0 + c] = block_sums[taps * width + c];
+    }
+  }
+}
+
+}  // namespace
+
+bool depthwise_weights_gradient_applies(const ConvParams& p) {
+  return p.layout == Layout::NHWC && p.groups == p.in_c && p.groups == p.out_c && p.out_c >= 2 * lanes;
+}
+
+void depthwise_weights_gradient(const ConvParams& p, const float* dy, const float* x, float* dw, float* db,
+                                bool accumulate) {
+  const Geometry geo(p);
+  const std::int64_t channels = p.out_c, taps = static_cast<std::int64_t>(p.kernel_h) * p.kernel_w;
+  const std::int64_t part = channels * (taps + 1);
+  const std::int64_t band_rows = max_of<std::int64_t>(1, band_pixels / p.out_w);
+  const std::int64_t bands = (p.out_h + band_rows - 1) / band_rows;
+  // The widest block of channels that fits in the layer's channels.
+  using Band =
+      void (*)(const Geometry&, const float*, const float*, std::int64_t, std::int64_t, std::int64_t, float*);
+  const Band band = channels >= max_block_vectors * lanes       ? sweep_band<max_block_vectors>
+                    : channels >= max_block_vectors / 2 * lanes ? sweep_band<max_block_vectors / 2>
+                                                                : sweep_band<max_block_vectors / 4>;
+  const Memory partials_memory(sizeof(float) * p.batch * bands * part);
+  float* partials = partials_memory.floats();
+  parallel_for(p.batch * bands, [&](std::int64_t task) {
+    const std::int64_t n = task / bands, oh_begin = (task % bands) * band_rows;
+    band(geo, dy, x, n, oh_begin, min_of<std::int64_t>(p.out_h, oh_begin + band_rows),
+         partials + task * part);
+  });
+  sum_partials(partials, p.batch * bands, channels * taps, channels, dw, db, accumulate);
+}
+
+}  // namespace gradstate::cpu::GRADSTATE_ISA_NAMESPACE

@@ -1,0 +1,21 @@
+// The weight gradient's dedicated paths besides Winograd's (convolution_winograd.h), each in its own file;
+// convolution_weights.cpp picks the path of a layer. Each computes dw and db summed over the batch, and
+// overwrites them unless accumulate.
+#pragma once
+
+#include "gradstate/core/params.h"
+
+namespace gradstate::cpu::GRADSTATE_ISA_NAMESPACE {
+
+// convolution_weights_in_place.cpp: NHWC, one group, no dilation across, and either at most 4 input channels
+// (gray, RGB or RGBA images) or a 1x1 kernel with output rows of at least 32 pixels.
+bool in_place_weights_gradient_applies(const ConvParams& p);
+void in_place_weights_gradient(const ConvParams& p, const float* dy, const float* x, float* dw, float* db,
+                               bool accumulate);
+
+// convolution_weights_depthwise.cpp: NHWC, depthwise, and at least two vectors of channels.
+bool depthwise_weights_gradient_applies(const ConvParams& p);
+void depthwise_weights_gradient(const ConvParams& p, const float* dy, const float* x, float* dw, float* db,
+                                bool accumulate);
+
+}  // namespace gradstate::cpu::GRADSTATE_ISA_NAMESPACE
