@@ -11,11 +11,12 @@ segments; depthwise in NHWC, read in place pixel by pixel over sweeps of at most
 the widest blocks of 8, 4 or 2 vectors of channels (4, 2 or 1 on AVX2) the channels fill, border pixels
 reading zeros; and "vectors across groups" for the other small groups (at most 8 output and 8 input channels
 per group), which sweeps the taps 9 at a time. The forward pass and dx run a GEMM when a group has at least 8
-output (forward) or input (dx) channels, dx at stride 1 as a forward pass and at larger strides through
-col2im; with fewer channels per group, vectors across groups (one shuffle of the source pixel's vectors per
-source channel of a group), when a block of lanes' sources fit two vectors. Instance norm sums blocks of 512
-pixels, one plane per task in NCHW and 256 channels per task in NHWC. Every case is checked against the
-float64 reference in both layouts; test_cpu_isa.py runs this file at every instruction-set level.
+output (forward) or input (dx) channels, dx at stride 1 as a forward pass and at larger strides in stride
+phases (forward GEMMs writing every stride-th pixel; at least 32 input channels per group, no dilation) or
+through col2im; with fewer channels per group, vectors across groups (one shuffle of the source pixel's
+vectors per source channel of a group), when a block of lanes' sources fit two vectors. Instance norm sums
+blocks of 512 pixels, one plane per task in NCHW and 256 channels per task in NHWC. Every case is checked
+against the float64 reference in both layouts; test_cpu_isa.py runs this file at every instruction-set level.
 """
 
 import gradstate as gs
@@ -114,6 +115,14 @@ CONV_PATHS = [
     pytest.param((2, 9, 35, 24, 40, 1, 2, 1, 1, 0), id="gemm_in_place_1x1_stride2"),
     pytest.param((2, 7, 5, 24, 40, 1, 1, 1, 1, 0), id="gemm_in_place_1x1_across_rows"),
     pytest.param((1, 9, 12, 5, 40, 3, 1, 1, 1, 0), id="gemm_packed_short_kernel_rows"),
+    # dx at strides above 1 with at least 32 input channels per group: stride phases, each a stride-1
+    # forward GEMM writing every stride-th pixel. Odd sizes; a kernel narrower than the stride (phases no tap
+    # reads, all zeros); strides (1, 2) with two groups and a top padding wider than the kernel (phases whose
+    # first line is past line 0); and a single row, where a phase has no lines at all.
+    pytest.param((2, 9, 11, 32, 24, 3, 2, 1, 1, 1), id="dx_phases_3x3_stride2"),
+    pytest.param((1, 8, 10, 40, 16, 2, 3, 1, 1, 0), id="dx_phases_kernel_below_stride"),
+    pytest.param((2, 7, 9, 64, 16, 3, (1, 2), 1, 2, (4, 0, 0, 2)), id="dx_phases_groups_wide_padding"),
+    pytest.param((1, 1, 5, 32, 8, 1, 2, 1, 1, 0), id="dx_phases_1x1_one_row"),
     pytest.param((2, 13, 11, 37, 37, 3, 2, 1, 37, 1), id="depthwise37_stride2_pad1"),
     # Padding on the right only and a stride wider than the image: no output column is free of padding.
     pytest.param((1, 3, 1, 32, 32, 3, (1, 4), 1, 32, (0, 0, 0, 2)), id="depthwise32_right_padding_stride4"),

@@ -6,7 +6,8 @@
 // vector blocks of output channels; each task takes a block of output pixels, whose im2col rows the
 // microkernel reads in place from x where no tap reads the padding and from a packed panel elsewhere, and
 // accumulates MR pixels by NR output channels. The data gradient of stride-1 layers is such a
-// forward pass too (see convolution_data_gradient). Depthwise layers run vectors across channels (along rows
+// forward pass too (see convolution_data_gradient), and so is each stride phase of larger strides
+// (data_gradient_phases). Depthwise layers run vectors across channels (along rows
 // in NCHW, convolution_depthwise_nchw.cpp), layers with small groups vectors across groups
 // (convolution_grouped.cpp); the rest direct loops over the formulas.
 #include <algorithm>
@@ -63,9 +64,17 @@ const float* in_place_corner(const Geometry& geo, const float* x, std::int64_t k
   return x + first;
 }
 
-// The forward GEMM for NHWC activations (see the top of this file).
+// Where output pixel (n, oh, ow) of a forward GEMM lies: y + first + n * image + oh * row + ow * col. The
+// data gradient's stride phases (data_gradient_phases) write every stride-th pixel of dx this way.
+struct OutputPixels {
+  std::int64_t first, image, row, col;
+};
+
+// The forward GEMM for NHWC activations (see the top of this file), writing y's dense rows, or the pixels
+// `scattered` places: those a task computes into its scratch and copies out at its end.
 template <int MR, int NV>
-void forward_gemm(const ConvParams& p, const float* x, const float* w, const float* b, float* y) {
+void forward_gemm(const ConvParams& p, const float* x, const float* w, const float* b, float* y,
+                  const OutputPixels* scattered) {
   constexpr std::int64_t NR = NV * lanes;
   const Geometry geo(p);
   const std::int64_t og = geo.out_per_group,
@@ -93,7 +102,11 @@ void forward_gemm(const ConvParams& p, const float* x, const float* w, const flo
   parallel_for(p.groups * tasks_per_group, [&](std::int64_t task) {
     const std::int64_t g = task / tasks_per_group, k0 = (task % tasks_per_group) * forward_pixels;
     const std::int64_t kc = min_of(forward_pixels, pixels - k0);
-    float* panel = static_cast<float*>(thread_scratch(sizeof(float) * panel_rows * ld));
+    float* panel =
+        static_cast<float*>(thread_scratch(sizeof(float) * panel_rows * (ld + (scattered ? og : 0))));
+    // The task's output rows: in y, or in the scratch after the panel.
+    float* out = scattered ? panel + panel_rows * ld : y + k0 * p.out_c + g * og;
+    const std::int64_t ldc = scattered ? og : p.out_c;
     // Tiles that can read x in place do; the others are packed, one im2col row per pixel.
     const float* corner[panel_rows / MR];
     for (std::int64_t r = 0; r < kc; r += MR) {
@@ -104,7 +117,7 @@ void forward_gemm(const ConvParams& p, const float* x, const float* w, const flo
     // The last tile may run past kc; its extra rows are computed (never stored) from zeros.
     std::memset(panel + kc * ld, 0, sizeof(float) * (panel_rows - kc) * ld);
     for (std::int64_t k = 0; k < kc; ++k) {
-      float* row = y + (k0 + k) * p.out_c + g * og;
+      float* row = out + k * ldc;
       for (std::int64_t o = 0; o < og; ++o) row[o] = b ? b[g * og + o] : 0.0f;
     }
     // Blocks of forward_columns columns, so that the weights they meet stay in cache across the pixels.
@@ -129,9 +142,16 @@ void forward_gemm(const ConvParams& p, const float* x, const float* w, const flo
         for (std::int64_t ob = 0; ob < o_blocks; ++ob) {
           const int cols = static_cast<int>(min_of(NR, og - ob * NR));
           microkernel_runs<MR, NV>(runs, count, lda, packed + ((g * o_blocks + ob) * n + j0) * NR,
-                                   y + (k0 + r) * p.out_c + g * og + ob * NR, p.out_c, rows, cols);
+                                   out + r * ldc + ob * NR, ldc, rows, cols);
         }
       }
+    }
+    if (scattered == nullptr) return;
+    std::int64_t img, oh, ow;
+    pixel_of(p, k0, img, oh, ow);
+    for (std::int64_t k = 0; k < kc; ++k, next_pixel(p, img, oh, ow)) {
+      float* dst = y + scattered->first + img * scattered->image + oh * scattered->row + ow * scattered->col;
+      std::memcpy(dst + g * og, out + k * og, sizeof(float) * og);
     }
   });
 }
@@ -198,12 +218,86 @@ void data_gradient_col2im(const ConvParams& p, const float* dy, const float* w, 
   });
 }
 
-// The tile that pads the group's output channels least (pixels are always plenty).
-void forward_gemm_nhwc(const ConvParams& p, const float* x, const float* w, const float* b, float* y) {
+// The tile that pads the group's output channels least (pixels are always plenty); y's pixels where
+// `scattered` places them, or dense when it is null.
+void forward_gemm_tiled(const ConvParams& p, const float* x, const float* w, const float* b, float* y,
+                        const OutputPixels* scattered) {
   if (tile_a_pads_least(p.out_c / p.groups)) {
-    forward_gemm<tile_a[0], tile_a[1]>(p, x, w, b, y);
+    forward_gemm<tile_a[0], tile_a[1]>(p, x, w, b, y, scattered);
   } else {
-    forward_gemm<tile_b[0], tile_b[1]>(p, x, w, b, y);
+    forward_gemm<tile_b[0], tile_b[1]>(p, x, w, b, y, scattered);
+  }
+}
+
+void forward_gemm_nhwc(const ConvParams& p, const float* x, const float* w, const float* b, float* y) {
+  forward_gemm_tiled(p, x, w, b, y, nullptr);
+}
+
+// Along one axis of dx at stride s (dilation 1), the phase r: the input lines i with (i + pad) % s == r.
+// Only the taps r, r + s, r + 2s, ... read them; line i = j * s + r - pad gets tap r + u * s from output
+// line j - u. So the phase is a stride-1 pass over dy whose output line j' is input line (first + j') * s +
+// r - pad, with the taps in reverse order (tap u' is r + (taps - 1 - u') * s) and padding taps - 1 - first.
+struct Phase {
+  Phase(std::int64_t r, std::int64_t stride, std::int64_t kernel, std::int64_t pad, std::int64_t inputs)
+      : r(r), stride(stride), taps(r < kernel ? (kernel - r + stride - 1) / stride : 0) {
+    first = pad - r <= 0 ? 0 : (pad - r + stride - 1) / stride;
+    const std::int64_t span = inputs - 1 + pad - r;  // the last line's j times s, and some
+    count = span < 0 ? 0 : max_of<std::int64_t>(0, span / stride - first + 1);
+  }
+  std::int64_t input(std::int64_t j, std::int64_t pad) const { return (first + j) * stride + r - pad; }
+  std::int64_t tap(std::int64_t u) const { return r + (taps - 1 - u) * stride; }
+  std::int64_t r, stride, taps, first = 0, count = 0;
+};
+
+// Whether dx runs as stride phases: dense problems need no dilation, and enough input channels per group
+// to fill the forward GEMM's vectors of output channels.
+constexpr std::int64_t min_phase_channels = 32;
+bool data_gradient_phases_apply(const ConvParams& p) {
+  return p.dilation_y == 1 && p.dilation_x == 1 && p.in_c / p.groups >= min_phase_channels;
+}
+
+// dx for strides above 1, NHWC, as stride_y * stride_x dense stride-1 problems (see Phase), each a forward
+// GEMM over dy with its taps' weights (flipped, input and output channels exchanged) that writes its every
+// stride-th pixel of dx. Nothing is zero-inserted or added twice: each dx value is written once. Phases
+// that no tap reads (kernels smaller than the stride) are zeros.
+void data_gradient_phases(const ConvParams& p, const float* dy, const float* w, float* dx) {
+  const Geometry geo(p);
+  const std::int64_t og = geo.out_per_group, ig = geo.in_per_group;
+  for (std::int64_t ry = 0; ry < p.stride_y; ++ry) {
+    for (std::int64_t rx = 0; rx < p.stride_x; ++rx) {
+      const Phase rows(ry, p.stride_y, p.kernel_h, p.pad_top, p.in_h);
+      const Phase cols(rx, p.stride_x, p.kernel_w, p.pad_left, p.in_w);
+      if (rows.count == 0 || cols.count == 0) continue;
+      const OutputPixels pixels{geo.x_offset(0, rows.input(0, p.pad_top), cols.input(0, p.pad_left), 0),
+                                geo.x.n, p.stride_y * geo.x.h, p.stride_x * geo.x.w};
+      if (rows.taps == 0 || cols.taps == 0) {
+        parallel_for(p.batch * rows.count, [&](std::int64_t line) {
+          float* row =
+              dx + pixels.first + (line / rows.count) * pixels.image + (line % rows.count) * pixels.row;
+          for (std::int64_t j = 0; j < cols.count; ++j)
+            std::memset(row + j * pixels.col, 0, sizeof(float) * p.in_c);
+        });
+        continue;
+      }
+      ConvParams t = p;
+      t.in_h = p.out_h, t.in_w = p.out_w, t.in_c = p.out_c;
+      t.out_h = static_cast<int32>(rows.count), t.out_w = static_cast<int32>(cols.count), t.out_c = p.in_c;
+      t.kernel_h = static_cast<int32>(rows.taps), t.kernel_w = static_cast<int32>(cols.taps);
+      t.stride_y = t.stride_x = 1;
+      t.pad_top = static_cast<int32>(rows.taps - 1 - rows.first);
+      t.pad_left = static_cast<int32>(cols.taps - 1 - cols.first);
+      // phase_w[g * ig + i][u][v][o] = w[g * og + o][rows.tap(u)][cols.tap(v)][i], in OHWI for the pass.
+      const std::int64_t taps = rows.taps * cols.taps;
+      const Memory phase_memory(sizeof(float) * p.in_c * taps * og);
+      float* phase_w = phase_memory.floats();
+      parallel_for(p.groups * taps, [&](std::int64_t task) {
+        const std::int64_t g = task / taps, u = task % taps / cols.taps, v = task % cols.taps;
+        transpose(w + geo.w_offset(g * og, rows.tap(u), cols.tap(v)), og, ig,
+                  static_cast<std::int64_t>(p.kernel_h) * p.kernel_w * ig,
+                  phase_w + (g * ig * taps + u * cols.taps + v) * og, taps * og);
+      });
+      forward_gemm_tiled(t, dy, phase_w, nullptr, dx, &pixels);
+    }
   }
 }
 
@@ -239,11 +333,14 @@ void forward_in_nhwc(NhwcForward forward, const ConvParams& p, const float* x, c
                  [&](const ConvParams& q, const float* xs, float* ys) { forward(q, xs, w, b, ys); });
 }
 
-// The col2im data gradient with the tile that pads the im2col columns least, on NHWC copies for NCHW.
+// The data gradient at strides above 1 in stride phases, or else col2im with the tile that pads the im2col
+// columns least; on NHWC copies for NCHW.
 void data_gradient_gemm(const ConvParams& p, const float* dy, const float* w, float* dx) {
   const std::int64_t n = static_cast<std::int64_t>(p.kernel_h) * p.kernel_w * (p.in_c / p.groups);
   auto run = [&](const ConvParams& q, const float* dy_nhwc, float* dx_nhwc) {
-    if (tile_a_pads_least(n)) {
+    if (data_gradient_phases_apply(q)) {
+      data_gradient_phases(q, dy_nhwc, w, dx_nhwc);
+    } else if (tile_a_pads_least(n)) {
       data_gradient_col2im<tile_a[0], tile_a[1]>(q, dy_nhwc, w, dx_nhwc);
     } else {
       data_gradient_col2im<tile_b[0], tile_b[1]>(q, dy_nhwc, w, dx_nhwc);
