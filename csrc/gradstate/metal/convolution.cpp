@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <memory>
 
+#include "gradstate/core/integer_math.h"
 #include "gradstate/metal/commands.h"
 #include "gradstate/metal/metal_backend.h"
 
@@ -23,8 +24,6 @@ constexpr std::int64_t target_threadgroups = 512;
 constexpr std::int64_t min_pixels_per_split = 256;
 // The partial sums stay below this many floats (64 MiB).
 constexpr std::int64_t max_partial_floats = std::int64_t{1} << 24;
-
-std::int64_t ceil_div(std::int64_t a, std::int64_t b) { return (a + b - 1) / b; }
 
 objc::UInt tiles(std::int64_t extent) { return static_cast<objc::UInt>(ceil_div(extent, tile_width)); }
 

@@ -5,6 +5,7 @@
 #include <utility>
 
 #include "gradstate/core/errors.h"
+#include "gradstate/core/integer_math.h"
 
 namespace gradstate {
 namespace {
@@ -15,7 +16,7 @@ std::pair<std::int64_t, std::int64_t> policy_axis(Padding::Kind kind, std::int64
   const std::int64_t span = (kernel - 1) * dilation + 1;
   if (kind == Padding::Kind::full) return {span - 1, span - 1};
   if (kind == Padding::Kind::same) {
-    const std::int64_t outputs = (input + stride - 1) / stride;
+    const std::int64_t outputs = ceil_div(input, stride);
     const std::int64_t total = std::max<std::int64_t>((outputs - 1) * stride + span - input, 0);
     return {(total + 1) / 2, total / 2};
   }

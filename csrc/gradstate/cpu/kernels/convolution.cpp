@@ -79,7 +79,7 @@ void forward_gemm(const ConvParams& p, const float* x, const float* w, const flo
   const Geometry geo(p);
   const std::int64_t og = geo.out_per_group,
                      n = static_cast<std::int64_t>(p.kernel_h) * p.kernel_w * geo.in_per_group;
-  const std::int64_t o_blocks = (og + NR - 1) / NR, ld = (n + lanes - 1) / lanes * lanes;
+  const std::int64_t o_blocks = ceil_div(og, NR), ld = round_up(n, lanes);
   const std::int64_t row_cols = p.kernel_w * geo.in_per_group;
   // packed[g][o block][j][NR] = w[g * og + o block * NR + r][j], zero past the group's channels.
   const Memory packed_memory(sizeof(float) * p.groups * o_blocks * n * NR);
@@ -96,9 +96,9 @@ void forward_gemm(const ConvParams& p, const float* x, const float* w, const flo
   // computed by one task whatever the blocks are, so the bits do not depend on the thread count.)
   const std::int64_t per_task = (pixels + 4 * num_threads() * p.groups - 1) / (4 * num_threads() * p.groups);
   const std::int64_t forward_pixels =
-      min_of(max_forward_pixels, max_of<std::int64_t>(MR, (per_task + MR - 1) / MR * MR));
-  const std::int64_t tasks_per_group = (pixels + forward_pixels - 1) / forward_pixels;
-  constexpr std::int64_t panel_rows = (max_forward_pixels + MR - 1) / MR * MR;
+      min_of(max_forward_pixels, max_of<std::int64_t>(MR, round_up(per_task, MR)));
+  const std::int64_t tasks_per_group = ceil_div(pixels, forward_pixels);
+  constexpr std::int64_t panel_rows = round_up(max_forward_pixels, MR);
   parallel_for(p.groups * tasks_per_group, [&](std::int64_t task) {
     const std::int64_t g = task / tasks_per_group, k0 = (task % tasks_per_group) * forward_pixels;
     const std::int64_t kc = min_of(forward_pixels, pixels - k0);
@@ -165,8 +165,7 @@ void data_gradient_col2im(const ConvParams& p, const float* dy, const float* w, 
   constexpr std::int64_t NR = NV * lanes;
   const Geometry geo(p);
   const std::int64_t og = geo.out_per_group, ig = geo.in_per_group;
-  const std::int64_t n = static_cast<std::int64_t>(p.kernel_h) * p.kernel_w * ig,
-                     j_blocks = (n + NR - 1) / NR;
+  const std::int64_t n = static_cast<std::int64_t>(p.kernel_h) * p.kernel_w * ig, j_blocks = ceil_div(n, NR);
   // packed[g][column block][o][NR] = w[g * og + o][column block * NR + r], zero past n.
   const Memory packed_memory(sizeof(float) * p.groups * j_blocks * og * NR);
   float* packed = packed_memory.floats();
@@ -239,8 +238,8 @@ void forward_gemm_nhwc(const ConvParams& p, const float* x, const float* w, cons
 // r - pad, with the taps in reverse order (tap u' is r + (taps - 1 - u') * s) and padding taps - 1 - first.
 struct Phase {
   Phase(std::int64_t r, std::int64_t stride, std::int64_t kernel, std::int64_t pad, std::int64_t inputs)
-      : r(r), stride(stride), taps(r < kernel ? (kernel - r + stride - 1) / stride : 0) {
-    first = pad - r <= 0 ? 0 : (pad - r + stride - 1) / stride;
+      : r(r), stride(stride), taps(r < kernel ? ceil_div(kernel - r, stride) : 0) {
+    first = pad - r <= 0 ? 0 : ceil_div(pad - r, stride);
     const std::int64_t span = inputs - 1 + pad - r;  // the last line's j times s, and some
     count = span < 0 ? 0 : max_of<std::int64_t>(0, span / stride - first + 1);
   }
@@ -374,7 +373,7 @@ struct Interior {
 Interior interior_columns(const ConvParams& p) {
   // Clamped to the row: when the left padding reaches past the last output, every column is a border one.
   const std::int64_t first =
-      p.pad_left <= 0 ? 0 : min_of<std::int64_t>(p.out_w, (p.pad_left + p.stride_x - 1) / p.stride_x);
+      p.pad_left <= 0 ? 0 : min_of<std::int64_t>(p.out_w, ceil_div(p.pad_left, p.stride_x));
   const std::int64_t last_reach =
       p.in_w - 1 + p.pad_left - static_cast<std::int64_t>(p.kernel_w - 1) * p.dilation_x;
   const std::int64_t end = last_reach < 0 ? 0 : min_of<std::int64_t>(p.out_w, last_reach / p.stride_x + 1);

@@ -28,7 +28,7 @@ struct PhaseRows {
 };
 
 PhaseRows phase_rows_of(const ConvParams& p, float* memory) {
-  const std::int64_t vectors = (p.out_w + lanes - 1) / lanes;
+  const std::int64_t vectors = ceil_div(p.out_w, lanes);
   const std::int64_t reach = static_cast<std::int64_t>(p.kernel_w - 1) * p.dilation_x / p.stride_x;
   return {vectors * lanes + reach + 1, p.stride_x, memory};
 }
@@ -45,7 +45,7 @@ void fill_phase_rows(const ConvParams& p, const float* plane, const PhaseRows& r
   for (std::int64_t f = 0; f < rows.phases; ++f) {
     // The phase's pixels are iw = f - pad_left + i * s for i in [first, end).
     const std::int64_t lead = p.pad_left - f;
-    const std::int64_t first = lead <= 0 ? 0 : (lead + s - 1) / s;
+    const std::int64_t first = lead <= 0 ? 0 : ceil_div(lead, s);
     const std::int64_t last = p.in_w - 1 + lead;  // i * s <= last; negative when the phase takes no pixel
     const std::int64_t end = last < 0 ? first : max_of(first, min_of(rows.length, last / s + 1));
     for (std::int64_t ih = 0; ih < p.in_h; ++ih) {

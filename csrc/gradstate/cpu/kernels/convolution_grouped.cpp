@@ -34,7 +34,7 @@ struct LanePlan {
       : dst_channels(dst_channels),
         src_channels(src_channels),
         k(src_per_group),
-        blocks((dst_channels + lanes - 1) / lanes),
+        blocks(ceil_div(dst_channels, lanes)),
         masks(sizeof(VecIndex) * blocks * k),
         bases(sizeof(std::int64_t) * blocks) {
     VecIndex* mask = static_cast<VecIndex*>(masks.data());

@@ -51,7 +51,7 @@ struct WeightsGemm {
         m(geo.out_per_group),
         n(p.kernel_h * p.kernel_w * geo.in_per_group),
         k(static_cast<std::int64_t>(p.batch) * p.out_h * p.out_w),
-        column_blocks((n + max_nc - 1) / max_nc),
+        column_blocks(ceil_div(n, max_nc)),
         // Equal column blocks (whole microkernel tiles), so that no block packs dy for a sliver of columns.
         nc((n + column_blocks * unit - 1) / (column_blocks * unit) * unit) {}
 
@@ -60,7 +60,7 @@ struct WeightsGemm {
   template <int W>
   void pack_dy(std::int64_t g, std::int64_t k0, std::int64_t kc, float* a, float* db) const {
     // Rows past m stay zero, so the last tile's extra output channels accumulate nothing.
-    const std::int64_t blocks = (m + W - 1) / W;
+    const std::int64_t blocks = ceil_div(m, W);
     std::memset(a + (blocks - 1) * kc * W, 0, sizeof(float) * kc * W);
     std::int64_t img, oh, ow;
     pixel_of(geo.p, k0, img, oh, ow);
@@ -128,8 +128,8 @@ struct WeightsGemm {
            float* db) const {
     if (geo.p.layout == Layout::NCHW) return run_planar(g, j0, k_begin, k_end, c, db);
     const std::int64_t nc = min_of(this->nc, n - j0);
-    const std::int64_t row_blocks = Transposed ? (nc + MR - 1) / MR : (m + MR - 1) / MR;
-    const std::int64_t vector_blocks = Transposed ? (m + NR - 1) / NR : (nc + NR - 1) / NR;
+    const std::int64_t row_blocks = Transposed ? ceil_div(nc, MR) : ceil_div(m, MR);
+    const std::int64_t vector_blocks = Transposed ? ceil_div(m, NR) : ceil_div(nc, NR);
     const std::int64_t tile_floats = Transposed ? row_blocks * MR * vector_blocks * NR : 0;
     float* a = static_cast<float*>(
         thread_scratch(sizeof(float) * (KC * (row_blocks * MR + vector_blocks * NR) + tile_floats)));
@@ -181,11 +181,10 @@ void gemm_weights_gradient(const ConvParams& p, const float* dy, const float* x,
   const std::int64_t weights_per_group = gemm.m * gemm.n;
   const std::int64_t dw_size = p.groups * weights_per_group;
   const std::int64_t tiles = p.groups * gemm.column_blocks;
-  std::int64_t segments =
-      min_of((target_items + tiles - 1) / tiles, (gemm.k + min_segment_pixels - 1) / min_segment_pixels);
+  std::int64_t segments = min_of(ceil_div(target_items, tiles), ceil_div(gemm.k, min_segment_pixels));
   segments =
       max_of<std::int64_t>(1, min_of<std::int64_t>(segments, max_partial_bytes / (4 * (dw_size + p.out_c))));
-  const std::int64_t segment_pixels = (gemm.k + segments - 1) / segments;
+  const std::int64_t segment_pixels = ceil_div(gemm.k, segments);
 
   // With one segment the items write dW and db directly; with several, each segment sums into its own
   // zeroed partial, and the partials are added in segment order below.
@@ -237,7 +236,7 @@ struct GroupedGeometry {
         padded_h((static_cast<std::int64_t>(p.out_h) - 1) * p.stride_y + (p.kernel_h - 1) * p.dilation_y + 1),
         padded_w((static_cast<std::int64_t>(p.out_w) - 1) * p.stride_x + (p.kernel_w - 1) * p.dilation_x + 1),
         out_pixels(static_cast<std::int64_t>(p.out_h) * p.out_w),
-        blocks((p.groups + group_block - 1) / group_block) {}
+        blocks(ceil_div(p.groups, group_block)) {}
 
   // Floats of one task's packed dy and x.
   std::int64_t dy_floats() const { return og * out_pixels * group_block; }
@@ -349,8 +348,7 @@ void grouped_weights_gradient(const ConvParams& p, const float* dy, const float*
 // over `cols` values.
 double tile_waste(std::int64_t rows, std::int64_t cols, const int (&tile)[2]) {
   const std::int64_t mr = tile[0], nr = tile[1] * lanes;
-  return static_cast<double>((rows + mr - 1) / mr * mr) * ((cols + nr - 1) / nr * nr) /
-         (static_cast<double>(rows) * cols);
+  return static_cast<double>(round_up(rows, mr)) * (round_up(cols, nr)) / (static_cast<double>(rows) * cols);
 }
 
 // The GEMM with the tile and orientation that waste the least (the first of equals). The transposed

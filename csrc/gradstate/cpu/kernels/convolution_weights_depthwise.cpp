@@ -48,7 +48,7 @@ void sweep_row(const Geometry& geo, const float* dy, const float* x, std::int64_
   if (geo.row_inside(ih)) {
     const std::int64_t last_col = first_col + (T - 1) * p.dilation_x;
     const std::int64_t start = p.pad_left - first_col;
-    lo = start <= 0 ? 0 : min_of<std::int64_t>(p.out_w, (start + p.stride_x - 1) / p.stride_x);
+    lo = start <= 0 ? 0 : min_of<std::int64_t>(p.out_w, ceil_div(start, p.stride_x));
     const std::int64_t slack = p.in_w + p.pad_left - 1 - last_col;  // the largest iw0 + pad_left inside
     hi = slack < 0 ? lo : max_of(lo, min_of<std::int64_t>(p.out_w, slack / p.stride_x + 1));
   }
@@ -108,7 +108,7 @@ void sweep_band(const Geometry& geo, const float* dy, const float* x, std::int64
   constexpr std::int64_t width = V * lanes;
   const ConvParams& p = geo.p;
   const std::int64_t channels = p.out_c, taps = static_cast<std::int64_t>(p.kernel_h) * p.kernel_w;
-  const std::int64_t blocks = (channels + width - 1) / width;
+  const std::int64_t blocks = ceil_div(channels, width);
   // Per block: taps x width sums of dy * x, then width sums of dy.
   const std::int64_t block_floats = (taps + 1) * width;
   float* sums = static_cast<float*>(thread_scratch(sizeof(float) * blocks * block_floats));
@@ -154,7 +154,7 @@ void depthwise_weights_gradient(const ConvParams& p, const float* dy, const floa
   const std::int64_t channels = p.out_c, taps = static_cast<std::int64_t>(p.kernel_h) * p.kernel_w;
   const std::int64_t part = channels * (taps + 1);
   const std::int64_t band_rows = max_of<std::int64_t>(1, band_pixels / p.out_w);
-  const std::int64_t bands = (p.out_h + band_rows - 1) / band_rows;
+  const std::int64_t bands = ceil_div(p.out_h, band_rows);
   // The widest block of channels that fits in the layer's channels.
   using Band =
       void (*)(const Geometry&, const float*, const float*, std::int64_t, std::int64_t, std::int64_t, float*);

@@ -40,14 +40,14 @@ constexpr std::int64_t band_pixels = 4096;
 constexpr std::int64_t max_partial_bytes = 8 << 20;
 
 // Floor of a / b for b > 0.
-std::int64_t floor_div(std::int64_t a, std::int64_t b) { return a >= 0 ? a / b : -((-a + b - 1) / b); }
+std::int64_t floor_div(std::int64_t a, std::int64_t b) { return a >= 0 ? a / b : -(ceil_div(-a, b)); }
 
 struct InPlaceRows {
   explicit InPlaceRows(const ConvParams& p)
       : geo(p),
         row_values(static_cast<std::int64_t>(p.kernel_w) * p.in_c),
-        row_blocks((row_values + MR - 1) / MR),
-        o_blocks((p.out_c + NR - 1) / NR),
+        row_blocks(ceil_div(row_values, MR)),
+        o_blocks(ceil_div(p.out_c, NR)),
         ldb(o_blocks * NR),
         tiles(p.kernel_h * row_blocks * o_blocks),
         dw_size(static_cast<std::int64_t>(p.out_c) * p.kernel_h * row_values),
@@ -55,7 +55,7 @@ struct InPlaceRows {
         row_start(-static_cast<std::int64_t>(p.pad_left) * p.in_c),
         row_end(static_cast<std::int64_t>(p.in_w) * p.in_c),
         band_rows(max_of<std::int64_t>(1, band_pixels / p.out_w)),
-        bands((p.out_h + band_rows - 1) / band_rows) {}
+        bands(ceil_div(p.out_h, band_rows)) {}
 
   // Output columns [lo, hi) whose block of values [j, j + MR) lies inside the input row [0, row_end):
   // pixel ow's block starts at ow * step + row_start + j.

@@ -41,8 +41,8 @@ constexpr std::int64_t min_block_tiles = 64;
 
 // The size of the fewest equal pieces of `count` that are at most `most` each (a short last block is slow).
 std::int64_t even_split(std::int64_t count, std::int64_t most) {
-  const std::int64_t pieces = (count + most - 1) / most;
-  return (count + pieces - 1) / pieces;
+  const std::int64_t pieces = ceil_div(count, most);
+  return ceil_div(count, pieces);
 }
 
 // Parts come in powers of two, so that they and the groups of output channels make work_items items.
@@ -63,16 +63,16 @@ struct WinogradWeights {
         x(x),
         channels(p.in_c),
         outputs(p.out_c),
-        o_blocks((outputs + NR - 1) / NR),
+        o_blocks(ceil_div(outputs, NR)),
         // V is the microkernel's k-major A operand: its rows run over channels in steps of MR.
-        ldv((channels + MR - 1) / MR * MR),
+        ldv(round_up(channels, MR)),
         ldz(o_blocks * NR),
         parts(floor_power_of_two(max_of<std::int64_t>(
             1, min_of(min_of(work_items, max_partials_bytes / du_bytes()), grid.count / min_part_tiles)))),
-        part_tiles((grid.count + parts - 1) / parts),
+        part_tiles(ceil_div(grid.count, parts)),
         group_blocks((o_blocks + min_of(o_blocks, work_items / parts) - 1) /
                      min_of(o_blocks, work_items / parts)),
-        o_groups((o_blocks + group_blocks - 1) / group_blocks),
+        o_groups(ceil_div(o_blocks, group_blocks)),
         block_tiles(even_split(part_tiles, max_of(min_block_tiles, block_bytes / tile_bytes()))) {}
 
   std::int64_t du_floats() const { return positions * ldv * ldz; }
@@ -204,7 +204,7 @@ struct WinogradWeights {
   // dU) and transforms with vectors across them, `lanes` input channels at a time; each tap's results are
   // then transposed into rows of dW.
   void transform_to_weights(const float* du, float* dw, bool accumulate) const {
-    parallel_for((outputs + lanes - 1) / lanes, [&](std::int64_t task) {
+    parallel_for(ceil_div(outputs, lanes), [&](std::int64_t task) {
       const std::int64_t o0 = task * lanes, o_count = min_of<std::int64_t>(lanes, outputs - o0);
       for (std::int64_t c0 = 0; c0 < channels; c0 += lanes) {
         const std::int64_t c_count = min_of<std::int64_t>(lanes, channels - c0);

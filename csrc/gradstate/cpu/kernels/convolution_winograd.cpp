@@ -46,8 +46,8 @@ struct Winograd {
         grid(p),
         channels(p.in_c),
         outputs(p.out_c),
-        o_blocks((outputs + NR - 1) / NR),
-        ldv((channels + lanes - 1) / lanes * lanes),
+        o_blocks(ceil_div(outputs, NR)),
+        ldv(round_up(channels, lanes)),
         ldm(o_blocks * NR),
         tiles(grid.count),
         u_memory(sizeof(float) * positions * o_blocks * channels * NR),
@@ -88,8 +88,8 @@ struct Winograd {
     std::int64_t count = (tiles + most * MR - 1) / (most * MR);
     // Local blocks in a number that shares evenly among the threads; shared ones as few as fit.
     if (!shared) count = (count + num_threads() - 1) / num_threads() * num_threads();
-    block_tiles = ((tiles + count - 1) / count + MR - 1) / MR * MR;
-    blocks = (tiles + block_tiles - 1) / block_tiles;
+    block_tiles = (ceil_div(tiles, count) + MR - 1) / MR * MR;
+    blocks = ceil_div(tiles, block_tiles);
   }
 
   // Where a block's V and M are: v[xi][row][ldv] and m[xi][row][ldm] for block_tiles rows.
@@ -133,7 +133,7 @@ struct Winograd {
   Block block_of(std::int64_t block, float* v) const {
     const std::int64_t first = block * block_tiles;
     const std::int64_t count = min_of(block_tiles, tiles - first);
-    return {first, count, (count + MR - 1) / MR * MR, v, v + positions * block_tiles * ldv};
+    return {first, count, round_up(count, MR), v, v + positions * block_tiles * ldv};
   }
 
   // V for rows [begin, end) of the block; rows past its last tile are zero (the last microkernel tile

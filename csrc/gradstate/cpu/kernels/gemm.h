@@ -139,7 +139,7 @@ inline void pack_columns(const Geometry& geo, const float* x, std::int64_t W, st
                          std::int64_t nc, std::int64_t k0, std::int64_t kc, float* b) {
   const ConvParams& p = geo.p;
   const std::int64_t ig = geo.in_per_group, row_cols = p.kernel_w * ig;
-  const std::int64_t padded_nc = (nc + W - 1) / W * W;
+  const std::int64_t padded_nc = round_up(nc, W);
   // Without groups and dilation, the taps of one kernel row read one contiguous run of x.
   const bool contiguous_rows = p.groups == 1 && p.dilation_x == 1;
   std::int64_t img, oh, ow;

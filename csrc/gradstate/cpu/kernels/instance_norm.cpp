@@ -242,7 +242,7 @@ template <int K, typename Terms, typename Shift, typename Finish>
 void nhwc_sweeps(const NormParams& p, const float* u, const float* v, const Terms& terms,
                  const Shift& shift_of, const Finish& finish, float* out) {
   const std::int64_t pixels = static_cast<std::int64_t>(p.height) * p.width, channels = p.channels;
-  const std::int64_t blocks = (channels + channel_block - 1) / channel_block;
+  const std::int64_t blocks = ceil_div(channels, channel_block);
   // Whole vectors are aligned when the output and every pixel's channels are.
   const bool streaming = streams(p.batch * pixels * channels) && aligned(out) && channels % lanes == 0;
   parallel_for(p.batch * blocks, [&](std::int64_t t) {

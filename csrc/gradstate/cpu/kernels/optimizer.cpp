@@ -105,7 +105,7 @@ void sweep(std::int64_t size, const float* gradient, float* values, float* a, fl
       put(c, i, n, vc);
     }
   };
-  const std::int64_t tasks = (size + chunk - 1) / chunk;
+  const std::int64_t tasks = ceil_div(size, chunk);
   if (tasks == 1) {
     run(0);
   } else {

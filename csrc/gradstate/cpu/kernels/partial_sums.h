@@ -15,7 +15,7 @@ inline void sum_partials(const float* partials, std::int64_t parts, std::int64_t
                          std::int64_t db_size, float* dw, float* db, bool accumulate) {
   const std::int64_t part = dw_size + db_size;
   constexpr std::int64_t chunk = 4096;
-  parallel_for((part + chunk - 1) / chunk, [&](std::int64_t c) {
+  parallel_for(ceil_div(part, chunk), [&](std::int64_t c) {
     for (std::int64_t e = c * chunk; e < min_of(part, (c + 1) * chunk); ++e) {
       float* out = e < dw_size ? dw + e : db + (e - dw_size);
       float sum = accumulate ? *out : 0.0f;

@@ -5,6 +5,8 @@
 
 #include <cstdint>
 
+#include "gradstate/core/integer_math.h"
+
 #if GRADSTATE_VECTOR_BYTES >= 32 && defined(__x86_64__)
 #include <immintrin.h>
 #endif
