@@ -8,15 +8,16 @@ most 4 input channels, or 1x1 with output rows of at least 32 pixels (up to 256 
 (AVX-512), 6 x 16 or 4 x 24 (AVX2), 4 x 4 (scalar), possibly transposed, column blocks of at most 512 columns
 (KH * KW * I / groups of them) and, when there are few column blocks and many pixels, the pixel sum split into
 segments; depthwise in NHWC, read in place pixel by pixel over sweeps of at most 3 taps of a kernel row, in
-the widest blocks of 8, 4 or 2 vectors of channels (4, 2 or 1 on AVX2) the channels fill, border pixels
-reading zeros; and "vectors across groups" for the other small groups (at most 8 output and 8 input channels
-per group), which sweeps the taps 9 at a time. The forward pass and dx run a GEMM when a group has at least 8
-output (forward) or input (dx) channels, dx at stride 1 as a forward pass and at larger strides in stride
-phases (forward GEMMs writing every stride-th pixel; at least 32 input channels per group, no dilation) or
-through col2im; with fewer channels per group, vectors across groups (one shuffle of the source pixel's
-vectors per source channel of a group), when a block of lanes' sources fit two vectors. Instance norm sums
-blocks of 512 pixels, one plane per task in NCHW and 256 channels per task in NHWC. Every case is checked
-against the float64 reference in both layouts; test_cpu_isa.py runs this file at every instruction-set level.
+the widest blocks of 8, 4 or 2 vectors of channels (4 or 2 on AVX2) the channels fill, border pixels reading
+zeros; and "vectors across groups" for the other small groups (at most 8 output and 8 input channels per
+group), which sweeps the taps 9 at a time. The forward pass runs a GEMM when a group has at least 8 output
+channels; dx runs one at stride 1 as a forward pass (at least 8 input channels per group), and at larger
+strides in stride phases (forward GEMMs writing every stride-th pixel; at least 32 input channels per group,
+no dilation) or else through col2im (at least 8 output channels per group); with fewer channels per group,
+vectors across groups (one shuffle of the source pixel's vectors per source channel of a group), when a block
+of lanes' sources fit two vectors. Instance norm sums blocks of 512 pixels, one plane per task in NCHW and 256
+channels per task in NHWC. Every case is checked against the float64 reference in both layouts;
+test_cpu_isa.py runs this file at every instruction-set level.
 """
 
 import gradstate as gs
@@ -123,6 +124,17 @@ CONV_PATHS = [
     pytest.param((1, 8, 10, 40, 16, 2, 3, 1, 1, 0), id="dx_phases_kernel_below_stride"),
     pytest.param((2, 7, 9, 64, 16, 3, (1, 2), 1, 2, (4, 0, 0, 2)), id="dx_phases_groups_wide_padding"),
     pytest.param((1, 1, 5, 32, 8, 1, 2, 1, 1, 0), id="dx_phases_1x1_one_row"),
+    # Strides (2, 3) with a 5x3 kernel; the odd remainder of "same" padding; stride 4 with a 3x3 kernel (zero
+    # and computed phases on both axes); padding far wider than the image (a very negative stride-1
+    # padding); 33 input channels per group, which no vector width divides; many tasks with tiles read in
+    # place from dy; and 4 output channels per group, too few for col2im's GEMM but not for the phases'.
+    pytest.param((1, 11, 13, 48, 24, (5, 3), (2, 3), 1, 1, (2, 1, 0, 3)), id="dx_phases_strides_2_3"),
+    pytest.param((2, 10, 9, 32, 16, (3, 4), 2, 1, 1, "same"), id="dx_phases_same_padding"),
+    pytest.param((1, 9, 3, 32, 8, 3, 4, 1, 1, 1), id="dx_phases_stride4"),
+    pytest.param((1, 3, 4, 32, 8, 3, 2, 1, 1, (100, 3, 57, 1)), id="dx_phases_huge_padding"),
+    pytest.param((2, 7, 7, 66, 16, 3, 2, 1, 2, 1), id="dx_phases_33_per_group"),
+    pytest.param((2, 33, 35, 32, 16, 3, 2, 1, 1, 1), id="dx_phases_many_tasks"),
+    pytest.param((2, 9, 8, 32, 4, 3, 2, 1, 1, 1), id="dx_phases_4_outputs"),
     pytest.param((2, 13, 11, 37, 37, 3, 2, 1, 37, 1), id="depthwise37_stride2_pad1"),
     # Padding on the right only and a stride wider than the image: no output column is free of padding.
     pytest.param((1, 3, 1, 32, 32, 3, (1, 4), 1, 32, (0, 0, 0, 2)), id="depthwise32_right_padding_stride4"),
@@ -140,6 +152,11 @@ CONV_PATHS = [
     pytest.param((2, 5, 6, 70, 70, 3, 1, 1, 70, 1), id="depthwise70_blocks_of_4_vectors"),
     pytest.param((1, 5, 7, 130, 130, 3, 1, 1, 130, 1), id="depthwise130_blocks_of_8_vectors"),
     pytest.param((2, 6, 5, 37, 37, 3, 1, 1, 37, (4, 0, 1, 1)), id="depthwise37_rows_of_padding_only"),
+    # Sweeps of 3 and 1 taps with stride and dilation; a kernel wider than the row (no interior column in
+    # any sweep); and two bands of rows in one image, the last one partial.
+    pytest.param((2, 9, 20, 40, 40, 4, 2, (1, 2), 40, (1, 2, 3, 0)), id="depthwise40_4x4_sweeps_3_1"),
+    pytest.param((1, 4, 3, 32, 32, (3, 7), 1, 1, 32, 3), id="depthwise32_kernel_wider_than_row"),
+    pytest.param((1, 70, 8, 32, 32, 3, 1, 1, 32, 1), id="depthwise32_two_bands"),
     # The forward pass's interior columns (four at a time) with stride and dilation, a 10x10 kernel (100
     # taps), and a kernel of 82 rows, more than the forward pass keeps at hand, that runs scalar code.
     pytest.param((2, 15, 17, 37, 37, 7, 2, 2, 37, 6), id="depthwise37_7x7_stride2_dilation2"),

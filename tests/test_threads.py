@@ -77,34 +77,36 @@ def assert_same_for_every_thread_count(compute):
     return single
 
 
-# (N, H, W, I, O, kernel, groups): each path split into many work items.
+# (N, H, W, I, O, kernel, groups, stride): each path split into many work items.
 CONV_SHAPES = [
     # 4096 pixels and 400 columns (one column block): the pixel sum is split into segments. (5x5, as
     # 3x3 layers of this size take Winograd's way.)
-    pytest.param((4, 32, 32, 16, 16, 5, 1), id="gemm_pixel_segments"),
+    pytest.param((4, 32, 32, 16, 16, 5, 1, 1), id="gemm_pixel_segments"),
     # 3200 columns: seven column blocks.
-    pytest.param((2, 16, 16, 128, 24, 5, 1), id="gemm_column_blocks"),
+    pytest.param((2, 16, 16, 128, 24, 5, 1, 1), id="gemm_column_blocks"),
+    # dx at stride 2 in stride phases, each a forward GEMM of many tasks writing every other pixel.
+    pytest.param((2, 33, 35, 64, 32, 3, 1, 2), id="dx_stride_phases"),
     # Winograd: the forward pass's blocks shared out by thread count; the weight gradient's parts of the
     # tiles, each with its own dU and db summed in order (4 parts here, 8 parts of several blocks next).
-    pytest.param((4, 20, 18, 24, 40, 3, 1), id="winograd"),
-    pytest.param((1, 120, 120, 17, 20, 3, 1), id="winograd_weights_parts_of_blocks"),
+    pytest.param((4, 20, 18, 24, 40, 3, 1, 1), id="winograd"),
+    pytest.param((1, 120, 120, 17, 20, 3, 1, 1), id="winograd_weights_parts_of_blocks"),
     # Winograd with over 1 MiB of transformed weights and few tiles: one part, its output channels in groups.
-    pytest.param((1, 10, 12, 136, 130, 3, 1), id="winograd_weights_output_groups"),
+    pytest.param((1, 10, 12, 136, 130, 3, 1, 1), id="winograd_weights_output_groups"),
     # 3 input channels: the in-place path, two bands of rows per image; and a 1x1 layer whose partials
     # bound the tasks to fewer than the images (tasks of two images).
-    pytest.param((2, 70, 64, 3, 16, 7, 1), id="in_place_bands"),
-    pytest.param((34, 1, 32, 240, 256, 1, 1), id="in_place_tasks_of_two_images"),
+    pytest.param((2, 70, 64, 3, 16, 7, 1, 1), id="in_place_bands"),
+    pytest.param((34, 1, 32, 240, 256, 1, 1, 1), id="in_place_tasks_of_two_images"),
     # 40 groups: more than one block of groups at every vector width, one task per image and block.
-    pytest.param((3, 12, 12, 40, 40, 3, 40), id="depthwise40"),
-    pytest.param((3, 10, 10, 32, 32, 3, 8), id="grouped_4_4_per_group"),
+    pytest.param((3, 12, 12, 40, 40, 3, 40, 1), id="depthwise40"),
+    pytest.param((3, 10, 10, 32, 32, 3, 8, 1), id="grouped_4_4_per_group"),
 ]
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("shape", CONV_SHAPES)
 def test_convolution_bits_do_not_depend_on_thread_count(shape, layout, rng, restore_threads):
-    n, h, w, i, o, k, groups = shape
-    case = ConvCase(rng, n, h, w, i, o, k, groups=groups, padding="same")
+    n, h, w, i, o, k, groups, stride = shape
+    case = ConvCase(rng, n, h, w, i, o, k, stride=stride, groups=groups, padding="same")
 
     def compute():
         y, dx, dw, db = run_conv(case, layout)

@@ -235,18 +235,46 @@ void forward_gemm_nhwc(const ConvParams& p, const float* x, const float* w, cons
 // Along one axis of dx at stride s (dilation 1), the phase r: the input lines i with (i + pad) % s == r.
 // Only the taps r, r + s, r + 2s, ... read them; line i = j * s + r - pad gets tap r + u * s from output
 // line j - u. So the phase is a stride-1 pass over dy whose output line j' is input line (first + j') * s +
-// r - pad, with the taps in reverse order (tap u' is r + (taps - 1 - u') * s) and padding taps - 1 - first.
+// r - pad, with the taps in reverse order (tap u' is r + (taps - 1 - u') * s) and padding taps - 1 - first
+// (negative when first is past the last tap).
 struct Phase {
   Phase(std::int64_t r, std::int64_t stride, std::int64_t kernel, std::int64_t pad, std::int64_t inputs)
-      : r(r), stride(stride), taps(r < kernel ? ceil_div(kernel - r, stride) : 0) {
+      : r(r), stride(stride), pad(pad), taps(r < kernel ? ceil_div(kernel - r, stride) : 0) {
     first = pad - r <= 0 ? 0 : ceil_div(pad - r, stride);
-    const std::int64_t span = inputs - 1 + pad - r;  // the last line's j times s, and some
+    // The lines are j * s + r - pad <= inputs - 1: j up to span / s.
+    const std::int64_t span = inputs - 1 + pad - r;
     count = span < 0 ? 0 : max_of<std::int64_t>(0, span / stride - first + 1);
   }
-  std::int64_t input(std::int64_t j, std::int64_t pad) const { return (first + j) * stride + r - pad; }
+  std::int64_t input(std::int64_t j) const { return (first + j) * stride + r - pad; }
   std::int64_t tap(std::int64_t u) const { return r + (taps - 1 - u) * stride; }
-  std::int64_t r, stride, taps, first = 0, count = 0;
+  std::int64_t pass_padding() const { return taps - 1 - first; }
+  std::int64_t r, stride, pad, taps, first = 0, count = 0;
 };
+
+// The forward pass over dy that gives dx, or one stride phase of it: each group's input and output channels
+// exchanged, and the pass's tap (u, v) reading with w's tap (tap_y(u), tap_x(v)) (flipped: the pass walks dy
+// the other way round). Writes the pass's OHWI weights to pass_w and returns its parameters: stride 1, w's
+// dilation, the given output size, taps and padding.
+template <typename TapY, typename TapX>
+ConvParams dy_pass(const ConvParams& p, const float* w, std::int64_t out_h, std::int64_t out_w,
+                   std::int64_t taps_y, std::int64_t taps_x, std::int64_t pad_top, std::int64_t pad_left,
+                   TapY&& tap_y, TapX&& tap_x, float* pass_w) {
+  const Geometry geo(p);
+  const std::int64_t og = geo.out_per_group, ig = geo.in_per_group, taps = taps_y * taps_x;
+  parallel_for(p.groups * taps, [&](std::int64_t task) {
+    const std::int64_t g = task / taps, u = task % taps / taps_x, v = task % taps_x;
+    transpose(w + geo.w_offset(g * og, tap_y(u), tap_x(v)), og, ig,
+              static_cast<std::int64_t>(p.kernel_h) * p.kernel_w * ig,
+              pass_w + (g * ig * taps + u * taps_x + v) * og, taps * og);
+  });
+  ConvParams t = p;
+  t.in_h = p.out_h, t.in_w = p.out_w, t.in_c = p.out_c;
+  t.out_h = static_cast<int32>(out_h), t.out_w = static_cast<int32>(out_w), t.out_c = p.in_c;
+  t.kernel_h = static_cast<int32>(taps_y), t.kernel_w = static_cast<int32>(taps_x);
+  t.stride_y = t.stride_x = 1;
+  t.pad_top = static_cast<int32>(pad_top), t.pad_left = static_cast<int32>(pad_left);
+  return t;
+}
 
 // Whether dx runs as stride phases: dense problems need no dilation, and enough input channels per group
 // to fill the forward GEMM's vectors of output channels.
@@ -261,14 +289,13 @@ bool data_gradient_phases_apply(const ConvParams& p) {
 // that no tap reads (kernels smaller than the stride) are zeros.
 void data_gradient_phases(const ConvParams& p, const float* dy, const float* w, float* dx) {
   const Geometry geo(p);
-  const std::int64_t og = geo.out_per_group, ig = geo.in_per_group;
   for (std::int64_t ry = 0; ry < p.stride_y; ++ry) {
     for (std::int64_t rx = 0; rx < p.stride_x; ++rx) {
       const Phase rows(ry, p.stride_y, p.kernel_h, p.pad_top, p.in_h);
       const Phase cols(rx, p.stride_x, p.kernel_w, p.pad_left, p.in_w);
       if (rows.count == 0 || cols.count == 0) continue;
-      const OutputPixels pixels{geo.x_offset(0, rows.input(0, p.pad_top), cols.input(0, p.pad_left), 0),
-                                geo.x.n, p.stride_y * geo.x.h, p.stride_x * geo.x.w};
+      const OutputPixels pixels{geo.x_offset(0, rows.input(0), cols.input(0), 0), geo.x.n,
+                                p.stride_y * geo.x.h, p.stride_x * geo.x.w};
       if (rows.taps == 0 || cols.taps == 0) {
         parallel_for(p.batch * rows.count, [&](std::int64_t line) {
           float* row =
@@ -278,24 +305,12 @@ void data_gradient_phases(const ConvParams& p, const float* dy, const float* w, 
         });
         continue;
       }
-      ConvParams t = p;
-      t.in_h = p.out_h, t.in_w = p.out_w, t.in_c = p.out_c;
-      t.out_h = static_cast<int32>(rows.count), t.out_w = static_cast<int32>(cols.count), t.out_c = p.in_c;
-      t.kernel_h = static_cast<int32>(rows.taps), t.kernel_w = static_cast<int32>(cols.taps);
-      t.stride_y = t.stride_x = 1;
-      t.pad_top = static_cast<int32>(rows.taps - 1 - rows.first);
-      t.pad_left = static_cast<int32>(cols.taps - 1 - cols.first);
-      // phase_w[g * ig + i][u][v][o] = w[g * og + o][rows.tap(u)][cols.tap(v)][i], in OHWI for the pass.
-      const std::int64_t taps = rows.taps * cols.taps;
-      const Memory phase_memory(sizeof(float) * p.in_c * taps * og);
-      float* phase_w = phase_memory.floats();
-      parallel_for(p.groups * taps, [&](std::int64_t task) {
-        const std::int64_t g = task / taps, u = task % taps / cols.taps, v = task % cols.taps;
-        transpose(w + geo.w_offset(g * og, rows.tap(u), cols.tap(v)), og, ig,
-                  static_cast<std::int64_t>(p.kernel_h) * p.kernel_w * ig,
-                  phase_w + (g * ig * taps + u * cols.taps + v) * og, taps * og);
-      });
-      forward_gemm_tiled(t, dy, phase_w, nullptr, dx, &pixels);
+      const Memory phase_memory(sizeof(float) * p.in_c * rows.taps * cols.taps * geo.out_per_group);
+      const ConvParams t = dy_pass(
+          p, w, rows.count, cols.count, rows.taps, cols.taps, rows.pass_padding(), cols.pass_padding(),
+          [&](std::int64_t u) { return rows.tap(u); }, [&](std::int64_t v) { return cols.tap(v); },
+          phase_memory.floats());
+      forward_gemm_tiled(t, dy, phase_memory.floats(), nullptr, dx, &pixels);
     }
   }
 }
@@ -568,22 +583,13 @@ void convolution_data_gradient(const ConvParams& p, const float* dy, const float
   // Depthwise layers take this way too: their forward pass reads dy in memory order and runs its interior
   // columns without checks, where the gather of depthwise_data_gradient_nhwc checks every reader.
   if (p.stride_y == 1 && p.stride_x == 1 && (p.in_c / p.groups >= min_gemm_channels || is_depthwise(p))) {
-    const std::int64_t og = p.out_c / p.groups, ig = p.in_c / p.groups;
     const std::int64_t kh = p.kernel_h, kw = p.kernel_w;
-    const Memory flipped_memory(sizeof(float) * p.out_c * kh * kw * ig);
-    float* flipped = flipped_memory.floats();
-    // Per group and tap, the (og x ig) slice of w, transposed, goes to the mirrored tap.
-    parallel_for(p.groups * kh * kw, [&](std::int64_t task) {
-      const std::int64_t g = task / (kh * kw), tap = task % (kh * kw), mirrored = kh * kw - 1 - tap;
-      transpose(w + (g * og * kh * kw + tap) * ig, og, ig, kh * kw * ig,
-                flipped + (g * ig * kh * kw + mirrored) * og, kh * kw * og);
-    });
-    ConvParams t = p;
-    t.in_h = p.out_h, t.in_w = p.out_w, t.in_c = p.out_c;
-    t.out_h = p.in_h, t.out_w = p.in_w, t.out_c = p.in_c;
-    t.pad_top = (p.kernel_h - 1) * p.dilation_y - p.pad_top;
-    t.pad_left = (p.kernel_w - 1) * p.dilation_x - p.pad_left;
-    convolution_forward(t, dy, flipped, nullptr, dx);
+    const Memory flipped(sizeof(float) * p.out_c * kh * kw * (p.in_c / p.groups));
+    const ConvParams t = dy_pass(
+        p, w, p.in_h, p.in_w, kh, kw, (kh - 1) * p.dilation_y - p.pad_top,
+        (kw - 1) * p.dilation_x - p.pad_left, [&](std::int64_t u) { return kh - 1 - u; },
+        [&](std::int64_t v) { return kw - 1 - v; }, flipped.floats());
+    convolution_forward(t, dy, flipped.floats(), nullptr, dx);
     return;
   }
   if (is_depthwise(p)) {
@@ -600,7 +606,8 @@ void convolution_data_gradient(const ConvParams& p, const float* dy, const float
                             grouped_data_gradient_nhwc(q, dys, w, dxs);
                           });
   }
-  if (p.out_c / p.groups >= min_gemm_channels) return data_gradient_gemm(p, dy, w, dx);
+  if (p.out_c / p.groups >= min_gemm_channels || data_gradient_phases_apply(p))
+    return data_gradient_gemm(p, dy, w, dx);
   const Geometry geo(p);
   std::memset(dx, 0, sizeof(float) * p.batch * p.in_c * p.in_h * p.in_w);
   for_each_tap(geo, [&](std::int64_t n, std::int64_t oh, std::int64_t ow, std::int64_t o, std::int64_t kh,

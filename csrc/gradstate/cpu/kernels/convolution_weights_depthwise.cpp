@@ -2,12 +2,13 @@
 // dy[pixel, c] * x[the pixel's tap (kh, kw), c], and db[c] = sum of dy[pixel, c].
 //
 // Channels lie contiguous in dy and x, so vectors run across channels and nothing is packed. An output row
-// is swept once per kernel row (and per chunk of at most sweep_taps of its taps): pixel after pixel, all of
-// a pixel's channels in blocks of V vectors, so dy and x are read in the order they lie in memory. (Sweeping
-// a row once per few channels, at a stride of a whole pixel, left the prefetchers behind and the loads
-// waiting on memory.) A block's sums for the chunk's taps stay in registers during a sweep and wait in
-// memory between sweeps. A task takes a band of output rows of one image and leaves a partial dW and db;
-// the partials are summed in task order, so the result does not depend on the thread count.
+// is swept once per kernel row, chunk of at most sweep_taps of its taps, and block of V vectors of channels
+// (up to 128 channels on AVX-512): pixel after pixel, so pixels of up to a block of channels are read whole,
+// in the order they lie in memory. (Sweeping a row once per 2 vectors of channels, at a stride of a whole
+// pixel, left the prefetchers behind and the loads waiting on memory.) A block's sums for the chunk's taps
+// stay in registers during a sweep and wait in memory between sweeps. A task takes a band of output rows of
+// one image and leaves a partial dW and db; the partials are summed in task order, so the result does not
+// depend on the thread count.
 #include "gradstate/cpu/kernels/convolution_weights_paths.h"
 
 #include <cstdint>
@@ -104,6 +105,7 @@ void sweep_band(const Geometry& geo, const float* dy, const float* x, std::int64
                 std::int64_t oh_end, float* part) {
   using Sweep = void (*)(const Geometry&, const float*, const float*, std::int64_t, std::int64_t,
                          std::int64_t, std::int64_t, std::int64_t, float*);
+  static_assert(sweep_taps == 3, "one sweep per tap count");
   static constexpr Sweep sweeps[sweep_taps] = {sweep_row<1, V>, sweep_row<2, V>, sweep_row<3, V>};
   constexpr std::int64_t width = V * lanes;
   const ConvParams& p = geo.p;
@@ -158,9 +160,9 @@ void depthwise_weights_gradient(const ConvParams& p, const float* dy, const floa
   // The widest block of channels that fits in the layer's channels.
   using Band =
       void (*)(const Geometry&, const float*, const float*, std::int64_t, std::int64_t, std::int64_t, float*);
-  const Band band = channels >= max_block_vectors * lanes       ? sweep_band<max_block_vectors>
-                    : channels >= max_block_vectors / 2 * lanes ? sweep_band<max_block_vectors / 2>
-                                                                : sweep_band<max_block_vectors / 4>;
+  const Band band = channels >= max_block_vectors * lanes ? sweep_band<max_block_vectors>
+                    : channels >= 4 * lanes               ? sweep_band<4>
+                                                          : sweep_band<2>;
   const Memory partials_memory(sizeof(float) * p.batch * bands * part);
   float* partials = partials_memory.floats();
   parallel_for(p.batch * bands, [&](std::int64_t task) {
