@@ -162,9 +162,11 @@ CONV_PATHS = [
     pytest.param((2, 15, 17, 37, 37, 7, 2, 2, 37, 6), id="depthwise37_7x7_stride2_dilation2"),
     pytest.param((1, 12, 12, 16, 16, 10, 1, 1, 16, 0), id="depthwise16_10x10"),
     pytest.param((1, 84, 3, 16, 16, (82, 1), 1, 1, 16, 0), id="depthwise16_82x1_scalar"),
-    # dx at strides above 1 gathers each input pixel's readers: up to 100 of them with a 19x19 kernel,
-    # none for the pixels a 1x1 stride-3 kernel skips, and none at all when every tap reads padding.
+    # dx at strides above 1 gathers each input pixel's readers (a copy per count up to 9, a loop beyond):
+    # up to 100 of them with a 19x19 kernel, 1 to 9 with 5x5 at stride 2, none for the pixels a 1x1
+    # stride-3 kernel skips, and none at all when every tap reads padding.
     pytest.param((1, 21, 22, 16, 16, 19, 2, 1, 16, 9), id="depthwise16_19x19_stride2"),
+    pytest.param((2, 9, 11, 37, 37, 5, 2, 1, 37, 2), id="depthwise37_5x5_stride2"),
     pytest.param((2, 7, 8, 37, 37, 1, 3, 1, 37, 0), id="depthwise37_1x1_stride3_unread_dx"),
     pytest.param((1, 1, 1, 16, 16, 3, 4, 1, 16, 3), id="depthwise16_no_readers"),
     # More than 2^20 output values: the forward pass streams its stores past the caches; so does dx at

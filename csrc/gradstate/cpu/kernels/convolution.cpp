@@ -11,9 +11,11 @@
 // in NCHW, convolution_depthwise_nchw.cpp), layers with small groups vectors across groups
 // (convolution_grouped.cpp); the rest direct loops over the formulas.
 #include <algorithm>
+#include <array>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <utility>
 #include <vector>
 
 #include "gradstate/cpu/kernels/conv_geometry.h"
@@ -504,6 +506,34 @@ struct Readers {
   std::vector<Pair> pairs;
 };
 
+// out[c] = sum over an input pixel's readers t of weights[t][c] * grads[t][c]. The number of readers changes
+// from pixel to pixel (at stride 2 it goes 1, 2, 1, 2 along a row); a loop over them, inside the loop over
+// channel vectors, left its exit branch mispredicted on most vectors. So pixels of up to max_unrolled_readers
+// take a copy with the count fixed (Count; -1 reads it from count), whose loop over readers unrolls.
+constexpr int max_unrolled_readers = 9;
+template <int Count>
+void gather_pixel(const float* const* weights, const float* const* grads, std::int64_t count,
+                  std::int64_t channels, bool streaming, float* out) {
+  const std::int64_t readers = Count >= 0 ? Count : count;
+  const auto gather = [&](std::int64_t c, auto zero, auto read) {
+    auto acc = zero;
+    for (std::int64_t t = 0; t < readers; ++t) acc += read(weights[t] + c) * read(grads[t] + c);
+    return acc;
+  };
+  std::int64_t c = 0;
+  for (; c + lanes <= channels; c += lanes) {
+    const Vec acc = gather(c, Vec{}, load);
+    streaming ? stream(out + c, acc) : store(out + c, acc);
+  }
+  for (; c < channels; ++c) out[c] = gather(c, 0.0f, [](const float* at) { return *at; });
+}
+
+template <int... Counts>
+constexpr auto gather_table(std::integer_sequence<int, Counts...>) {
+  using Gather = void (*)(const float* const*, const float* const*, std::int64_t, std::int64_t, bool, float*);
+  return std::array<Gather, sizeof...(Counts)>{gather_pixel<Counts>...};
+}
+
 // dx[n, ih, iw, c] = sum over the taps that read (ih, iw) of w[c, tap] * dy[n, oh, ow, c]: each input pixel
 // gathers its few readers (at stride s, about (K / s)^2 of them) and is written once, in pixel order, a task
 // per input row.
@@ -533,17 +563,10 @@ void depthwise_data_gradient_nhwc(const ConvParams& p, const float* dy, const fl
           weights[count] = wt + (row_pairs[r].tap * p.kernel_w + col_pairs[q].tap) * channels;
           grads[count] = dy + geo.y_offset(n, row_pairs[r].out, col_pairs[q].out, 0);
         }
-      const auto gather = [&](std::int64_t c, auto zero, auto read) {
-        auto acc = zero;
-        for (std::int64_t t = 0; t < count; ++t) acc += read(weights[t] + c) * read(grads[t] + c);
-        return acc;
-      };
-      std::int64_t c = 0;
-      for (; c + lanes <= channels; c += lanes) {
-        const Vec acc = gather(c, Vec{}, load);
-        streaming ? stream(out + c, acc) : store(out + c, acc);
-      }
-      for (; c < channels; ++c) out[c] = gather(c, 0.0f, [](const float* at) { return *at; });
+      static constexpr auto gathers =
+          gather_table(std::make_integer_sequence<int, max_unrolled_readers + 1>{});
+      (count <= max_unrolled_readers ? gathers[count] : gather_pixel<-1>)(weights, grads, count, channels,
+                                                                          streaming, out);
     }
     if (streaming) stream_fence();
   });
