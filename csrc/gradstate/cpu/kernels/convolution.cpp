@@ -603,9 +603,12 @@ void convolution_data_gradient(const ConvParams& p, const float* dy, const float
   // With stride 1, dx is a forward convolution of dy with the flipped weights, input and output channels
   // of each group exchanged: dx[ih] = sum over taps kh and channels o of W[o, kh, i] * dy[ih + pad - kh * d],
   // which is tap KH - 1 - kh of a convolution padded by (KH - 1) * d - pad.
-  // Depthwise layers take this way too: their forward pass reads dy in memory order and runs its interior
-  // columns without checks, where the gather of depthwise_data_gradient_nhwc checks every reader.
-  if (p.stride_y == 1 && p.stride_x == 1 && (p.in_c / p.groups >= min_gemm_channels || is_depthwise(p))) {
+  // Depthwise layers and small groups take this way too: their forward passes read dy in memory order and
+  // run their interior columns without checks, where the gathers of depthwise_data_gradient_nhwc and
+  // grouped_data_gradient_nhwc check every reader. (The pass over dy of small groups has their input and
+  // output channels exchanged, so it is vectors across groups exactly when the gather would be.)
+  if (p.stride_y == 1 && p.stride_x == 1 &&
+      (p.in_c / p.groups >= min_gemm_channels || is_depthwise(p) || grouped_data_gradient_applies(p))) {
     const std::int64_t kh = p.kernel_h, kw = p.kernel_w;
     const Memory flipped(sizeof(float) * p.out_c * kh * kw * (p.in_c / p.groups));
     const ConvParams t = dy_pass(
