@@ -179,6 +179,10 @@ CONV_PATHS = [
     pytest.param((2, 8, 7, 21, 14, 3, 1, 1, 7, (1, 0, 2, 1)), id="grouped_2_out_3_in"),
     # The forward pass and dx of small groups, vectors across groups: 4 + 4 channels per group.
     pytest.param((2, 6, 7, 64, 64, 3, 1, 1, 16, "same"), id="grouped_vectors_4_4"),
+    # Groups of 2 + 2 and of 4 + 4 channels start at multiples of their size in every vector: shuffles by
+    # masks fixed at compile time; 36 channels leave a partial last block of lanes.
+    pytest.param((2, 6, 7, 32, 32, 3, 1, 1, 16, "same"), id="grouped_vectors_aligned_2_2"),
+    pytest.param((2, 5, 9, 36, 36, 3, 2, 1, 9, 1), id="grouped_vectors_aligned_4_4_partial_block"),
     # 9 channels: one partial block of lanes, groups straddling the block.
     pytest.param((2, 7, 6, 9, 9, 3, 1, 1, 3, 1), id="grouped_vectors_3_3_partial_block"),
     # 8 input channels per group for 4 output channels: each block's sources span two vectors.
