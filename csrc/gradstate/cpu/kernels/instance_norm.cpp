@@ -33,43 +33,41 @@ struct Sums {
   double s[3] = {0.0, 0.0, 0.0};
 };
 
-// Forward sums of a contiguous run: sum(x - shift), sum((x - shift)^2).
-void add_forward_run(Sums& sums, const float* x, std::int64_t count, float shift) {
-  Vec v1 = {}, v2 = {};
+// Adds to sums the K sums of terms(u, v, shift) over a contiguous run of u and v, in float (vectors, then
+// the tail), then in double. The terms are the forward pass's or the backward pass's (below), written once
+// for vectors and floats, and shared with the NHWC sweeps.
+template <int K, typename Terms>
+void add_run(Sums& sums, const float* u, const float* v, std::int64_t count, float shift,
+             const Terms& terms) {
+  Vec acc[K] = {};
   std::int64_t i = 0;
   for (; i + lanes <= count; i += lanes) {
-    const Vec d = load(x + i) - shift;
-    v1 += d;
-    v2 += d * d;
+    Vec t[K];
+    terms(load(u + i), load(v + i), shift, t);
+    for (int k = 0; k < K; ++k) acc[k] += t[k];
   }
-  float t1 = sum_lanes(v1), t2 = sum_lanes(v2);
+  float total[K];
+  for (int k = 0; k < K; ++k) total[k] = sum_lanes(acc[k]);
   for (; i < count; ++i) {
-    const float d = x[i] - shift;
-    t1 += d;
-    t2 += d * d;
+    float t[K];
+    terms(u[i], v[i], shift, t);
+    for (int k = 0; k < K; ++k) total[k] += t[k];
   }
-  sums.s[0] += t1, sums.s[1] += t2;
+  for (int k = 0; k < K; ++k) sums.s[k] += total[k];
 }
 
-// Backward sums of a contiguous run: sum(dy), sum(dy * (x - mean)), sum(x - mean).
-void add_backward_run(Sums& sums, const float* dy, const float* x, std::int64_t count, float mean) {
-  Vec v1 = {}, v2 = {}, v3 = {};
-  std::int64_t i = 0;
-  for (; i + lanes <= count; i += lanes) {
-    const Vec d = load(dy + i), t = load(x + i) - mean;
-    v1 += d;
-    v2 += d * t;
-    v3 += t;
-  }
-  float t1 = sum_lanes(v1), t2 = sum_lanes(v2), t3 = sum_lanes(v3);
-  for (; i < count; ++i) {
-    const float t = x[i] - mean;
-    t1 += dy[i];
-    t2 += dy[i] * t;
-    t3 += t;
-  }
-  sums.s[0] += t1, sums.s[1] += t2, sums.s[2] += t3;
-}
+// The forward pass's terms of (x, x) shifted: sum(x - shift), sum((x - shift)^2).
+constexpr auto forward_terms = [](auto, auto x, auto shift, auto* t) {
+  const auto d = x - shift;
+  t[0] = d, t[1] = d * d;
+};
+
+// The backward pass's terms of (dy, x) shifted by the saved mean: sum(dy), sum(dy * (x - mean)),
+// sum(x - mean).
+constexpr auto backward_terms = [](auto dy, auto x, auto shift, auto* t) {
+  const auto d = x - shift;
+  t[0] = dy, t[1] = dy * d, t[2] = d;
+};
 
 // a * (u - u_shift) + b * (v - v_shift) + k, for floats or vectors. Subtracting before scaling keeps exact
 // cancellations exact (a one-pixel plane has dx = 0).
@@ -301,7 +299,7 @@ void instance_norm_forward(const NormParams& p, const float* x, const float* gam
       const float* xs = x + plane * pixels;
       Sums sums;
       for (std::int64_t p0 = 0; p0 < pixels; p0 += block)
-        add_forward_run(sums, xs + p0, min_of(block, pixels - p0), xs[0]);
+        add_run<2>(sums, xs + p0, xs + p0, min_of(block, pixels - p0), xs[0], forward_terms);
       const Affine f = finish(plane, xs[0], sums);
       streaming ? apply_run<true>(y + plane * pixels, xs, xs, pixels, f)
                 : apply_run<false>(y + plane * pixels, xs, xs, pixels, f);
@@ -311,14 +309,10 @@ void instance_norm_forward(const NormParams& p, const float* x, const float* gam
   }
   // Shifted by the image's first pixel.
   auto first_pixel = [&](std::int64_t img) { return x + img * pixels * channels; };
-  auto terms = [](auto, auto v, auto shift, auto* t) {
-    const auto d = v - shift;
-    t[0] = d, t[1] = d * d;
-  };
   auto nhwc_finish = [&](std::int64_t plane, const Sums& sums) {
     return finish(plane, first_pixel(plane / channels)[plane % channels], sums);
   };
-  nhwc_sweeps<2>(p, x, x, terms, first_pixel, nhwc_finish, y);
+  nhwc_sweeps<2>(p, x, x, forward_terms, first_pixel, nhwc_finish, y);
 }
 
 void instance_norm_backward(const NormParams& p, const float* dy, const float* x, const float* gamma,
@@ -349,22 +343,16 @@ void instance_norm_backward(const NormParams& p, const float* dy, const float* x
       const float* xs = x + plane * pixels;
       const float* dys = dy + plane * pixels;
       Sums sums;
-      for (std::int64_t p0 = 0; p0 < pixels; p0 += block) {
-        add_backward_run(sums, dys + p0, xs + p0, min_of(block, pixels - p0), mean[plane]);
-      }
+      for (std::int64_t p0 = 0; p0 < pixels; p0 += block)
+        add_run<3>(sums, dys + p0, xs + p0, min_of(block, pixels - p0), mean[plane], backward_terms);
       const Affine f = finish(plane, sums);
       streaming ? apply_run<true>(dx + plane * pixels, dys, xs, pixels, f)
                 : apply_run<false>(dx + plane * pixels, dys, xs, pixels, f);
       stream_fence();
     });
   } else {
-    // Shifted by the saved mean.
-    auto terms = [](auto dy_value, auto x_value, auto shift, auto* t) {
-      const auto d = x_value - shift;
-      t[0] = dy_value, t[1] = dy_value * d, t[2] = d;
-    };
     auto saved_mean = [&](std::int64_t img) { return mean + img * channels; };
-    nhwc_sweeps<3>(p, dy, x, terms, saved_mean, finish, dx);
+    nhwc_sweeps<3>(p, dy, x, backward_terms, saved_mean, finish, dx);
   }
   // Fixed order over the images, in double.
   for (std::int64_t c = 0; c < channels; ++c) {
