@@ -1,5 +1,7 @@
 #include "gradstate/core/host_memory.h"
 
+#include "gradstate/core/integer_math.h"
+
 #include <cstdlib>
 #include <map>
 #include <mutex>
@@ -18,10 +20,6 @@ constexpr std::size_t alignment = 64;
 // page by page costs a fault per 4 KiB.
 constexpr std::size_t huge_page = std::size_t{2} << 20;
 constexpr std::size_t huge_threshold = std::size_t{4} << 20;
-
-std::size_t round_up(std::size_t bytes, std::size_t multiple) {
-  return (bytes + multiple - 1) / multiple * multiple;
-}
 
 std::size_t block_alignment(std::size_t nbytes) { return nbytes >= huge_threshold ? huge_page : alignment; }
 

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstddef>
 
+#include "gradstate/core/integer_math.h"
 #include "gradstate/metal/commands.h"
 #include "gradstate/metal/metal_backend.h"
 
@@ -22,7 +23,7 @@ Size plane_threadgroups(const NormParams& p) {
 
 Size plane_threadgroup(const Commands& commands, const NormParams& p) {
   const std::size_t pixels = static_cast<std::size_t>(p.height) * static_cast<std::size_t>(p.width);
-  const std::size_t covering = (pixels + simd_width - 1) / simd_width * simd_width;
+  const std::size_t covering = round_up(pixels, simd_width);
   return {std::min({max_plane_threads, covering, commands.max_threads_per_threadgroup()}), 1, 1};
 }
 
@@ -84,7 +85,7 @@ void instance_norm_backward(Device& device, const NormParams& p, const Buffer& d
   commands.set_output(dgamma, 4);
   commands.set_output(dbeta, 5);
   const std::size_t threads = std::min(channel_threads, commands.max_threads_per_threadgroup());
-  const std::size_t threadgroups = (static_cast<std::size_t>(p.channels) + threads - 1) / threads;
+  const std::size_t threadgroups = ceil_div(static_cast<std::size_t>(p.channels), threads);
   commands.dispatch_threadgroups({threadgroups, 1, 1}, {threads, 1, 1});
   commands.run();
 }

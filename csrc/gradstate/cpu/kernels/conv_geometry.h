@@ -4,12 +4,27 @@
 #include <cstdint>
 
 #include "gradstate/core/params.h"
+#include "gradstate/cpu/kernels/vec.h"
 
 namespace gradstate::cpu::GRADSTATE_ISA_NAMESPACE {
 
 // Kernels of up to this many taps (9 x 9) keep one vector per tap in a local array: their weights, or their
 // source pixels; larger ones run simpler code.
 constexpr std::int64_t max_vector_taps = 81;
+
+// The indices j in [0, count) with lead <= j * stride <= last, as [first, end) (first == end when there are
+// none): the output columns whose taps all read inside a row, or the input lines of a stride phase. The
+// bounds are rounded toward the inside, also for a negative lead or last.
+struct IndexRange {
+  std::int64_t first, end;
+};
+
+inline IndexRange indices_between(std::int64_t lead, std::int64_t last, std::int64_t stride,
+                                  std::int64_t count) {
+  const std::int64_t first = lead <= 0 ? 0 : min_of(count, ceil_div(lead, stride));
+  const std::int64_t end = last < 0 ? first : max_of(first, min_of(count, last / stride + 1));
+  return {first, end};
+}
 
 // Element strides of an activation (n, c, h, w) in either layout.
 struct Strides {

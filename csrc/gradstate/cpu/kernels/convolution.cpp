@@ -15,6 +15,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <limits>
 #include <utility>
 #include <vector>
 
@@ -96,7 +97,7 @@ void forward_gemm(const ConvParams& p, const float* x, const float* w, const flo
   const std::int64_t pixels = static_cast<std::int64_t>(p.batch) * p.out_h * p.out_w;
   // Smaller blocks when there are few pixels, so that every thread has several tasks. (Each output value is
   // computed by one task whatever the blocks are, so the bits do not depend on the thread count.)
-  const std::int64_t per_task = (pixels + 4 * num_threads() * p.groups - 1) / (4 * num_threads() * p.groups);
+  const std::int64_t per_task = ceil_div(pixels, 4 * num_threads() * p.groups);
   const std::int64_t forward_pixels =
       min_of(max_forward_pixels, max_of<std::int64_t>(MR, round_up(per_task, MR)));
   const std::int64_t tasks_per_group = ceil_div(pixels, forward_pixels);
@@ -242,10 +243,10 @@ void forward_gemm_nhwc(const ConvParams& p, const float* x, const float* w, cons
 struct Phase {
   Phase(std::int64_t r, std::int64_t stride, std::int64_t kernel, std::int64_t pad, std::int64_t inputs)
       : r(r), stride(stride), pad(pad), taps(r < kernel ? ceil_div(kernel - r, stride) : 0) {
-    first = pad - r <= 0 ? 0 : ceil_div(pad - r, stride);
-    // The lines are j * s + r - pad <= inputs - 1: j up to span / s.
-    const std::int64_t span = inputs - 1 + pad - r;
-    count = span < 0 ? 0 : max_of<std::int64_t>(0, span / stride - first + 1);
+    // The lines are 0 <= j * s + r - pad <= inputs - 1.
+    const IndexRange lines =
+        indices_between(pad - r, inputs - 1 + pad - r, stride, std::numeric_limits<std::int64_t>::max());
+    first = lines.first, count = lines.end - lines.first;
   }
   std::int64_t input(std::int64_t j) const { return (first + j) * stride + r - pad; }
   std::int64_t tap(std::int64_t u) const { return r + (taps - 1 - u) * stride; }
@@ -382,19 +383,12 @@ void depthwise_taps_first(const ConvParams& p, const float* w, float* wt) {
 
 constexpr std::int64_t depthwise_columns = 4;  // interior output columns computed together
 
-// The output columns of a row whose taps all read inside the image: [first, end).
-struct Interior {
-  std::int64_t first, end;
-};
-
-Interior interior_columns(const ConvParams& p) {
-  // Clamped to the row: when the left padding reaches past the last output, every column is a border one.
-  const std::int64_t first =
-      p.pad_left <= 0 ? 0 : min_of<std::int64_t>(p.out_w, ceil_div(p.pad_left, p.stride_x));
-  const std::int64_t last_reach =
-      p.in_w - 1 + p.pad_left - static_cast<std::int64_t>(p.kernel_w - 1) * p.dilation_x;
-  const std::int64_t end = last_reach < 0 ? 0 : min_of<std::int64_t>(p.out_w, last_reach / p.stride_x + 1);
-  return {first, max_of(first, end)};
+// The output columns of a row whose taps all read inside the image: ow * stride - pad_left >= 0 and
+// ow * stride - pad_left + (KW - 1) * dilation <= in_w - 1.
+IndexRange interior_columns(const ConvParams& p) {
+  return indices_between(p.pad_left,
+                         p.in_w - 1 + p.pad_left - static_cast<std::int64_t>(p.kernel_w - 1) * p.dilation_x,
+                         p.stride_x, p.out_w);
 }
 
 // Channels [0, vector_channels) of output row oh, pixel by pixel so that x is read in the order it lies in
@@ -402,8 +396,8 @@ Interior interior_columns(const ConvParams& p) {
 // behind): the border columns check every tap, the interior ones run depthwise_columns at a time without
 // checks. The weights are reloaded per vector from wt, which stays in L1.
 template <bool Stream>
-void depthwise_forward_row(const ConvParams& p, const Geometry& geo, const Interior& interior, const float* x,
-                           const float* wt, const float* b, std::int64_t n, std::int64_t oh,
+void depthwise_forward_row(const ConvParams& p, const Geometry& geo, const IndexRange& interior,
+                           const float* x, const float* wt, const float* b, std::int64_t n, std::int64_t oh,
                            std::int64_t vector_channels, float* y) {
   const std::int64_t channels = p.out_c;
   // Rows of x the taps read, null for rows in the padding.
@@ -458,7 +452,7 @@ void depthwise_forward_nhwc(const ConvParams& p, const float* x, const float* w,
   const Memory wt_memory(sizeof(float) * taps * channels);
   float* wt = wt_memory.floats();
   depthwise_taps_first(p, w, wt);
-  const Interior interior = interior_columns(p);
+  const IndexRange interior = interior_columns(p);
   // depthwise_forward_row keeps a pointer per kernel row at hand.
   const std::int64_t vector_channels = p.kernel_h <= max_vector_taps ? channels / lanes * lanes : 0;
   const bool streaming =

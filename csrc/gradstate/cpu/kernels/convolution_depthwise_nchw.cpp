@@ -45,9 +45,7 @@ void fill_phase_rows(const ConvParams& p, const float* plane, const PhaseRows& r
   for (std::int64_t f = 0; f < rows.phases; ++f) {
     // The phase's pixels are iw = f - pad_left + i * s for i in [first, end).
     const std::int64_t lead = p.pad_left - f;
-    const std::int64_t first = lead <= 0 ? 0 : ceil_div(lead, s);
-    const std::int64_t last = p.in_w - 1 + lead;  // i * s <= last; negative when the phase takes no pixel
-    const std::int64_t end = last < 0 ? first : max_of(first, min_of(rows.length, last / s + 1));
+    const auto [first, end] = indices_between(lead, p.in_w - 1 + lead, s, rows.length);
     for (std::int64_t ih = 0; ih < p.in_h; ++ih) {
       const float* in = plane + ih * p.in_w + (first * s - lead);
       float* out = rows.rows + (ih * rows.phases + f) * rows.length;

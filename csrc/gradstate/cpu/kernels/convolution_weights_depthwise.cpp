@@ -44,14 +44,13 @@ void sweep_row(const Geometry& geo, const float* dy, const float* x, std::int64_
   const std::int64_t ih = geo.input_row(oh, kh), first_col = k0 * p.dilation_x;
   const std::int64_t tap_step = p.dilation_x * geo.x.w, pixel_step = p.stride_x * geo.x.w;
   // Output columns [lo, hi) read inside the row at every tap: iw0 + first_col >= 0 and
-  // iw0 + last_col < in_w, with iw0 = ow * stride - pad_left. (A negative bound must not round toward 0.)
+  // iw0 + last_col <= in_w - 1, with iw0 = ow * stride - pad_left.
   std::int64_t lo = p.out_w, hi = p.out_w;
   if (geo.row_inside(ih)) {
     const std::int64_t last_col = first_col + (T - 1) * p.dilation_x;
-    const std::int64_t start = p.pad_left - first_col;
-    lo = start <= 0 ? 0 : min_of<std::int64_t>(p.out_w, ceil_div(start, p.stride_x));
-    const std::int64_t slack = p.in_w + p.pad_left - 1 - last_col;  // the largest iw0 + pad_left inside
-    hi = slack < 0 ? lo : max_of(lo, min_of<std::int64_t>(p.out_w, slack / p.stride_x + 1));
+    const IndexRange inside =
+        indices_between(p.pad_left - first_col, p.in_w - 1 + p.pad_left - last_col, p.stride_x, p.out_w);
+    lo = inside.first, hi = inside.end;
   }
   Vec acc[T][V];
   for (int t = 0; t < T; ++t)

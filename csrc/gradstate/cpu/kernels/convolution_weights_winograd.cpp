@@ -70,8 +70,7 @@ struct WinogradWeights {
         parts(floor_power_of_two(max_of<std::int64_t>(
             1, min_of(min_of(work_items, max_partials_bytes / du_bytes()), grid.count / min_part_tiles)))),
         part_tiles(ceil_div(grid.count, parts)),
-        group_blocks((o_blocks + min_of(o_blocks, work_items / parts) - 1) /
-                     min_of(o_blocks, work_items / parts)),
+        group_blocks(ceil_div(o_blocks, min_of(o_blocks, work_items / parts))),
         o_groups(ceil_div(o_blocks, group_blocks)),
         block_tiles(even_split(part_tiles, max_of(min_block_tiles, block_bytes / tile_bytes()))) {}
 
