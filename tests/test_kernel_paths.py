@@ -46,6 +46,11 @@ CONV_PATHS = [
     # 13 output channels (6 + 6 + 1, or 4 + 4 + 4 + 1 in scalar code) and 45 columns, a multiple of
     # neither 64, 16 nor 4: the last tile is partial in both directions.
     pytest.param((2, 8, 7, 5, 13, 3, 1, 1, 1, "same"), id="gemm_tile_tails_o13_i5"),
+    # More than 2^20 output values and one block of columns: the forward GEMM streams its full tiles past the
+    # caches and stores the others (272 output channels: five tiles of 48 and one of 32 at AVX-512; 3906
+    # pixels, not a multiple of the tile's rows); dx at stride 1 likewise (272 input channels).
+    pytest.param((1, 62, 63, 8, 272, 5, 1, 1, 1, "same"), id="gemm_streamed_output_tails"),
+    pytest.param((1, 62, 63, 272, 8, 1, 1, 1, 1, 0), id="gemm_streamed_dx_1x1"),
     # 64 * 9 = 576 columns: two column blocks.
     pytest.param((1, 8, 8, 64, 8, 3, 1, 1, 1, "same"), id="gemm_two_column_blocks_576"),
     # 3200 pixels and one column block: the pixel sum is split into segments, none a multiple of the

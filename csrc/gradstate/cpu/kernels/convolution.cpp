@@ -84,15 +84,18 @@ void forward_gemm(const ConvParams& p, const float* x, const float* w, const flo
                      n = static_cast<std::int64_t>(p.kernel_h) * p.kernel_w * geo.in_per_group;
   const std::int64_t o_blocks = ceil_div(og, NR), ld = round_up(n, lanes);
   const std::int64_t row_cols = p.kernel_w * geo.in_per_group;
-  // packed[g][o block][j][NR] = w[g * og + o block * NR + r][j], zero past the group's channels.
-  const Memory packed_memory(sizeof(float) * p.groups * o_blocks * n * NR);
+  // packed[g][o block][j][NR] = w[g * og + o block * NR + r][j], zero past the group's channels; then
+  // bias[g][o block][NR] likewise, zero without b: the first block of columns starts from it.
+  const Memory packed_memory(sizeof(float) * p.groups * o_blocks * (n + 1) * NR);
   float* packed = packed_memory.floats();
+  float* bias = packed + p.groups * o_blocks * n * NR;
   parallel_for(p.groups * o_blocks, [&](std::int64_t gb) {
     const std::int64_t first = (gb / o_blocks) * og + (gb % o_blocks) * NR;
     const std::int64_t count = min_of(NR, (gb / o_blocks + 1) * og - first);
     float* dst = packed + gb * n * NR;
     for (std::int64_t j = 0; j < n; ++j)
       for (std::int64_t r = 0; r < NR; ++r) dst[j * NR + r] = r < count ? w[(first + r) * n + j] : 0.0f;
+    for (std::int64_t r = 0; r < NR; ++r) bias[gb * NR + r] = b && r < count ? b[first + r] : 0.0f;
   });
   const std::int64_t pixels = static_cast<std::int64_t>(p.batch) * p.out_h * p.out_w;
   // Smaller blocks when there are few pixels, so that every thread has several tasks. (Each output value is
@@ -102,6 +105,10 @@ void forward_gemm(const ConvParams& p, const float* x, const float* w, const flo
       min_of(max_forward_pixels, max_of<std::int64_t>(MR, round_up(per_task, MR)));
   const std::int64_t tasks_per_group = ceil_div(pixels, forward_pixels);
   constexpr std::int64_t panel_rows = round_up(max_forward_pixels, MR);
+  // A tile whose first block of columns is its only one writes y once, streamed when y is large.
+  const bool streaming =
+      scattered == nullptr && n <= forward_columns && sizeof(Vec) == 64 && pixels * p.out_c >= stream_floats;
+  const TileStore first_store = streaming ? TileStore::stream : TileStore::assign;
   parallel_for(p.groups * tasks_per_group, [&](std::int64_t task) {
     const std::int64_t g = task / tasks_per_group, k0 = (task % tasks_per_group) * forward_pixels;
     const std::int64_t kc = min_of(forward_pixels, pixels - k0);
@@ -119,10 +126,6 @@ void forward_gemm(const ConvParams& p, const float* x, const float* w, const flo
     }
     // The last tile may run past kc; its extra rows are computed (never stored) from zeros.
     std::memset(panel + kc * ld, 0, sizeof(float) * (panel_rows - kc) * ld);
-    for (std::int64_t k = 0; k < kc; ++k) {
-      float* row = out + k * ldc;
-      for (std::int64_t o = 0; o < og; ++o) row[o] = b ? b[g * og + o] : 0.0f;
-    }
     // Blocks of forward_columns columns, so that the weights they meet stay in cache across the pixels.
     for (std::int64_t j0 = 0; j0 < n; j0 += forward_columns) {
       const std::int64_t columns = min_of(forward_columns, n - j0);
@@ -145,10 +148,12 @@ void forward_gemm(const ConvParams& p, const float* x, const float* w, const flo
         for (std::int64_t ob = 0; ob < o_blocks; ++ob) {
           const int cols = static_cast<int>(min_of(NR, og - ob * NR));
           microkernel_runs<MR, NV>(runs, count, lda, packed + ((g * o_blocks + ob) * n + j0) * NR,
+                                   j0 > 0 ? TileStore::add : first_store, bias + (g * o_blocks + ob) * NR,
                                    out + r * ldc + ob * NR, ldc, rows, cols);
         }
       }
     }
+    if (streaming) stream_fence();
     if (scattered == nullptr) return;
     std::int64_t img, oh, ow;
     pixel_of(p, k0, img, oh, ow);

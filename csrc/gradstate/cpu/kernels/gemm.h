@@ -79,17 +79,41 @@ struct Run {
   std::int64_t kc;
 };
 
-// c[rows x cols] += the product over consecutive runs of k (b holds their rows one after another), summed
-// in registers and stored once.
+// How microkernel_runs stores its tile: added to c (a later block of k), or as c = init + the product (the
+// first block), or so too but streamed past the caches (the only block, into an output too large to
+// cache: the lines are then never read before they are written).
+enum class TileStore { add, assign, stream };
+
+// c[rows x cols] (+)= the product over consecutive runs of k (b holds their rows one after another), summed
+// in registers and stored once as `how` says; init is one row of NR values that assign and stream add to
+// every row of the tile.
 template <int MR, int NV>
-inline void microkernel_runs(const Run* runs, int count, std::int64_t lda, const float* b, float* c,
-                             std::int64_t ldc, int rows, int cols) {
-  Vec acc[MR][NV] = {};
+inline void microkernel_runs(const Run* runs, int count, std::int64_t lda, const float* b, TileStore how,
+                             const float* init, float* c, std::int64_t ldc, int rows, int cols) {
+  constexpr int NR = NV * lanes;
+  const bool streamed =
+      how == TileStore::stream && rows == MR && cols == NR && aligned(c) && ldc % lanes == 0;
+  // The first write of c's lines: fetched while the tile is computed rather than when it is stored.
+  if (how != TileStore::add && !streamed)
+    for (int m = 0; m < rows; ++m)
+      for (int v = 0; v < NV; ++v) __builtin_prefetch(c + m * ldc + v * lanes, 1);
+  Vec acc[MR][NV];
+  for (int v = 0; v < NV; ++v) {
+    const Vec start = how == TileStore::add ? Vec{} : load(init + v * lanes);
+    for (int m = 0; m < MR; ++m) acc[m][v] = start;
+  }
   for (int r = 0; r < count; ++r) {
     accumulate<MR, NV, true>(acc, runs[r].kc, runs[r].a, lda, b);
-    b += runs[r].kc * NV * lanes;
+    b += runs[r].kc * NR;
   }
-  store_tile<MR, NV, true>(acc, c, ldc, rows, cols);
+  if (streamed) {
+    for (int m = 0; m < MR; ++m)
+      for (int v = 0; v < NV; ++v) stream(c + m * ldc + v * lanes, acc[m][v]);
+  } else if (how == TileStore::add) {
+    store_tile<MR, NV, true>(acc, c, ldc, rows, cols);
+  } else {
+    store_tile<MR, NV, false>(acc, c, ldc, rows, cols);
+  }
 }
 
 // Output pixel k (counted over the batch) as (image, output row, output column).
