@@ -51,6 +51,8 @@ CONV_PATHS = [
     # pixels, not a multiple of the tile's rows); dx at stride 1 likewise (272 input channels).
     pytest.param((1, 62, 63, 8, 272, 5, 1, 1, 1, "same"), id="gemm_streamed_output_tails"),
     pytest.param((1, 62, 63, 272, 8, 1, 1, 1, 1, 0), id="gemm_streamed_dx_1x1"),
+    # 2^20 dx values at stride 2: the stride phases stream their copies out of the scratch.
+    pytest.param((1, 64, 64, 256, 16, 3, 2, 1, 1, 1), id="gemm_streamed_dx_stride_phases"),
     # 64 * 9 = 576 columns: two column blocks.
     pytest.param((1, 8, 8, 64, 8, 3, 1, 1, 1, "same"), id="gemm_two_column_blocks_576"),
     # 3200 pixels and one column block: the pixel sum is split into segments, none a multiple of the

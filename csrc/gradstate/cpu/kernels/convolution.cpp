@@ -105,10 +105,13 @@ void forward_gemm(const ConvParams& p, const float* x, const float* w, const flo
       min_of(max_forward_pixels, max_of<std::int64_t>(MR, round_up(per_task, MR)));
   const std::int64_t tasks_per_group = ceil_div(pixels, forward_pixels);
   constexpr std::int64_t panel_rows = round_up(max_forward_pixels, MR);
-  // A tile whose first block of columns is its only one writes y once, streamed when y is large.
+  // y's values are written once, and streamed past the caches when y is large: by a tile whose first block
+  // of columns is its only one, or by the copies out of the scratch (whole vectors, aligned).
+  const bool large = (scattered ? p.batch * scattered->image : pixels * p.out_c) >= stream_floats;
   const bool streaming =
-      scattered == nullptr && n <= forward_columns && sizeof(Vec) == 64 && pixels * p.out_c >= stream_floats;
-  const TileStore first_store = streaming ? TileStore::stream : TileStore::assign;
+      large && sizeof(Vec) == 64 &&
+      (scattered ? og % lanes == 0 && p.out_c % lanes == 0 && aligned(y) : n <= forward_columns);
+  const TileStore first_store = streaming && !scattered ? TileStore::stream : TileStore::assign;
   parallel_for(p.groups * tasks_per_group, [&](std::int64_t task) {
     const std::int64_t g = task / tasks_per_group, k0 = (task % tasks_per_group) * forward_pixels;
     const std::int64_t kc = min_of(forward_pixels, pixels - k0);
@@ -153,14 +156,20 @@ void forward_gemm(const ConvParams& p, const float* x, const float* w, const flo
         }
       }
     }
-    if (streaming) stream_fence();
-    if (scattered == nullptr) return;
-    std::int64_t img, oh, ow;
-    pixel_of(p, k0, img, oh, ow);
-    for (std::int64_t k = 0; k < kc; ++k, next_pixel(p, img, oh, ow)) {
-      float* dst = y + scattered->first + img * scattered->image + oh * scattered->row + ow * scattered->col;
-      std::memcpy(dst + g * og, out + k * og, sizeof(float) * og);
+    if (scattered) {
+      std::int64_t img, oh, ow;
+      pixel_of(p, k0, img, oh, ow);
+      for (std::int64_t k = 0; k < kc; ++k, next_pixel(p, img, oh, ow)) {
+        float* dst = y + scattered->first + img * scattered->image + oh * scattered->row +
+                     ow * scattered->col + g * og;
+        if (streaming) {
+          for (std::int64_t o = 0; o < og; o += lanes) stream(dst + o, load(out + k * og + o));
+        } else {
+          std::memcpy(dst, out + k * og, sizeof(float) * og);
+        }
+      }
     }
+    if (streaming) stream_fence();
   });
 }
 
