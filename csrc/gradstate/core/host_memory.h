@@ -12,7 +12,7 @@
 namespace gradstate {
 
 // A block of at least `nbytes` (at least one byte), aligned to 64 bytes (to 2 MiB and offered as huge pages
-// when large), its contents undefined; std::bad_alloc when it cannot be had. Its size for free_block is
+// when large), its contents undefined; std::bad_alloc when it cannot be had. Its size for free_host_block is
 // host_block_bytes(nbytes).
 void* allocate_host_block(std::size_t nbytes);
 std::size_t host_block_bytes(std::size_t nbytes);

@@ -67,6 +67,13 @@ const float* in_place_corner(const Geometry& geo, const float* x, std::int64_t k
   return x + first;
 }
 
+// Whether an NHWC output dst of `pixels` pixels of `channels` values, written a pixel's whole vectors at a
+// time, is streamed past the caches: when it is large, and every vector store fills whole cache lines of its
+// own.
+bool streams_pixels(std::int64_t pixels, std::int64_t channels, const float* dst) {
+  return pixels * channels >= stream_floats && sizeof(Vec) == 64 && channels % lanes == 0 && aligned(dst);
+}
+
 // Where output pixel (n, oh, ow) of a forward GEMM lies: y + first + n * image + oh * row + ow * col. The
 // data gradient's stride phases (data_gradient_phases) write every stride-th pixel of dx this way.
 struct OutputPixels {
@@ -107,10 +114,9 @@ void forward_gemm(const ConvParams& p, const float* x, const float* w, const flo
   constexpr std::int64_t panel_rows = round_up(max_forward_pixels, MR);
   // y's values are written once, and streamed past the caches when y is large: by a tile whose first block
   // of columns is its only one, or by the copies out of the scratch (whole vectors, aligned).
-  const bool large = (scattered ? p.batch * scattered->image : pixels * p.out_c) >= stream_floats;
   const bool streaming =
-      large && sizeof(Vec) == 64 &&
-      (scattered ? og % lanes == 0 && p.out_c % lanes == 0 && aligned(y) : n <= forward_columns);
+      scattered ? og % lanes == 0 && streams_pixels(p.batch * scattered->image / p.out_c, p.out_c, y)
+                : n <= forward_columns && streams_pixels(pixels, p.out_c, y);
   const TileStore first_store = streaming && !scattered ? TileStore::stream : TileStore::assign;
   parallel_for(p.groups * tasks_per_group, [&](std::int64_t task) {
     const std::int64_t g = task / tasks_per_group, k0 = (task % tasks_per_group) * forward_pixels;
@@ -383,12 +389,6 @@ void data_gradient_gemm(const ConvParams& p, const float* dy, const float* w, fl
 
 // ---- depthwise (one input and one output channel per group), NHWC: vectors across channels ----------------
 
-// Whether the depthwise output dst of `pixels` pixels of `channels` values is streamed past the caches:
-// when it is large, and every vector store fills whole cache lines of its own.
-bool depthwise_streams(std::int64_t pixels, std::int64_t channels, const float* dst) {
-  return pixels * channels >= stream_floats && sizeof(Vec) == 64 && channels % lanes == 0 && aligned(dst);
-}
-
 // wt[tap][c] = w[c][tap]: the weights of one tap for consecutive channels, ready for vector loads.
 void depthwise_taps_first(const ConvParams& p, const float* w, float* wt) {
   const std::int64_t taps = static_cast<std::int64_t>(p.kernel_h) * p.kernel_w;
@@ -469,8 +469,7 @@ void depthwise_forward_nhwc(const ConvParams& p, const float* x, const float* w,
   const IndexRange interior = interior_columns(p);
   // depthwise_forward_row keeps a pointer per kernel row at hand.
   const std::int64_t vector_channels = p.kernel_h <= max_vector_taps ? channels / lanes * lanes : 0;
-  const bool streaming =
-      depthwise_streams(static_cast<std::int64_t>(p.batch) * p.out_h * p.out_w, channels, y);
+  const bool streaming = streams_pixels(static_cast<std::int64_t>(p.batch) * p.out_h * p.out_w, channels, y);
   parallel_for(static_cast<std::int64_t>(p.batch) * p.out_h, [&](std::int64_t row) {
     const std::int64_t n = row / p.out_h, oh = row % p.out_h;
     if (vector_channels > 0) {
@@ -553,8 +552,7 @@ void depthwise_data_gradient_nhwc(const ConvParams& p, const float* dy, const fl
   depthwise_taps_first(p, w, wt);
   const Readers rows(p.in_h, p.out_h, p.kernel_h, p.stride_y, p.pad_top, p.dilation_y);
   const Readers cols(p.in_w, p.out_w, p.kernel_w, p.stride_x, p.pad_left, p.dilation_x);
-  const bool streaming =
-      depthwise_streams(static_cast<std::int64_t>(p.batch) * p.in_h * p.in_w, channels, dx);
+  const bool streaming = streams_pixels(static_cast<std::int64_t>(p.batch) * p.in_h * p.in_w, channels, dx);
   const std::int64_t most_readers = rows.most() * cols.most();
   parallel_for(static_cast<std::int64_t>(p.batch) * p.in_h, [&](std::int64_t row) {
     const std::int64_t n = row / p.in_h, ih = row % p.in_h;

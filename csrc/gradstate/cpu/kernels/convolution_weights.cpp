@@ -53,7 +53,7 @@ struct WeightsGemm {
         k(static_cast<std::int64_t>(p.batch) * p.out_h * p.out_w),
         column_blocks(ceil_div(n, max_nc)),
         // Equal column blocks (whole microkernel tiles), so that no block packs dy for a sliver of columns.
-        nc((n + column_blocks * unit - 1) / (column_blocks * unit) * unit) {}
+        nc(ceil_div(n, column_blocks * unit) * unit) {}
 
   // a[W-block][k][W] = dy of pixels [k0, k0 + kc) for the group's output channels, zero beyond m; adds the
   // values to db when db is not null. Like pack_x, it reads NHWC data (run_planar converts NCHW).
@@ -348,7 +348,7 @@ void grouped_weights_gradient(const ConvParams& p, const float* dy, const float*
 // over `cols` values.
 double tile_waste(std::int64_t rows, std::int64_t cols, const int (&tile)[2]) {
   const std::int64_t mr = tile[0], nr = tile[1] * lanes;
-  return static_cast<double>(round_up(rows, mr)) * (round_up(cols, nr)) / (static_cast<double>(rows) * cols);
+  return static_cast<double>(round_up(rows, mr)) * round_up(cols, nr) / (static_cast<double>(rows) * cols);
 }
 
 // The GEMM with the tile and orientation that waste the least (the first of equals). The transposed

@@ -40,7 +40,7 @@ constexpr std::int64_t band_pixels = 4096;
 constexpr std::int64_t max_partial_bytes = 8 << 20;
 
 // Floor of a / b for b > 0.
-std::int64_t floor_div(std::int64_t a, std::int64_t b) { return a >= 0 ? a / b : -(ceil_div(-a, b)); }
+std::int64_t floor_div(std::int64_t a, std::int64_t b) { return a >= 0 ? a / b : -ceil_div(-a, b); }
 
 struct InPlaceRows {
   explicit InPlaceRows(const ConvParams& p)

@@ -85,10 +85,10 @@ struct Winograd {
     const std::int64_t fit =
         shared ? max_shared_bytes / tile_bytes : min_of(max_task_tiles, max_task_bytes / tile_bytes);
     const std::int64_t most = max_of<std::int64_t>(1, fit / MR);  // microkernel tiles
-    std::int64_t count = (tiles + most * MR - 1) / (most * MR);
+    std::int64_t count = ceil_div(tiles, most * MR);
     // Local blocks in a number that shares evenly among the threads; shared ones as few as fit.
-    if (!shared) count = (count + num_threads() - 1) / num_threads() * num_threads();
-    block_tiles = (ceil_div(tiles, count) + MR - 1) / MR * MR;
+    if (!shared) count = round_up(count, num_threads());
+    block_tiles = round_up(ceil_div(tiles, count), MR);
     blocks = ceil_div(tiles, block_tiles);
   }
 

@@ -111,9 +111,7 @@ struct TileGrid {
         cols(lines(p.out_w, p.dilation_x)),
         count(p.batch * rows * cols) {}
 
-  static std::int64_t lines(std::int64_t outputs, std::int64_t d) {
-    return (outputs + 2 * d - 1) / (2 * d) * d;
-  }
+  static std::int64_t lines(std::int64_t outputs, std::int64_t d) { return ceil_div(outputs, 2 * d) * d; }
   static std::int64_t first_line(std::int64_t t, std::int64_t d) { return t / d * 2 * d + t % d; }
 
   // Tile `tile`'s image and its first output pixel.
