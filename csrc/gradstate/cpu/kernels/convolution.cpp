@@ -275,13 +275,23 @@ struct Phase {
 };
 
 // The forward pass over dy that gives dx, or one stride phase of it: each group's input and output channels
-// exchanged, and the pass's tap (u, v) reading with w's tap (tap_y(u), tap_x(v)) (flipped: the pass walks dy
-// the other way round). Writes the pass's OHWI weights to pass_w and returns its parameters: stride 1, w's
-// dilation, the given output size, taps and padding.
+// exchanged, stride 1, w's dilation, the given output size, taps and padding.
+ConvParams dy_pass(const ConvParams& p, std::int64_t out_h, std::int64_t out_w, std::int64_t taps_y,
+                   std::int64_t taps_x, std::int64_t pad_top, std::int64_t pad_left) {
+  ConvParams t = p;
+  t.in_h = p.out_h, t.in_w = p.out_w, t.in_c = p.out_c;
+  t.out_h = static_cast<int32>(out_h), t.out_w = static_cast<int32>(out_w), t.out_c = p.in_c;
+  t.kernel_h = static_cast<int32>(taps_y), t.kernel_w = static_cast<int32>(taps_x);
+  t.stride_y = t.stride_x = 1;
+  t.pad_top = static_cast<int32>(pad_top), t.pad_left = static_cast<int32>(pad_left);
+  return t;
+}
+
+// The OHWI weights of such a pass, whose tap (u, v) reads with w's tap (tap_y(u), tap_x(v)) (flipped: the
+// pass walks dy the other way round).
 template <typename TapY, typename TapX>
-ConvParams dy_pass(const ConvParams& p, const float* w, std::int64_t out_h, std::int64_t out_w,
-                   std::int64_t taps_y, std::int64_t taps_x, std::int64_t pad_top, std::int64_t pad_left,
-                   TapY&& tap_y, TapX&& tap_x, float* pass_w) {
+void dy_pass_weights(const ConvParams& p, const float* w, std::int64_t taps_y, std::int64_t taps_x,
+                     TapY&& tap_y, TapX&& tap_x, float* pass_w) {
   const Geometry geo(p);
   const std::int64_t og = geo.out_per_group, ig = geo.in_per_group, taps = taps_y * taps_x;
   parallel_for(p.groups * taps, [&](std::int64_t task) {
@@ -290,13 +300,6 @@ ConvParams dy_pass(const ConvParams& p, const float* w, std::int64_t out_h, std:
               static_cast<std::int64_t>(p.kernel_h) * p.kernel_w * ig,
               pass_w + (g * ig * taps + u * taps_x + v) * og, taps * og);
   });
-  ConvParams t = p;
-  t.in_h = p.out_h, t.in_w = p.out_w, t.in_c = p.out_c;
-  t.out_h = static_cast<int32>(out_h), t.out_w = static_cast<int32>(out_w), t.out_c = p.in_c;
-  t.kernel_h = static_cast<int32>(taps_y), t.kernel_w = static_cast<int32>(taps_x);
-  t.stride_y = t.stride_x = 1;
-  t.pad_top = static_cast<int32>(pad_top), t.pad_left = static_cast<int32>(pad_left);
-  return t;
 }
 
 // Whether dx runs as stride phases: dense problems need no dilation, and enough input channels per group
@@ -329,10 +332,11 @@ void data_gradient_phases(const ConvParams& p, const float* dy, const float* w, 
         continue;
       }
       const Memory phase_memory(sizeof(float) * p.in_c * rows.taps * cols.taps * geo.out_per_group);
-      const ConvParams t = dy_pass(
-          p, w, rows.count, cols.count, rows.taps, cols.taps, rows.pass_padding(), cols.pass_padding(),
-          [&](std::int64_t u) { return rows.tap(u); }, [&](std::int64_t v) { return cols.tap(v); },
-          phase_memory.floats());
+      const ConvParams t =
+          dy_pass(p, rows.count, cols.count, rows.taps, cols.taps, rows.pass_padding(), cols.pass_padding());
+      dy_pass_weights(
+          p, w, rows.taps, cols.taps, [&](std::int64_t u) { return rows.tap(u); },
+          [&](std::int64_t v) { return cols.tap(v); }, phase_memory.floats());
       forward_gemm_tiled(t, dy, phase_memory.floats(), nullptr, dx, &pixels);
     }
   }
@@ -616,11 +620,14 @@ void convolution_data_gradient(const ConvParams& p, const float* dy, const float
   if (p.stride_y == 1 && p.stride_x == 1 &&
       (p.in_c / p.groups >= min_gemm_channels || is_depthwise(p) || grouped_data_gradient_applies(p))) {
     const std::int64_t kh = p.kernel_h, kw = p.kernel_w;
+    const ConvParams t = dy_pass(p, p.in_h, p.in_w, kh, kw, (kh - 1) * p.dilation_y - p.pad_top,
+                                 (kw - 1) * p.dilation_x - p.pad_left);
+    if (winograd_forward_applies(t))
+      return forward_in_nhwc(winograd_data_gradient_pass_nhwc, t, dy, w, nullptr, dx);
     const Memory flipped(sizeof(float) * p.out_c * kh * kw * (p.in_c / p.groups));
-    const ConvParams t = dy_pass(
-        p, w, p.in_h, p.in_w, kh, kw, (kh - 1) * p.dilation_y - p.pad_top,
-        (kw - 1) * p.dilation_x - p.pad_left, [&](std::int64_t u) { return kh - 1 - u; },
-        [&](std::int64_t v) { return kw - 1 - v; }, flipped.floats());
+    dy_pass_weights(
+        p, w, kh, kw, [&](std::int64_t u) { return kh - 1 - u; }, [&](std::int64_t v) { return kw - 1 - v; },
+        flipped.floats());
     convolution_forward(t, dy, flipped.floats(), nullptr, dx);
     return;
   }

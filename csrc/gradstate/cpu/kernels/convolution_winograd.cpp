@@ -33,14 +33,24 @@ constexpr std::int64_t max_task_bytes = std::int64_t{2} << 20;
 // Beyond this size of U, blocks are shared by the threads (see run), and their V and M kept within this.
 constexpr std::int64_t max_local_u_bytes = std::int64_t{1} << 20;
 constexpr std::int64_t max_shared_bytes = std::int64_t{8} << 20;
+// The channels of one task of the kernel transform, and the size of U beyond which it is streamed.
+constexpr std::int64_t u_chunk_channels = 64;
+constexpr std::int64_t min_streamed_u_bytes = std::int64_t{1} << 20;
+
+// How w holds the 3x3 kernels: as the layer's OHWI weights w[o][tap][c], or as those of the layer whose data
+// gradient the pass computes, w[c][8 - tap][o] (see winograd_data_gradient_pass_nhwc).
+enum class WinogradKernels { forward, exchanged };
 
 template <int MR, int NV>
 struct Winograd {
   static constexpr std::int64_t NR = NV * lanes;
 
-  Winograd(const ConvParams& p, const float* x, const float* w, const float* b, float* y)
+  Winograd(const ConvParams& p, const float* x, const float* w, WinogradKernels kernels, const float* b,
+           float* y)
       : geo(p),
         x(x),
+        w(w),
+        kernels(kernels),
         b(b),
         y(y),
         grid(p),
@@ -52,36 +62,20 @@ struct Winograd {
         tiles(grid.count),
         u_memory(sizeof(float) * positions * o_blocks * channels * NR),
         zeros(sizeof(float) * ldv, true) {
-    // u[xi][o block][c][NR] = U[xi][c][o block * NR + lane], zero past the last output channel. A task
-    // takes `lanes` output channels, whose weights are contiguous in w, and transforms with vectors across
-    // them, so that each transform writes whole vectors of a row of u.
-    float* u = u_memory.floats();
-    parallel_for(o_blocks * NR / lanes, [&](std::int64_t task) {
-      const std::int64_t o0 = task * lanes, ob = o0 / NR;
-      const std::int64_t o_count = max_of<std::int64_t>(0, min_of<std::int64_t>(lanes, outputs - o0));
-      for (std::int64_t c0 = 0; c0 < channels; c0 += lanes) {
-        const std::int64_t count = min_of<std::int64_t>(lanes, channels - c0);
-        // The next channels' weights are 9 * o_count short pieces of w, too many streams for the hardware
-        // prefetchers to follow: ask for them one step ahead.
-        for (std::int64_t i = 0; c0 + lanes < channels && i < 9 * o_count; ++i)
-          __builtin_prefetch(w + (o0 * 9 + i) * channels + c0 + lanes);
-        // g[tap][c - c0][o - o0] = w[o][tap][c], zero past the last output channel.
-        float g[9][lanes][lanes];
-        if (o_count < lanes || count < lanes) std::memset(g, 0, sizeof g);
-        for (int tap = 0; tap < 9; ++tap)
-          transpose(w + (o0 * 9 + tap) * channels + c0, o_count, count, 9 * channels, g[tap][0], lanes);
-        for (std::int64_t c = 0; c < count; ++c) {
-          Vec gv[9], uv[positions];
-          for (int tap = 0; tap < 9; ++tap) gv[tap] = load(g[tap][c]);
-          transform_kernel(gv, uv);
-          for (int xi = 0; xi < positions; ++xi)
-            store(u + ((xi * o_blocks + ob) * channels + c0 + c) * NR + (o0 - ob * NR), uv[xi]);
-        }
-      }
+    // u[xi][o block][c][NR] = U[xi][c][o block * NR + lane]. A task takes one o block and a chunk of its
+    // channels. A U larger than the caches streams past them: written in place, it would cost a read of each
+    // line before its write, and it is read back from memory all the same.
+    const std::int64_t u_bytes = sizeof(float) * positions * channels * outputs;
+    const bool streamed = u_bytes > min_streamed_u_bytes;
+    const std::int64_t chunks = ceil_div(channels, u_chunk_channels);
+    parallel_for(o_blocks * chunks, [&](std::int64_t task) {
+      const std::int64_t c0 = task % chunks * u_chunk_channels;
+      transform_kernels(task / chunks, c0, min_of(channels, c0 + u_chunk_channels), streamed);
+      if (streamed) stream_fence();
     });
     // Blocks of whole microkernel tiles within the memory bound of their mode (see run).
     const std::int64_t tile_bytes = sizeof(float) * positions * (ldv + ldm);
-    shared = sizeof(float) * positions * channels * outputs > max_local_u_bytes;
+    shared = u_bytes > max_local_u_bytes;
     const std::int64_t fit =
         shared ? max_shared_bytes / tile_bytes : min_of(max_task_tiles, max_task_bytes / tile_bytes);
     const std::int64_t most = max_of<std::int64_t>(1, fit / MR);  // microkernel tiles
@@ -159,6 +153,59 @@ struct Winograd {
       microkernel<MR, NV, true, false>(channels, v + r * ldv, ldv, u, m + r * ldm, ldm, MR, NR);
   }
 
+  // Rows [c_begin, c_end) of U[xi][c][o block ob] into u, zero past the last output channel. It transforms
+  // with vectors across `lanes` output channels and goes through the block's NR / lanes groups of them for
+  // each channel before the next, so that it writes whole rows of u.
+  void transform_kernels(std::int64_t ob, std::int64_t c_begin, std::int64_t c_end, bool streamed) const {
+    float* u = u_memory.floats();
+    for (std::int64_t c0 = c_begin; c0 < c_end; c0 += lanes) {
+      const std::int64_t count = min_of<std::int64_t>(lanes, c_end - c0);
+      for (std::int64_t o0 = ob * NR; o0 < (ob + 1) * NR; o0 += lanes) {
+        float g[9][lanes][lanes];
+        gather_kernels(o0, c0, count, c0 + lanes < c_end, g);
+        for (std::int64_t c = 0; c < count; ++c) {
+          Vec gv[9], uv[positions];
+          for (int tap = 0; tap < 9; ++tap) gv[tap] = load(g[tap][c]);
+          transform_kernel(gv, uv);
+          for (int xi = 0; xi < positions; ++xi) {
+            float* row = u + ((xi * o_blocks + ob) * channels + c0 + c) * NR + (o0 - ob * NR);
+            streamed ? stream(row, uv[xi]) : store(row, uv[xi]);
+          }
+        }
+      }
+    }
+  }
+
+  // g[tap][c - c0][o - o0] = tap `tap` of the kernel from input channel c to output channel o, for `count`
+  // channels from c0 and `lanes` outputs from o0, zero past the last output channel. The weights of the
+  // next channels are 9 * lanes short pieces of w, too many streams for the hardware prefetchers to follow:
+  // with prefetch_next, they are asked for one step ahead.
+  void gather_kernels(std::int64_t o0, std::int64_t c0, std::int64_t count, bool prefetch_next,
+                      float (&g)[9][lanes][lanes]) const {
+    const std::int64_t o_count = max_of<std::int64_t>(0, min_of<std::int64_t>(lanes, outputs - o0));
+    if (o_count < lanes || count < lanes) std::memset(g, 0, sizeof g);
+    if (kernels == WinogradKernels::forward) {  // w[o][tap][c]
+      for (std::int64_t i = 0; prefetch_next && i < 9 * o_count; ++i)
+        __builtin_prefetch(w + (o0 * 9 + i) * channels + c0 + lanes);
+      for (int tap = 0; tap < 9; ++tap)
+        transpose(w + (o0 * 9 + tap) * channels + c0, o_count, count, 9 * channels, g[tap][0], lanes);
+      return;
+    }
+    // w[c][8 - tap][o]: each piece is already a vector across output channels.
+    for (std::int64_t i = 0; prefetch_next && i < 9 * lanes; ++i)
+      __builtin_prefetch(w + ((c0 + lanes) * 9 + i) * outputs + o0);
+    for (std::int64_t c = 0; c < count; ++c) {
+      for (int tap = 0; tap < 9; ++tap) {
+        const float* src = w + ((c0 + c) * 9 + 8 - tap) * outputs + o0;
+        if (o_count == lanes) {
+          store(g[tap][c], load(src));
+        } else {
+          for (std::int64_t o = 0; o < o_count; ++o) g[tap][c][o] = src[o];
+        }
+      }
+    }
+  }
+
   // The output pixels of the block's tiles [begin, end).
   void transform_outputs(const Block& blk, std::int64_t begin, std::int64_t end) const {
     for (std::int64_t t = begin; t < end; ++t) transform_products(blk.first_tile + t, blk.m + t * ldm);
@@ -189,6 +236,8 @@ struct Winograd {
 
   Geometry geo;
   const float* x;
+  const float* w;
+  WinogradKernels kernels;
   const float* b;
   float* y;
   TileGrid grid;
@@ -198,16 +247,26 @@ struct Winograd {
   Memory zeros;  // the input pixel of every patch position in the padding
 };
 
+void run_winograd(const ConvParams& p, const float* x, const float* w, WinogradKernels kernels,
+                  const float* b, float* y) {
+  if (tile_a_pads_least(p.out_c)) {
+    Winograd<tile_a[0], tile_a[1]>(p, x, w, kernels, b, y).run();
+  } else {
+    Winograd<tile_b[0], tile_b[1]>(p, x, w, kernels, b, y).run();
+  }
+}
+
 }  // namespace
 
 bool winograd_forward_applies(const ConvParams& p) { return winograd_shape(p); }
 
 void winograd_forward_nhwc(const ConvParams& p, const float* x, const float* w, const float* b, float* y) {
-  if (tile_a_pads_least(p.out_c)) {
-    Winograd<tile_a[0], tile_a[1]>(p, x, w, b, y).run();
-  } else {
-    Winograd<tile_b[0], tile_b[1]>(p, x, w, b, y).run();
-  }
+  run_winograd(p, x, w, WinogradKernels::forward, b, y);
+}
+
+void winograd_data_gradient_pass_nhwc(const ConvParams& pass, const float* dy, const float* w, const float* b,
+                                      float* dx) {
+  run_winograd(pass, dy, w, WinogradKernels::exchanged, b, dx);
 }
 
 }  // namespace gradstate::cpu::GRADSTATE_ISA_NAMESPACE

@@ -12,6 +12,12 @@ bool winograd_forward_applies(const ConvParams& p);
 
 void winograd_forward_nhwc(const ConvParams& p, const float* x, const float* w, const float* b, float* y);
 
+// The same for the forward pass over dy that gives a stride-1 layer's dx (see convolution_data_gradient),
+// with that layer's own OHWI weights w: the pass's kernels are its kernels flipped, input and output
+// channels exchanged, read from w as they are needed rather than copied out first.
+void winograd_data_gradient_pass_nhwc(const ConvParams& pass, const float* dy, const float* w, const float* b,
+                                      float* dx);
+
 // Whether the layer is such a layer in NHWC, with few enough channels that the weight gradient's transform
 // dU stays within its memory bound.
 bool winograd_weights_gradient_applies(const ConvParams& p);
