@@ -112,6 +112,7 @@ struct InPlaceRows {
       if (!geo.row_inside(ih)) continue;  // the padding adds nothing
       // Value v of the input row is x_row[v]; pixel ow's kernel row starts at ow * step + row_start.
       const float* x_row = x + geo.x_offset(n, ih, 0, 0);
+      const std::int64_t next_row = p.stride_y * row_end;
       for (std::int64_t rb = 0; rb < row_blocks; ++rb) {
         const std::int64_t j = rb * MR;
         std::int64_t lo, hi;
@@ -131,9 +132,13 @@ struct InPlaceRows {
             accumulate<MR, NV, false>(acc, 1, a, MR, b + ow * ldb);
           };
           for (std::int64_t ow = 0; ow < lo; ++ow) border(ow);
-          if (hi > lo) {
-            const float* a = x_row + (lo * step + row_start + j);
-            accumulate<MR, NV, false>(acc, hi - lo, a, step, b + lo * ldb, ldb);
+          // With many channels each pixel's block is on cache lines of its own, too far from the next pixel's
+          // for the hardware prefetchers, and each pass over the row is the first to read some of its lines:
+          // each pixel asks for the same block of the input row the next output row reads, a row ahead.
+          for (std::int64_t ow = lo; ow < hi; ++ow) {
+            const float* a = x_row + (ow * step + row_start + j);
+            __builtin_prefetch(a + next_row);
+            accumulate<MR, NV, false>(acc, 1, a, step, b + ow * ldb);
           }
           for (std::int64_t ow = hi; ow < p.out_w; ++ow) border(ow);
           for (int m = 0; m < MR; ++m)
