@@ -112,7 +112,9 @@ struct InPlaceRows {
       if (!geo.row_inside(ih)) continue;  // the padding adds nothing
       // Value v of the input row is x_row[v]; pixel ow's kernel row starts at ow * step + row_start.
       const float* x_row = x + geo.x_offset(n, ih, 0, 0);
-      const std::int64_t next_row = p.stride_y * row_end;
+      // Where the next output row reads this row's values, when that row is inside the image.
+      const std::int64_t next_row_offset = p.stride_y * geo.x.h;
+      const bool next_row_inside = ih + p.stride_y < p.in_h;
       for (std::int64_t rb = 0; rb < row_blocks; ++rb) {
         const std::int64_t j = rb * MR;
         std::int64_t lo, hi;
@@ -134,10 +136,12 @@ struct InPlaceRows {
           for (std::int64_t ow = 0; ow < lo; ++ow) border(ow);
           // With many channels each pixel's block is on cache lines of its own, too far from the next pixel's
           // for the hardware prefetchers, and each pass over the row is the first to read some of its lines:
-          // each pixel asks for the same block of the input row the next output row reads, a row ahead.
+          // each pixel asks (once, with the first output block) for the same block of the input row the next
+          // output row reads, a row ahead.
+          const bool ahead = ob == 0 && next_row_inside;
           for (std::int64_t ow = lo; ow < hi; ++ow) {
             const float* a = x_row + (ow * step + row_start + j);
-            __builtin_prefetch(a + next_row);
+            if (ahead) __builtin_prefetch(a + next_row_offset);
             accumulate<MR, NV, false>(acc, 1, a, step, b + ow * ldb);
           }
           for (std::int64_t ow = hi; ow < p.out_w; ++ow) border(ow);

@@ -14,7 +14,8 @@ void winograd_forward_nhwc(const ConvParams& p, const float* x, const float* w, 
 
 // The same for the forward pass over dy that gives a stride-1 layer's dx (see convolution_data_gradient),
 // with that layer's own OHWI weights w: the pass's kernels are its kernels flipped, input and output
-// channels exchanged, read from w as they are needed rather than copied out first.
+// channels exchanged, transformed straight from w with no flipped copy. b (null for dx) keeps the forward
+// passes' signature.
 void winograd_data_gradient_pass_nhwc(const ConvParams& pass, const float* dy, const float* w, const float* b,
                                       float* dx);
 
