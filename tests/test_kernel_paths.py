@@ -116,10 +116,12 @@ CONV_PATHS = [
     # The forward GEMM reads x in place for tiles of pixels clear of the padding: in one output row, or
     # across rows for a 1x1 stride-1 kernel; a tile across rows of other layers is packed (no padding here,
     # so only that rule keeps it from reading in place), and so is one whose kernel rows are too short.
-    # 17 and 18 outputs per row leave tiles inside rows for every tile height; 288 columns split a kernel
-    # row's run at the 256-column block, with rows dilation 2 apart.
+    # 17 and 18 outputs per row leave tiles inside rows for every tile height; kernel rows dilation 2 apart,
+    # each a run of its own; 136 outputs in several blocks of output channels, the last one partial, which
+    # take the task's tiles in turn.
     pytest.param((2, 11, 13, 24, 40, 3, 2, 1, 1, 0), id="gemm_in_place_tiles_across_rows"),
-    pytest.param((2, 13, 35, 32, 24, 3, 2, (2, 1), 1, 0), id="gemm_in_place_dilation_y_two_column_blocks"),
+    pytest.param((2, 13, 35, 32, 24, 3, 2, (2, 1), 1, 0), id="gemm_in_place_dilation_y"),
+    pytest.param((2, 10, 21, 20, 136, 3, 2, 1, 1, 1), id="gemm_output_blocks"),
     pytest.param((2, 9, 35, 24, 40, 1, 2, 1, 1, 0), id="gemm_in_place_1x1_stride2"),
     pytest.param((2, 7, 5, 24, 40, 1, 1, 1, 1, 0), id="gemm_in_place_1x1_across_rows"),
     pytest.param((1, 9, 12, 5, 40, 3, 1, 1, 1, 0), id="gemm_packed_short_kernel_rows"),

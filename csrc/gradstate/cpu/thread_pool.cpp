@@ -86,9 +86,11 @@ class ThreadPool {
       task_ = task;
       context_ = context;
       count_ = count;
-      // Threads take runs of tasks, about eight per thread in all: one shared counter per task would cost
-      // more than a small task (the counter's cache line moves between cores on every take).
-      grain_ = std::max<std::int64_t>(1, count / (8 * threads()));
+      // Each take claims a share of the tasks still left, down to one: few takes for many small tasks (the
+      // counter's cache line moves between cores on every take), and threads that finish within about one
+      // task of each other. Runs of a fixed length left one thread idle for up to a whole run at the end
+      // (3-5% of a 9 ms pass of 66 tasks on 2 threads).
+      share_divisor_ = 2 * threads();
       next_.store(0);
       error_ = nullptr;
       open_ = true;
@@ -132,8 +134,12 @@ class ThreadPool {
   // exception is kept for run() to rethrow once every thread is done, the remaining tasks are skipped.
   void work() {
     try {
-      for (std::int64_t first = next_.fetch_add(grain_); first < count_; first = next_.fetch_add(grain_)) {
-        for (std::int64_t i = first; i < std::min(count_, first + grain_); ++i) task_(context_, i);
+      std::int64_t first = next_.load();
+      while (first < count_) {
+        const std::int64_t last = first + std::max<std::int64_t>(1, (count_ - first) / share_divisor_);
+        if (!next_.compare_exchange_weak(first, last)) continue;  // first now holds the counter's value
+        for (std::int64_t i = first; i < last; ++i) task_(context_, i);
+        first = next_.load();
       }
     } catch (...) {
       next_.store(count_);
@@ -170,7 +176,7 @@ class ThreadPool {
   void (*task_)(void*, std::int64_t) = nullptr;
   void* context_ = nullptr;
   std::int64_t count_ = 0;
-  std::int64_t grain_ = 1;
+  std::int64_t share_divisor_ = 1;
   std::exception_ptr error_;
   std::atomic<std::int64_t> next_{0};
 };

@@ -73,44 +73,49 @@ inline void microkernel(std::int64_t kc, const float* a, std::int64_t lda, const
   store_tile<MR, NV, Accumulate>(acc, c, ldc, rows, cols);
 }
 
-// A stretch of the k dimension whose A operand lies in place: row m of the tile at a[m * lda + k], k < kc.
-struct Run {
+// The A operand of a tile, as `count` stretches of the k dimension of `kc` each, one after another: row m
+// of stretch i at a + i * stride + m * lda. In place in x, a stretch is a kernel row, whose taps are
+// contiguous; a packed panel is one stretch.
+struct Runs {
   const float* a;
-  std::int64_t kc;
+  std::int64_t stride;
+  int count;
+  std::int64_t kc, lda;
 };
 
-// How microkernel_runs stores its tile: added to c (a later block of k), or as c = init + the product (the
-// first block), or so too but streamed past the caches (the only block, into an output too large to
-// cache: the lines are then never read before they are written).
-enum class TileStore { add, assign, stream };
-
-// c[rows x cols] (+)= the product over consecutive runs of k (b holds their rows one after another), summed
-// in registers and stored once as `how` says; init is one row of NR values that assign and stream add to
-// every row of the tile.
+// c[rows x cols] = init + the product over the runs of k (b holds their rows one after another), summed in
+// registers and stored once; init is one row of NR values added to every row of the tile. With `streaming`
+// (an output too large to cache) whole tiles go past the caches, whose lines are then never read before
+// they are written. A nonzero `ahead` asks, a cache line at a time, for the lines of A that many floats
+// further on: those of the next tile, read from far caches or memory the first time.
 template <int MR, int NV>
-inline void microkernel_runs(const Run* runs, int count, std::int64_t lda, const float* b, TileStore how,
-                             const float* init, float* c, std::int64_t ldc, int rows, int cols) {
+inline void microkernel_runs(const Runs& runs, const float* b, bool streaming, const float* init, float* c,
+                             std::int64_t ldc, int rows, int cols, std::int64_t ahead) {
   constexpr int NR = NV * lanes;
-  const bool streamed =
-      how == TileStore::stream && rows == MR && cols == NR && aligned(c) && ldc % lanes == 0;
+  const bool streamed = streaming && rows == MR && cols == NR && aligned(c) && ldc % lanes == 0;
   // The first write of c's lines: fetched while the tile is computed rather than when it is stored.
-  if (how != TileStore::add && !streamed)
+  if (!streamed)
     for (int m = 0; m < rows; ++m)
       for (int v = 0; v < NV; ++v) __builtin_prefetch(c + m * ldc + v * lanes, 1);
   Vec acc[MR][NV];
   for (int v = 0; v < NV; ++v) {
-    const Vec start = how == TileStore::add ? Vec{} : load(init + v * lanes);
+    const Vec start = load(init + v * lanes);
     for (int m = 0; m < MR; ++m) acc[m][v] = start;
   }
-  for (int r = 0; r < count; ++r) {
-    accumulate<MR, NV, true>(acc, runs[r].kc, runs[r].a, lda, b);
-    b += runs[r].kc * NR;
+  for (int r = 0; r < runs.count; ++r, b += runs.kc * NR) {
+    const float* a = runs.a + r * runs.stride;
+    if (ahead == 0) {
+      accumulate<MR, NV, true>(acc, runs.kc, a, runs.lda, b);
+      continue;
+    }
+    for (std::int64_t k = 0; k < runs.kc; k += line_floats) {
+      for (int m = 0; m < MR; ++m) __builtin_prefetch(a + m * runs.lda + k + ahead);
+      accumulate<MR, NV, true>(acc, min_of(line_floats, runs.kc - k), a + k, runs.lda, b + k * NR);
+    }
   }
   if (streamed) {
     for (int m = 0; m < MR; ++m)
       for (int v = 0; v < NV; ++v) stream(c + m * ldc + v * lanes, acc[m][v]);
-  } else if (how == TileStore::add) {
-    store_tile<MR, NV, true>(acc, c, ldc, rows, cols);
   } else {
     store_tile<MR, NV, false>(acc, c, ldc, rows, cols);
   }

@@ -15,6 +15,9 @@ namespace gradstate::cpu::GRADSTATE_ISA_NAMESPACE {
 
 constexpr int lanes = GRADSTATE_VECTOR_BYTES / static_cast<int>(sizeof(float));
 
+// The floats of one cache line (64 bytes on every CPU the levels target).
+constexpr std::int64_t line_floats = 64 / sizeof(float);
+
 typedef float Vec __attribute__((vector_size(GRADSTATE_VECTOR_BYTES)));
 
 inline Vec load(const float* p) {
