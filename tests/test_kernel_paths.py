@@ -46,13 +46,13 @@ CONV_PATHS = [
     # 13 output channels (6 + 6 + 1, or 4 + 4 + 4 + 1 in scalar code) and 45 columns, a multiple of
     # neither 64, 16 nor 4: the last tile is partial in both directions.
     pytest.param((2, 8, 7, 5, 13, 3, 1, 1, 1, "same"), id="gemm_tile_tails_o13_i5"),
-    # More than 2^20 output values and one block of columns: the forward GEMM streams its full tiles past the
-    # caches and stores the others (272 output channels: five tiles of 48 and one of 32 at AVX-512; 3906
-    # pixels, not a multiple of the tile's rows); dx at stride 1 likewise (272 input channels).
-    pytest.param((1, 62, 63, 8, 272, 5, 1, 1, 1, "same"), id="gemm_streamed_output_tails"),
-    pytest.param((1, 62, 63, 272, 8, 1, 1, 1, 1, 0), id="gemm_streamed_dx_1x1"),
-    # 2^20 dx values at stride 2: the stride phases stream their copies out of the scratch.
-    pytest.param((1, 64, 64, 256, 16, 3, 2, 1, 1, 1), id="gemm_streamed_dx_stride_phases"),
+    # More than 2^21 output values: the forward GEMM streams its full tiles past the caches and stores the
+    # others (272 output channels: five tiles of 48 and one of 32 at AVX-512; 3906 pixels per image, not a
+    # multiple of the tile's rows); dx at stride 1 likewise (272 input channels).
+    pytest.param((2, 62, 63, 8, 272, 5, 1, 1, 1, "same"), id="gemm_streamed_output_tails"),
+    pytest.param((2, 62, 63, 272, 8, 1, 1, 1, 1, 0), id="gemm_streamed_dx_1x1"),
+    # 2^21 dx values at stride 2: the stride phases stream their copies out of the scratch.
+    pytest.param((2, 64, 64, 256, 16, 3, 2, 1, 1, 1), id="gemm_streamed_dx_stride_phases"),
     # 64 * 9 = 576 columns: two column blocks.
     pytest.param((1, 8, 8, 64, 8, 3, 1, 1, 1, "same"), id="gemm_two_column_blocks_576"),
     # 3200 pixels and one column block: the pixel sum is split into segments, none a multiple of the
@@ -178,10 +178,10 @@ CONV_PATHS = [
     pytest.param((2, 9, 11, 37, 37, 5, 2, 1, 37, 2), id="depthwise37_5x5_stride2"),
     pytest.param((2, 7, 8, 37, 37, 1, 3, 1, 37, 0), id="depthwise37_1x1_stride3_unread_dx"),
     pytest.param((1, 1, 1, 16, 16, 3, 4, 1, 16, 3), id="depthwise16_no_readers"),
-    # More than 2^20 output values: the forward pass streams its stores past the caches; so does dx at
-    # stride 2, with 2^20 input values.
-    pytest.param((1, 64, 64, 256, 256, 3, 1, 1, 256, "same"), id="depthwise256_streamed_output"),
-    pytest.param((1, 64, 64, 256, 256, 3, 2, 1, 256, 1), id="depthwise256_stride2_streamed_dx"),
+    # More than 2^21 output values: the forward pass streams its stores past the caches; so does dx at
+    # stride 2, with 2^21 input values.
+    pytest.param((2, 64, 64, 256, 256, 3, 1, 1, 256, "same"), id="depthwise256_streamed_output"),
+    pytest.param((2, 64, 64, 256, 256, 3, 2, 1, 256, 1), id="depthwise256_stride2_streamed_dx"),
     # 8 output and 8 input channels per group: the largest groups on the grouped path.
     pytest.param((2, 7, 9, 40, 40, 3, 1, 1, 5, "same"), id="grouped_8_8_per_group"),
     # 2 output and 3 input channels per group.
