@@ -27,10 +27,12 @@ constexpr std::int64_t KC = 256;
 constexpr std::int64_t planar_pixels = 4 * KC;  // output pixels of NCHW data copied into NHWC at a time
 constexpr std::int64_t max_columns = 512;
 
-// Work is split into items of (group, column block, pixel segment). The split depends on the problem
-// only — never on the thread count — and segments are summed in a fixed order, so every thread count
-// gives the same bits. Pixels are split into segments only when there are too few column blocks to keep
-// this many threads busy, and only as far as the segments' partial dW stays within the memory bound.
+// Work is split into items of (group, column block, pixel segment). The segments depend on the problem
+// only — never on the thread count — and are summed in a fixed order, so every thread count gives the
+// same bits. Pixels are split into segments only when there are too few column blocks to keep this many
+// threads busy, and only as far as the segments' partial dW stays within the memory bound. (The column
+// blocks may follow the thread count, see split_for: each value of dW lies in one block whatever they
+// are.)
 constexpr std::int64_t target_items = 16;
 constexpr std::int64_t min_segment_pixels = 4 * KC;
 constexpr std::int64_t max_partial_bytes = 8 << 20;
@@ -44,16 +46,42 @@ struct WeightsGemm {
   static constexpr std::int64_t unit = Transposed ? MR : NR;
   static constexpr std::int64_t max_nc = max_columns / unit * unit;
 
-  WeightsGemm(const ConvParams& p, const float* dy, const float* x)
+  // About `blocks` column blocks (see split_for), equal and of whole microkernel tiles, so that no
+  // block packs dy for a sliver of columns.
+  WeightsGemm(const ConvParams& p, const float* dy, const float* x, std::int64_t blocks)
       : geo(p),
         dy(dy),
         x(x),
         m(geo.out_per_group),
         n(p.kernel_h * p.kernel_w * geo.in_per_group),
         k(static_cast<std::int64_t>(p.batch) * p.out_h * p.out_w),
-        column_blocks(ceil_div(n, max_nc)),
-        // Equal column blocks (whole microkernel tiles), so that no block packs dy for a sliver of columns.
-        nc(ceil_div(n, column_blocks * unit) * unit) {}
+        nc(ceil_div(n, blocks * unit) * unit),
+        column_blocks(ceil_div(n, nc)) {}
+
+  // How the work splits into items (see gemm_weights_gradient): column blocks of at most max_columns and
+  // segments of the pixel sum (enough for target_items items, of at least min_segment_pixels each, their
+  // partial dW and db within max_partial_bytes). When that leaves few items that the threads cannot share
+  // evenly, a few more, narrower column blocks make their number a multiple of the threads': each value of
+  // dW is still summed by one item in one order, so the bits stay the same. (A 512-channel 3x3 layer of 392
+  // pixels, in 9 column blocks, left one of 2 threads waiting for the ninth.)
+  struct Split {
+    std::int64_t blocks, segments;
+  };
+  static Split split_for(const ConvParams& p) {
+    const Geometry geo(p);
+    const std::int64_t n = p.kernel_h * p.kernel_w * geo.in_per_group;
+    const std::int64_t pixels = static_cast<std::int64_t>(p.batch) * p.out_h * p.out_w;
+    const std::int64_t partial = p.out_c * (n + 1);
+    const std::int64_t widest = ceil_div(n, max_nc);
+    std::int64_t segments =
+        min_of(ceil_div(target_items, p.groups * widest), ceil_div(pixels, min_segment_pixels));
+    segments = max_of<std::int64_t>(1, min_of<std::int64_t>(segments, max_partial_bytes / (4 * partial)));
+    const std::int64_t threads = num_threads(), per_block = p.groups * segments;
+    std::int64_t blocks = widest;
+    if (per_block * blocks < 4 * threads)
+      while ((per_block * blocks) % threads != 0 && blocks < ceil_div(n, unit)) ++blocks;
+    return {blocks, segments};
+  }
 
   // a[W-block][k][W] = dy of pixels [k0, k0 + kc) for the group's output channels, zero beyond m; adds the
   // values to db when db is not null. Like pack_x, it reads NHWC data (run_planar converts NCHW).
@@ -114,7 +142,8 @@ struct WeightsGemm {
       float* dys = xs + x_values * ig;
       transpose(x + img * geo.x.n + g * ig * in_plane + r0 * p.in_w, ig, x_values, in_plane, xs, ig);
       transpose(dy + img * geo.y.n + g * m * out_plane + oh0 * p.out_w, m, dy_values, out_plane, dys, m);
-      const WeightsGemm copy(rows, dys, xs);
+      // The layer's column blocks: ceil_div(n, column_blocks * unit) * unit is nc again.
+      const WeightsGemm copy(rows, dys, xs, column_blocks);
       copy.run(0, j0, first - oh0 * p.out_w, first - oh0 * p.out_w + count, c, db);
       k += count;
     }
@@ -171,19 +200,18 @@ struct WeightsGemm {
   Geometry geo;
   const float* dy;
   const float* x;
-  std::int64_t m, n, k, column_blocks, nc;
+  std::int64_t m, n, k, nc, column_blocks;
 };
 
 template <int MR, int NV, bool Transposed>
 void gemm_weights_gradient(const ConvParams& p, const float* dy, const float* x, float* dw, float* db,
                            bool accumulate) {
-  const WeightsGemm<MR, NV, Transposed> gemm(p, dy, x);
+  using Gemm = WeightsGemm<MR, NV, Transposed>;
+  const typename Gemm::Split split = Gemm::split_for(p);
+  const Gemm gemm(p, dy, x, split.blocks);
   const std::int64_t weights_per_group = gemm.m * gemm.n;
   const std::int64_t dw_size = p.groups * weights_per_group;
-  const std::int64_t tiles = p.groups * gemm.column_blocks;
-  std::int64_t segments = min_of(ceil_div(target_items, tiles), ceil_div(gemm.k, min_segment_pixels));
-  segments =
-      max_of<std::int64_t>(1, min_of<std::int64_t>(segments, max_partial_bytes / (4 * (dw_size + p.out_c))));
+  const std::int64_t tiles = p.groups * gemm.column_blocks, segments = split.segments;
   const std::int64_t segment_pixels = ceil_div(gemm.k, segments);
 
   // With one segment the items write dW and db directly; with several, each segment sums into its own
