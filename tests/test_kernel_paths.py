@@ -184,6 +184,13 @@ CONV_PATHS = [
     pytest.param((2, 64, 64, 256, 256, 3, 2, 1, 256, 1), id="depthwise256_stride2_streamed_dx"),
     # 8 output and 8 input channels per group: the largest groups on the grouped path.
     pytest.param((2, 7, 9, 40, 40, 3, 1, 1, 5, "same"), id="grouped_8_8_per_group"),
+    # The weight gradient packs whole blocks of groups (32 at AVX-512, 16 at AVX2, 8 in scalar code) by
+    # fixed-size transposes of 1, 2, 4 or 8 channels per group: 32 groups of each count, in and out
+    # different; 40 groups, a whole block and a part; 3 channels per group, the general copy.
+    pytest.param((2, 7, 6, 64, 128, 3, 1, 1, 32, "same"), id="grouped_whole_blocks_2_in_4_out"),
+    pytest.param((1, 6, 5, 256, 256, 3, 2, 1, 32, 1), id="grouped_whole_blocks_8_8_stride2"),
+    pytest.param((1, 5, 6, 40, 80, 3, 1, 1, 40, "same"), id="grouped_block_and_part_1_in_2_out"),
+    pytest.param((1, 5, 6, 96, 96, 3, 1, 1, 32, "same"), id="grouped_whole_blocks_3_3"),
     # 2 output and 3 input channels per group.
     pytest.param((2, 8, 7, 21, 14, 3, 1, 1, 7, (1, 0, 2, 1)), id="grouped_2_out_3_in"),
     # The forward pass and dx of small groups, vectors across groups: 4 + 4 channels per group.
