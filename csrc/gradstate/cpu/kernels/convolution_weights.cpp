@@ -62,8 +62,9 @@ struct WeightsGemm {
   // segments of the pixel sum (enough for target_items items, of at least min_segment_pixels each, their
   // partial dW and db within max_partial_bytes). When that leaves few items that the threads cannot share
   // evenly, a few more, narrower column blocks make their number a multiple of the threads': each value of
-  // dW is still summed by one item in one order, so the bits stay the same. (A 512-channel 3x3 layer of 392
-  // pixels, in 9 column blocks, left one of 2 threads waiting for the ninth.)
+  // dW is still summed by one item in one order, so the bits stay the same. (A 3x3 stride-2 layer of 128
+  // channels and 196 pixels, in 3 column blocks, left one of 2 threads waiting for the third: 4 blocks took
+  // 0.30-0.32 ms instead of 0.40-0.43 ms.)
   struct Split {
     std::int64_t blocks, segments;
   };
@@ -77,10 +78,12 @@ struct WeightsGemm {
         min_of(ceil_div(target_items, p.groups * widest), ceil_div(pixels, min_segment_pixels));
     segments = max_of<std::int64_t>(1, min_of<std::int64_t>(segments, max_partial_bytes / (4 * partial)));
     const std::int64_t threads = num_threads(), per_block = p.groups * segments;
-    std::int64_t blocks = widest;
-    if (per_block * blocks < 4 * threads)
-      while ((per_block * blocks) % threads != 0 && blocks < ceil_div(n, unit)) ++blocks;
-    return {blocks, segments};
+    if (per_block * widest >= 4 * threads) return {widest, segments};
+    // Asked for b blocks, the constructor makes this many (equal blocks of whole tiles may need fewer).
+    const auto made = [&](std::int64_t b) { return ceil_div(n, ceil_div(n, b * unit) * unit); };
+    for (std::int64_t b = widest; b <= ceil_div(n, unit); ++b)
+      if (per_block * made(b) % threads == 0) return {made(b), segments};
+    return {widest, segments};
   }
 
   // a[W-block][k][W] = dy of pixels [k0, k0 + kc) for the group's output channels, zero beyond m; adds the

@@ -108,6 +108,8 @@ inline void microkernel_runs(const Runs& runs, const float* b, bool streaming, c
       accumulate<MR, NV, true>(acc, runs.kc, a, runs.lda, b);
       continue;
     }
+    // Steps of a line from a, which need not start one: the row's last line is asked for on its own.
+    for (int m = 0; m < MR; ++m) __builtin_prefetch(a + m * runs.lda + runs.kc - 1 + ahead);
     for (std::int64_t k = 0; k < runs.kc; k += line_floats) {
       for (int m = 0; m < MR; ++m) __builtin_prefetch(a + m * runs.lda + k + ahead);
       accumulate<MR, NV, true>(acc, min_of(line_floats, runs.kc - k), a + k, runs.lda, b + k * NR);
