@@ -179,7 +179,8 @@ CONV_PATHS = [
     pytest.param((2, 7, 8, 37, 37, 1, 3, 1, 37, 0), id="depthwise37_1x1_stride3_unread_dx"),
     pytest.param((1, 1, 1, 16, 16, 3, 4, 1, 16, 3), id="depthwise16_no_readers"),
     # 2^21 output values: the forward pass streams its stores past the caches; so does dx at stride 2, with
-    # 2^21 input values.
+    # 2^21 input values. In NCHW the weight gradient copies x and dy into NHWC one image (8 MiB or more) at
+    # a time, each adding to the dW and db of the one before.
     pytest.param((2, 64, 64, 256, 256, 3, 1, 1, 256, "same"), id="depthwise256_streamed_output"),
     pytest.param((2, 64, 64, 256, 256, 3, 2, 1, 256, 1), id="depthwise256_stride2_streamed_dx"),
     # 8 output and 8 input channels per group: the largest groups on the grouped path.

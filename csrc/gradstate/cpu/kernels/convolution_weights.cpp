@@ -439,11 +439,50 @@ void gemm_weights_gradient(const ConvParams& p, const float* dy, const float* x,
   gemms[best](p, dy, x, dw, db, accumulate);
 }
 
+// NCHW x and dy copied into NHWC at most this many bytes (a few images) at a time; see
+// weights_gradient_on_nhwc_copies.
+constexpr std::int64_t max_copy_bytes = 8 << 20;
+
+// The weight gradient of an NCHW layer from copies of x and dy in NHWC, a few whole images at a time, each
+// chunk's dW and db added to those before: for the layers whose NHWC way is Winograd's or the depthwise one,
+// twice as fast or more, copies included, as the GEMM or the grouped path that NCHW would otherwise take.
+void weights_gradient_on_nhwc_copies(const ConvParams& p, const float* dy, const float* x, float* dw,
+                                     float* db, bool accumulate) {
+  const std::int64_t in_plane = static_cast<std::int64_t>(p.in_h) * p.in_w,
+                     out_plane = static_cast<std::int64_t>(p.out_h) * p.out_w;
+  const std::int64_t x_image = p.in_c * in_plane, dy_image = p.out_c * out_plane;
+  const std::int64_t per_chunk =
+      min_of<std::int64_t>(p.batch, max_of<std::int64_t>(1, max_copy_bytes / (4 * (x_image + dy_image))));
+  const Memory copies(sizeof(float) * per_chunk * (x_image + dy_image));
+  float* xs = copies.floats();
+  float* dys = xs + per_chunk * x_image;
+  for (std::int64_t n0 = 0; n0 < p.batch; n0 += per_chunk) {
+    const std::int64_t count = min_of(per_chunk, p.batch - n0);
+    parallel_for(2 * count, [&](std::int64_t task) {
+      const std::int64_t i = task / 2;
+      if (task % 2 == 0) {
+        transpose(x + (n0 + i) * x_image, p.in_c, in_plane, in_plane, xs + i * x_image, p.in_c);
+      } else {
+        transpose(dy + (n0 + i) * dy_image, p.out_c, out_plane, out_plane, dys + i * dy_image, p.out_c);
+      }
+    });
+    ConvParams chunk = p;
+    chunk.layout = Layout::NHWC, chunk.batch = static_cast<std::int32_t>(count);
+    convolution_weights_gradient(chunk, dys, xs, dw, db, accumulate || n0 > 0);
+  }
+}
+
 }  // namespace
 
 void convolution_weights_gradient(const ConvParams& p, const float* dy, const float* x, float* dw, float* db,
                                   bool accumulate) {
   const std::int64_t og = p.out_c / p.groups, ig = p.in_c / p.groups;
+  if (p.layout == Layout::NCHW) {
+    ConvParams nhwc = p;
+    nhwc.layout = Layout::NHWC;
+    if (winograd_weights_gradient_applies(nhwc) || depthwise_weights_gradient_applies(nhwc))
+      return weights_gradient_on_nhwc_copies(p, dy, x, dw, db, accumulate);
+  }
   // Groups of a few channels leave most of a GEMM tile empty; vectors across groups fill them.
   if (winograd_weights_gradient_applies(p)) {
     winograd_weights_gradient_nhwc(p, dy, x, dw, db, accumulate);
