@@ -1,13 +1,14 @@
 """Shapes that steer the CPU kernels down each of their paths and through each of their tails.
 
-The weight gradient has five paths: Winograd's F(2x2, 3x3) for dense 3x3 stride-1 NHWC layers (up to 8 MiB of
+The weight gradient has five paths, all on NHWC data (NCHW layers run them on NHWC copies of x and dy, whole
+images, at most 8 MiB or one, at a time): Winograd's F(2x2, 3x3) for dense 3x3 stride-1 layers (up to 8 MiB of
 transformed gradient), in 8 or fewer work items (parts of the tiles times groups of output channels) that each
-run their tiles in blocks; kernel rows read in place for NHWC layers of one group, no dilation across and at
+run their tiles in blocks; kernel rows read in place for layers of one group, no dilation across and at
 most 4 input channels, or 1x1 with output rows of at least 32 pixels (up to 256 KiB of dW); a GEMM per group
 (groups == 1, or more than 8 output or input channels per group) with register tiles of 6 x 64 or 8 x 48
 (AVX-512), 6 x 16 or 4 x 24 (AVX2), 4 x 4 (scalar), possibly transposed, column blocks of at most 512 columns
 (KH * KW * I / groups of them) and, when there are few column blocks and many pixels, the pixel sum split into
-segments; depthwise in NHWC, read in place pixel by pixel over sweeps of at most 3 taps of a kernel row, in
+segments; depthwise, read in place pixel by pixel over sweeps of at most 3 taps of a kernel row, in
 the widest blocks of 8, 4 or 2 vectors of channels (4 or 2 on AVX2) the channels fill, border pixels reading
 zeros; and "vectors across groups" for the other small groups (at most 8 output and 8 input channels per
 group), which sweeps the taps 9 at a time. The forward pass runs a GEMM when a group has at least 8 output
@@ -151,10 +152,12 @@ CONV_PATHS = [
     # Padding on the left wider than the row of outputs reaches (9 outputs, the first 10 would be border
     # columns): every column is a border one, and none is written past the row.
     pytest.param((2, 3, 1, 16, 16, 3, 1, 1, 16, (1, 1, 10, 0)), id="depthwise16_left_padding_past_the_row"),
-    # 25 taps: sweeps of 9, 9 and 7 taps across groups (NCHW), of 3 and 2 taps per kernel row (NHWC).
+    # 25 taps: sweeps of 3 and 2 taps per kernel row; across groups (2 channels each), sweeps of 9, 9 and 7.
     pytest.param((2, 9, 10, 37, 37, 5, 1, 1, 37, "same"), id="depthwise37_5x5"),
-    # One tap: a sweep across groups that repeats it into the 8 unused slots and must drop their sums.
+    pytest.param((2, 9, 10, 16, 16, 5, 1, 1, 8, "same"), id="grouped_2_2_5x5"),
+    # One tap; across groups, a sweep that repeats it into the 8 unused slots and must drop their sums.
     pytest.param((2, 7, 6, 37, 37, 1, 1, 1, 37, 0), id="depthwise37_1x1"),
+    pytest.param((2, 7, 6, 16, 16, 1, 1, 1, 8, 0), id="grouped_2_2_1x1"),
     pytest.param((2, 9, 8, 37, 37, 3, 1, 2, 37, "same"), id="depthwise37_dilation2"),
     # The weight gradient's blocks of 4 and 8 vectors of channels (AVX-512), the last one overlapping the
     # one before; and output rows whose every kernel row reads the top padding, which still add to db.

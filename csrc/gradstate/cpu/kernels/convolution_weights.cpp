@@ -24,7 +24,6 @@ namespace {
 // Cache blocking: a panel of KC pixels by at most max_columns columns of X is packed per step, next to KC
 // pixels of dy for every output channel of the group.
 constexpr std::int64_t KC = 256;
-constexpr std::int64_t planar_pixels = 4 * KC;  // output pixels of NCHW data copied into NHWC at a time
 constexpr std::int64_t max_columns = 512;
 
 // Work is split into items of (group, column block, pixel segment). The segments depend on the problem
@@ -87,7 +86,7 @@ struct WeightsGemm {
   }
 
   // a[W-block][k][W] = dy of pixels [k0, k0 + kc) for the group's output channels, zero beyond m; adds the
-  // values to db when db is not null. Like pack_x, it reads NHWC data (run_planar converts NCHW).
+  // values to db when db is not null. Like pack_x, it reads NHWC data (see weights_gradient_on_nhwc_copies).
   template <int W>
   void pack_dy(std::int64_t g, std::int64_t k0, std::int64_t kc, float* a, float* db) const {
     // Rows past m stay zero, so the last tile's extra output channels accumulate nothing.
@@ -116,49 +115,12 @@ struct WeightsGemm {
     pack_columns(geo, x, W, g, j0, nc, k0, kc, b);
   }
 
-  // NCHW: packing would gather the values of one pixel from as many planes, so the rows of each image that
-  // the pixels need are first copied, for this group's channels, into NHWC order, and the NHWC path runs on
-  // the copy: a one-image problem over those rows, its padding shifted to match.
-  void run_planar(std::int64_t g, std::int64_t j0, std::int64_t k_begin, std::int64_t k_end, float* c,
-                  float* db) const {
-    const ConvParams& p = geo.p;
-    const std::int64_t ig = geo.in_per_group, in_plane = static_cast<std::int64_t>(p.in_h) * p.in_w;
-    const std::int64_t out_plane = static_cast<std::int64_t>(p.out_h) * p.out_w;
-    for (std::int64_t k = k_begin; k < k_end;) {
-      const std::int64_t img = k / out_plane, first = k % out_plane;
-      // At most planar_pixels at a time, so that the copies stay small whatever the image's size.
-      const std::int64_t count = min_of(min_of(k_end - k, out_plane - first), planar_pixels);
-      const std::int64_t oh0 = first / p.out_w, oh1 = (first + count - 1) / p.out_w + 1;
-      const std::int64_t r0 = max_of<std::int64_t>(0, oh0 * p.stride_y - p.pad_top);
-      const std::int64_t r1 = min_of<std::int64_t>(
-          p.in_h, (oh1 - 1) * p.stride_y - p.pad_top + (p.kernel_h - 1) * p.dilation_y + 1);
-      ConvParams rows = p;
-      rows.batch = 1, rows.groups = 1, rows.layout = Layout::NHWC;
-      rows.in_c = static_cast<std::int32_t>(ig), rows.out_c = static_cast<std::int32_t>(m);
-      rows.in_h = static_cast<std::int32_t>(max_of<std::int64_t>(r1 - r0, 0));
-      rows.out_h = static_cast<std::int32_t>(oh1 - oh0);
-      rows.pad_top = static_cast<std::int32_t>(p.pad_top + r0 - oh0 * p.stride_y);
-      const std::int64_t x_values = static_cast<std::int64_t>(rows.in_h) * p.in_w;
-      const std::int64_t dy_values = static_cast<std::int64_t>(rows.out_h) * p.out_w;
-      const Memory xs_memory(sizeof(float) * (x_values * ig + dy_values * m + 1));
-      float* xs = xs_memory.floats();
-      float* dys = xs + x_values * ig;
-      transpose(x + img * geo.x.n + g * ig * in_plane + r0 * p.in_w, ig, x_values, in_plane, xs, ig);
-      transpose(dy + img * geo.y.n + g * m * out_plane + oh0 * p.out_w, m, dy_values, out_plane, dys, m);
-      // The layer's column blocks: ceil_div(n, column_blocks * unit) * unit is nc again.
-      const WeightsGemm copy(rows, dys, xs, column_blocks);
-      copy.run(0, j0, first - oh0 * p.out_w, first - oh0 * p.out_w + count, c, db);
-      k += count;
-    }
-  }
-
   // c[:, j0 : j0 + nc] += the product over pixels [k_begin, k_end); db (when not null) += dy over them.
   // Normally the microkernel's rows are output channels and its vectors columns of X, accumulating straight
   // into c; transposed, its rows are columns of X and its vectors output channels (for few, odd columns,
   // as in a first layer), accumulating into a transposed tile that is added to c at the end.
   void run(std::int64_t g, std::int64_t j0, std::int64_t k_begin, std::int64_t k_end, float* c,
            float* db) const {
-    if (geo.p.layout == Layout::NCHW) return run_planar(g, j0, k_begin, k_end, c, db);
     const std::int64_t nc = min_of(this->nc, n - j0);
     const std::int64_t row_blocks = Transposed ? ceil_div(nc, MR) : ceil_div(m, MR);
     const std::int64_t vector_blocks = Transposed ? ceil_div(m, NR) : ceil_div(nc, NR);
@@ -277,19 +239,19 @@ struct GroupedGeometry {
   std::int64_t og, ig, taps, padded_h, padded_w, out_pixels, blocks;
 };
 
-// dst[j * plane + g] = src[(g * count + j) * stride] for g < groups and j < count: the channels of one
-// pixel, group by group, into one plane per channel of a group. With NHWC data (stride 1), a whole block of
-// groups and a count fixed at compile time, the compiler turns this transpose into vector shuffles (2.4x
-// faster than a strided copy per channel, for 4 channels per group).
+// dst[j * plane + g] = src[g * count + j] for g < groups and j < count: the channels of one NHWC pixel,
+// group by group, into one plane per channel of a group. With a whole block of groups and a count fixed at
+// compile time, the compiler turns this transpose into vector shuffles (2.4x faster than a strided copy per
+// channel, for 4 channels per group).
 template <int Count>
 void unpack_block(const float* src, std::int64_t plane, float* dst) {
   for (std::int64_t g = 0; g < group_block; ++g)
     for (int j = 0; j < Count; ++j) dst[j * plane + g] = src[g * Count + j];
 }
 
-void unpack_groups(const float* src, std::int64_t stride, std::int64_t groups, std::int64_t count,
-                   std::int64_t plane, float* dst) {
-  if (stride == 1 && groups == group_block) {
+void unpack_groups(const float* src, std::int64_t groups, std::int64_t count, std::int64_t plane,
+                   float* dst) {
+  if (groups == group_block) {
     switch (count) {
       case 1:
         return unpack_block<1>(src, plane, dst);
@@ -304,7 +266,7 @@ void unpack_groups(const float* src, std::int64_t stride, std::int64_t groups, s
     }
   }
   for (std::int64_t g = 0; g < groups; ++g)
-    for (std::int64_t j = 0; j < count; ++j) dst[j * plane + g] = src[(g * count + j) * stride];
+    for (std::int64_t j = 0; j < count; ++j) dst[j * plane + g] = src[g * count + j];
 }
 
 // Packs image n's dy and x for groups [g0, g0 + group_block) (zeros past the last group and in x's
@@ -322,8 +284,8 @@ void pack_groups(const GroupedGeometry& gg, const float* dy, const float* x, std
   }
   for (std::int64_t pix = 0; pix < gg.out_pixels; ++pix) {
     const float* src = dy + gg.geo.y_offset(n, pix / p.out_w, pix % p.out_w, g0 * gg.og);
-    unpack_groups(src, gg.geo.y.c, groups, gg.og, dy_plane, pdy + pix * group_block);
-    for (std::int64_t c = 0; c < groups * gg.og; ++c) db_part[g0 * gg.og + c] += src[c * gg.geo.y.c];
+    unpack_groups(src, groups, gg.og, dy_plane, pdy + pix * group_block);
+    for (std::int64_t c = 0; c < groups * gg.og; ++c) db_part[g0 * gg.og + c] += src[c];
   }
   // Packed row r is input row r - pad_top, column c input column c - pad_left.
   const std::int64_t left = min_of<std::int64_t>(p.pad_left, gg.padded_w);
@@ -342,7 +304,7 @@ void pack_groups(const GroupedGeometry& gg, const float* dy, const float* x, std
                   sizeof(float) * (gg.padded_w - right) * group_block);
     }
     for (std::int64_t c = left; c < right; ++c)
-      unpack_groups(x + gg.geo.x_offset(n, ih, c - p.pad_left, g0), gg.geo.x.c, groups, gg.ig, x_plane,
+      unpack_groups(x + gg.geo.x_offset(n, ih, c - p.pad_left, g0), groups, gg.ig, x_plane,
                     row + c * group_block);
   }
 }
@@ -444,8 +406,11 @@ void gemm_weights_gradient(const ConvParams& p, const float* dy, const float* x,
 constexpr std::int64_t max_copy_bytes = 8 << 20;
 
 // The weight gradient of an NCHW layer from copies of x and dy in NHWC, a few whole images at a time, each
-// chunk's dW and db added to those before: for the layers whose NHWC way is Winograd's or the depthwise one,
-// twice as fast or more, copies included, as the GEMM or the grouped path that NCHW would otherwise take.
+// chunk's dW and db added to those before. Every path reads NHWC: the channels of a pixel together, where
+// NCHW has them a plane apart. (Copies of a few rows per work item, as the GEMM path once made, were slower
+// on every layer measured: 3x3 stride 2 of 128 channels 16-17 against 13-15 ms, 7x7 stride-2 first layer
+// 16.3 against 15.0 ms, 3x3 of 512 channels 12.2-12.8 against 11.0-11.7 ms; and they left Winograd's,
+// the in-place and the depthwise paths to NHWC alone.)
 void weights_gradient_on_nhwc_copies(const ConvParams& p, const float* dy, const float* x, float* dw,
                                      float* db, bool accumulate) {
   const std::int64_t in_plane = static_cast<std::int64_t>(p.in_h) * p.in_w,
@@ -477,12 +442,7 @@ void weights_gradient_on_nhwc_copies(const ConvParams& p, const float* dy, const
 void convolution_weights_gradient(const ConvParams& p, const float* dy, const float* x, float* dw, float* db,
                                   bool accumulate) {
   const std::int64_t og = p.out_c / p.groups, ig = p.in_c / p.groups;
-  if (p.layout == Layout::NCHW) {
-    ConvParams nhwc = p;
-    nhwc.layout = Layout::NHWC;
-    if (winograd_weights_gradient_applies(nhwc) || depthwise_weights_gradient_applies(nhwc))
-      return weights_gradient_on_nhwc_copies(p, dy, x, dw, db, accumulate);
-  }
+  if (p.layout == Layout::NCHW) return weights_gradient_on_nhwc_copies(p, dy, x, dw, db, accumulate);
   // Groups of a few channels leave most of a GEMM tile empty; vectors across groups fill them.
   if (winograd_weights_gradient_applies(p)) {
     winograd_weights_gradient_nhwc(p, dy, x, dw, db, accumulate);
