@@ -186,6 +186,12 @@ CONV_PATHS = [
     # a time, each adding to the dW and db of the one before.
     pytest.param((2, 64, 64, 256, 256, 3, 1, 1, 256, "same"), id="depthwise256_streamed_output"),
     pytest.param((2, 64, 64, 256, 256, 3, 2, 1, 256, 1), id="depthwise256_stride2_streamed_dx"),
+    # NCHW at stride 1 with at least 2^21 input values: the plane kernel (zero-padded rows, vectors along
+    # the output row), here with rows of 62, 70 and 65 outputs (a partial last vector at every level),
+    # dilation 2 and asymmetric padding, a 7x7 kernel, a 1x1 kernel; the forward pass also gives dx.
+    pytest.param((1, 67, 62, 512, 512, 3, 1, 2, 512, (2, 1, 0, 3)), id="depthwise512_planes_dilation2"),
+    pytest.param((1, 64, 70, 480, 480, 7, 1, 1, 480, "same"), id="depthwise480_planes_7x7"),
+    pytest.param((2, 33, 65, 512, 512, 1, 1, 1, 512, 0), id="depthwise512_planes_1x1"),
     # 8 output and 8 input channels per group: the largest groups on the grouped path.
     pytest.param((2, 7, 9, 40, 40, 3, 1, 1, 5, "same"), id="grouped_8_8_per_group"),
     # The weight gradient packs whole blocks of groups (32 at AVX-512, 16 at AVX2, 8 on NEON, 2 in scalar
