@@ -7,8 +7,8 @@
 // microkernel reads in place from x where no tap reads the padding and from a packed panel elsewhere, and
 // accumulates MR pixels by NR output channels. The data gradient of stride-1 layers is such a
 // forward pass too (see convolution_data_gradient), and so is each stride phase of larger strides
-// (data_gradient_phases). Depthwise layers run vectors across channels (along rows
-// in NCHW, convolution_depthwise_nchw.cpp), layers with small groups vectors across groups
+// (data_gradient_phases). Depthwise layers run vectors across channels (along rows for large
+// stride-1 NCHW inputs, convolution_depthwise_nchw.cpp), layers with small groups vectors across groups
 // (convolution_grouped.cpp); the rest direct loops over the formulas.
 #include <algorithm>
 #include <array>
