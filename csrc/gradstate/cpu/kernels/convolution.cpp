@@ -341,15 +341,11 @@ void on_nhwc_copies(const ConvParams& p, const float* src, std::int64_t src_c, s
   const Memory copies(sizeof(float) * p.batch * (src_image + dst_image));
   float* src_copy = copies.floats();
   float* dst_copy = src_copy + p.batch * src_image;
-  parallel_for(p.batch, [&](std::int64_t img) {
-    transpose(src + img * src_image, src_c, src_plane, src_plane, src_copy + img * src_image, src_c);
-  });
+  transpose_images(src, p.batch, src_c, src_plane, src_copy);
   ConvParams q = p;
   q.layout = Layout::NHWC;
   nhwc(q, src_copy, dst_copy);
-  parallel_for(p.batch, [&](std::int64_t img) {
-    transpose(dst_copy + img * dst_image, dst_plane, dst_c, dst_c, dst + img * dst_image, dst_plane);
-  });
+  transpose_images(dst_copy, p.batch, dst_plane, dst_c, dst);
 }
 
 std::int64_t in_plane_of(const ConvParams& p) { return static_cast<std::int64_t>(p.in_h) * p.in_w; }

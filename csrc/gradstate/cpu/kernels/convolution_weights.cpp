@@ -423,14 +423,8 @@ void weights_gradient_on_nhwc_copies(const ConvParams& p, const float* dy, const
   float* dys = xs + per_chunk * x_image;
   for (std::int64_t n0 = 0; n0 < p.batch; n0 += per_chunk) {
     const std::int64_t count = min_of(per_chunk, p.batch - n0);
-    parallel_for(2 * count, [&](std::int64_t task) {
-      const std::int64_t i = task / 2;
-      if (task % 2 == 0) {
-        transpose(x + (n0 + i) * x_image, p.in_c, in_plane, in_plane, xs + i * x_image, p.in_c);
-      } else {
-        transpose(dy + (n0 + i) * dy_image, p.out_c, out_plane, out_plane, dys + i * dy_image, p.out_c);
-      }
-    });
+    transpose_images(x + n0 * x_image, count, p.in_c, in_plane, xs);
+    transpose_images(dy + n0 * dy_image, count, p.out_c, out_plane, dys);
     ConvParams chunk = p;
     chunk.layout = Layout::NHWC, chunk.batch = static_cast<std::int32_t>(count);
     convolution_weights_gradient(chunk, dys, xs, dw, db, accumulate || n0 > 0);

@@ -183,7 +183,8 @@ struct Winograd {
   void gather_kernels(std::int64_t o0, std::int64_t c0, std::int64_t count, bool prefetch_next,
                       float (&g)[9][lanes][lanes]) const {
     const std::int64_t o_count = max_of<std::int64_t>(0, min_of<std::int64_t>(lanes, outputs - o0));
-    if (o_count < lanes || count < lanes) std::memset(g, 0, sizeof g);
+    // Lanes past the last output channel are zeroed; rows past count are never read.
+    if (o_count < lanes) std::memset(g, 0, sizeof g);
     if (kernels == WinogradKernels::forward) {  // w[o][tap][c]
       for (std::int64_t i = 0; prefetch_next && i < 9 * o_count; ++i)
         __builtin_prefetch(w + (o0 * 9 + i) * channels + c0 + lanes);

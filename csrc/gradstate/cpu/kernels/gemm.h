@@ -7,6 +7,7 @@
 
 #include "gradstate/cpu/kernels/conv_geometry.h"
 #include "gradstate/cpu/kernels/vec.h"
+#include "gradstate/cpu/thread_pool.h"
 
 namespace gradstate::cpu::GRADSTATE_ISA_NAMESPACE {
 
@@ -96,7 +97,7 @@ inline void microkernel_runs(const Runs& runs, const float* b, bool streaming, c
   // The first write of c's lines: fetched while the tile is computed rather than when it is stored.
   if (!streamed)
     for (int m = 0; m < rows; ++m)
-      for (int v = 0; v < NV; ++v) __builtin_prefetch(c + m * ldc + v * lanes, 1);
+      for (int j = 0; j < cols; j += lanes) __builtin_prefetch(c + m * ldc + j, 1);
   Vec acc[MR][NV];
   for (int v = 0; v < NV; ++v) {
     const Vec start = load(init + v * lanes);
@@ -273,6 +274,15 @@ inline void transpose(const float* src, std::int64_t rows, std::int64_t cols, st
         transpose_elements(from, tile_rows, tile_cols, src_stride, to, dst_stride);
       }
     }
+}
+
+// Image i of dst = image i of src transposed (rows x cols into cols x rows), for `images` images one after
+// another, a task per image: NCHW tensors into NHWC (rows the channels) and back (rows the pixels).
+inline void transpose_images(const float* src, std::int64_t images, std::int64_t rows, std::int64_t cols,
+                             float* dst) {
+  parallel_for(images, [&](std::int64_t i) {
+    transpose(src + i * rows * cols, rows, cols, cols, dst + i * rows * cols, rows);
+  });
 }
 
 }  // namespace gradstate::cpu::GRADSTATE_ISA_NAMESPACE
