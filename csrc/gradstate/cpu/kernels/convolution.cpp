@@ -503,37 +503,93 @@ struct Readers {
   std::vector<Pair> pairs;
 };
 
-// out[c] = sum over an input pixel's readers t of weights[t][c] * grads[t][c]. The number of readers changes
-// from pixel to pixel (at stride 2 it goes 1, 2, 1, 2 along a row); a loop over them, inside the loop over
-// channel vectors, left its exit branch mispredicted on most vectors. So pixels of up to max_unrolled_readers
-// take a copy with the count fixed (Count; -1 reads it from count), whose loop over readers unrolls.
+// Along a row, the input columns of one stride phase, iw = residue + stride * j: each reads, at every tap kw
+// with kw * dilation = residue + pad (mod stride), dy column ow = j + offset. Columns [first, end) of the
+// phase have every such tap inside dy; the rest are border columns.
+struct ColumnPhase {
+  struct Tap {
+    std::int64_t kw, offset;
+  };
+  std::int64_t residue, first, end;
+  std::vector<Tap> taps;
+};
+
+std::vector<ColumnPhase> column_phases(const ConvParams& p) {
+  std::vector<ColumnPhase> phases;
+  for (std::int64_t residue = 0; residue < min_of<std::int64_t>(p.stride_x, p.in_w); ++residue) {
+    ColumnPhase phase{residue, 0, ceil_div(p.in_w - residue, static_cast<std::int64_t>(p.stride_x)), {}};
+    for (std::int64_t kw = 0; kw < p.kernel_w; ++kw) {
+      const std::int64_t lead = residue + p.pad_left - kw * p.dilation_x;
+      if (lead % p.stride_x != 0) continue;
+      const std::int64_t offset = lead / p.stride_x;  // exact, so right for negative leads too
+      phase.taps.push_back({kw, offset});
+      phase.first = max_of(phase.first, -offset);
+      phase.end = min_of(phase.end, p.out_w - offset);
+    }
+    phase.end = max_of(phase.first, phase.end);
+    phases.push_back(std::move(phase));
+  }
+  return phases;
+}
+
+// For `pixels` input pixels `out_step` floats apart: out[c] = the sum over readers t of weights[t][c] *
+// grads[t][c], each grads[t] moving on by grads_step per pixel. Count fixes the number of readers (-1: read
+// from count) so that the loop over them unrolls: a loop inside the loop over channel vectors left its exit
+// branch mispredicted on most vectors, the count changing from pixel to pixel.
 constexpr int max_unrolled_readers = 9;
 template <int Count>
-void gather_pixel(const float* const* weights, const float* const* grads, std::int64_t count,
-                  std::int64_t channels, bool streaming, float* out) {
+void gather_pixels(const float* const* weights, const float* const* grads, std::int64_t count,
+                   std::int64_t pixels, std::int64_t grads_step, std::int64_t out_step, std::int64_t channels,
+                   bool streaming, float* out) {
   const std::int64_t readers = Count >= 0 ? Count : count;
-  const auto gather = [&](std::int64_t c, auto zero, auto read) {
-    auto acc = zero;
-    for (std::int64_t t = 0; t < readers; ++t) acc += read(weights[t] + c) * read(grads[t] + c);
-    return acc;
-  };
-  std::int64_t c = 0;
-  for (; c + lanes <= channels; c += lanes) {
-    const Vec acc = gather(c, Vec{}, load);
-    streaming ? stream(out + c, acc) : store(out + c, acc);
+  // Fixed counts keep the pointers in registers (read through the arrays, they were reloaded after every
+  // store to out, which might have changed them).
+  constexpr int kept = Count > 0 ? Count : 1;
+  const float* w[kept];
+  const float* g[kept];
+  if constexpr (Count > 0) {
+    std::copy_n(weights, Count, w);
+    std::copy_n(grads, Count, g);
   }
-  for (; c < channels; ++c) out[c] = gather(c, 0.0f, [](const float* at) { return *at; });
+  const float* const* ws = Count >= 0 ? w : weights;
+  const float* const* gs = Count >= 0 ? g : grads;
+  for (std::int64_t pixel = 0; pixel < pixels; ++pixel, out += out_step) {
+    const std::int64_t at = pixel * grads_step;
+    const auto gather = [&](std::int64_t c, auto zero, auto read) {
+      auto acc = zero;
+      for (std::int64_t t = 0; t < readers; ++t) acc += read(ws[t] + c) * read(gs[t] + at + c);
+      return acc;
+    };
+    std::int64_t c = 0;
+    for (; c + lanes <= channels; c += lanes) {
+      const Vec acc = gather(c, Vec{}, load);
+      streaming ? stream(out + c, acc) : store(out + c, acc);
+    }
+    for (; c < channels; ++c) out[c] = gather(c, 0.0f, [](const float* p) { return *p; });
+  }
 }
 
 template <int... Counts>
 constexpr auto gather_table(std::integer_sequence<int, Counts...>) {
-  using Gather = void (*)(const float* const*, const float* const*, std::int64_t, std::int64_t, bool, float*);
-  return std::array<Gather, sizeof...(Counts)>{gather_pixel<Counts>...};
+  using Gather = void (*)(const float* const*, const float* const*, std::int64_t, std::int64_t, std::int64_t,
+                          std::int64_t, std::int64_t, bool, float*);
+  return std::array<Gather, sizeof...(Counts)>{gather_pixels<Counts>...};
+}
+
+void gather(const float* const* weights, const float* const* grads, std::int64_t count, std::int64_t pixels,
+            std::int64_t grads_step, std::int64_t out_step, std::int64_t channels, bool streaming,
+            float* out) {
+  static constexpr auto gathers = gather_table(std::make_integer_sequence<int, max_unrolled_readers + 1>{});
+  (count <= max_unrolled_readers ? gathers[count] : gather_pixels<-1>)(weights, grads, count, pixels,
+                                                                       grads_step, out_step, channels,
+                                                                       streaming, out);
 }
 
 // dx[n, ih, iw, c] = sum over the taps that read (ih, iw) of w[c, tap] * dy[n, oh, ow, c]: each input pixel
-// gathers its few readers (at stride s, about (K / s)^2 of them) and is written once, in pixel order, a task
-// per input row.
+// gathers its few readers (at stride s, about (K / s)^2 of them) and is written once, a task per input row.
+// Away from the borders the readers of a row's columns repeat with its stride phases, so each phase's
+// columns run as one gather whose dy pointers move on a pixel at a time; a pixel at a time, setting its
+// readers up took a third of the time.
 void depthwise_data_gradient_nhwc(const ConvParams& p, const float* dy, const float* w, float* dx) {
   const Geometry geo(p);
   const std::int64_t channels = p.out_c, taps = static_cast<std::int64_t>(p.kernel_h) * p.kernel_w;
@@ -542,6 +598,10 @@ void depthwise_data_gradient_nhwc(const ConvParams& p, const float* dy, const fl
   depthwise_taps_first(p, w, wt);
   const Readers rows(p.in_h, p.out_h, p.kernel_h, p.stride_y, p.pad_top, p.dilation_y);
   const Readers cols(p.in_w, p.out_w, p.kernel_w, p.stride_x, p.pad_left, p.dilation_x);
+  const std::vector<ColumnPhase> phases = column_phases(p);
+  std::vector<bool> border(p.in_w, true);
+  for (const ColumnPhase& phase : phases)
+    for (std::int64_t j = phase.first; j < phase.end; ++j) border[phase.residue + j * p.stride_x] = false;
   const bool streaming = streams_pixels(static_cast<std::int64_t>(p.batch) * p.in_h * p.in_w, channels, dx);
   const std::int64_t most_readers = rows.most() * cols.most();
   parallel_for(static_cast<std::int64_t>(p.batch) * p.in_h, [&](std::int64_t row) {
@@ -549,20 +609,27 @@ void depthwise_data_gradient_nhwc(const ConvParams& p, const float* dy, const fl
     const float** weights = static_cast<const float**>(thread_scratch(2 * sizeof(float*) * most_readers));
     const float** grads = weights + most_readers;
     const Readers::Pair* row_pairs = rows.pairs.data() + ih * rows.kernel;
+    for (const ColumnPhase& phase : phases) {
+      if (phase.first == phase.end) continue;
+      std::int64_t count = 0;
+      for (std::int64_t r = 0; r < rows.counts[ih]; ++r)
+        for (const ColumnPhase::Tap& tap : phase.taps) {
+          weights[count] = wt + (row_pairs[r].tap * p.kernel_w + tap.kw) * channels;
+          grads[count++] = dy + geo.y_offset(n, row_pairs[r].out, phase.first + tap.offset, 0);
+        }
+      gather(weights, grads, count, phase.end - phase.first, geo.y.w, p.stride_x * geo.x.w, channels,
+             streaming, dx + geo.x_offset(n, ih, phase.residue + phase.first * p.stride_x, 0));
+    }
     for (std::int64_t iw = 0; iw < p.in_w; ++iw) {
+      if (!border[iw]) continue;
       const Readers::Pair* col_pairs = cols.pairs.data() + iw * cols.kernel;
-      float* out = dx + geo.x_offset(n, ih, iw, 0);
-      // The pixel's readers: their weights and dy pixels.
       std::int64_t count = 0;
       for (std::int64_t r = 0; r < rows.counts[ih]; ++r)
         for (std::int64_t q = 0; q < cols.counts[iw]; ++q, ++count) {
           weights[count] = wt + (row_pairs[r].tap * p.kernel_w + col_pairs[q].tap) * channels;
           grads[count] = dy + geo.y_offset(n, row_pairs[r].out, col_pairs[q].out, 0);
         }
-      static constexpr auto gathers =
-          gather_table(std::make_integer_sequence<int, max_unrolled_readers + 1>{});
-      (count <= max_unrolled_readers ? gathers[count] : gather_pixel<-1>)(weights, grads, count, channels,
-                                                                          streaming, out);
+      gather(weights, grads, count, 1, 0, 0, channels, streaming, dx + geo.x_offset(n, ih, iw, 0));
     }
     if (streaming) stream_fence();
   });
