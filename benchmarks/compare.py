@@ -571,7 +571,7 @@ def parse_args(argv):
     args.timing = (
         {"warmup": 1, "rounds": 1, "min_time": 0.0, "min_runs": 2}
         if args.quick
-        else {"warmup": 2, "rounds": 3, "min_time": 0.3, "min_runs": 5}
+        else {"warmup": 2, "rounds": 10, "min_time": 0.6, "min_runs": 10}
     )
     return args
 
