@@ -219,6 +219,10 @@ CONV_PATHS = [
     # dx gathering output pixels at strides 2 and 3, with dilation and asymmetric padding.
     pytest.param((2, 11, 10, 24, 24, 3, 2, 1, 6, 1), id="grouped_vectors_dx_stride2"),
     pytest.param((2, 13, 12, 12, 18, 3, 3, 2, 6, (2, 1, 0, 3)), id="grouped_vectors_dx_stride3_dilation2"),
+    # dx's stride phases: a 1x1 kernel at stride 2 leaves the odd rows and columns unread (phases with no
+    # taps), a 5x5 kernel at strides (1, 3) reads each column by one or two taps.
+    pytest.param((2, 9, 9, 16, 16, 1, 2, 1, 4, 0), id="grouped_vectors_dx_1x1_stride2_unread"),
+    pytest.param((1, 9, 14, 16, 24, 5, (1, 3), 1, 4, 2), id="grouped_vectors_dx_5x5_strides_1_3"),
     # 6 input and 2 output channels per group: the forward pass's sources span three vectors (direct loops),
     # dx's fit.
     pytest.param((2, 5, 6, 18, 6, 3, 1, 1, 3, "same"), id="grouped_vectors_forward_direct_dx_vectors"),

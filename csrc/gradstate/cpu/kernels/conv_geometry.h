@@ -2,6 +2,8 @@
 #pragma once
 
 #include <cstdint>
+#include <utility>
+#include <vector>
 
 #include "gradstate/core/params.h"
 #include "gradstate/cpu/kernels/vec.h"
@@ -73,6 +75,35 @@ struct Geometry {
   Strides x, y;
   std::int64_t in_per_group, out_per_group;
 };
+
+// Along a row, the input columns of one stride phase, iw = residue + stride * j: each reads, at every tap kw
+// with kw * dilation = residue + pad (mod stride), dy column ow = j + offset. Columns [first, end) of the
+// phase have every such tap inside dy; the rest are border columns.
+struct ColumnPhase {
+  struct Tap {
+    std::int64_t kw, offset;
+  };
+  std::int64_t residue, first, end;
+  std::vector<Tap> taps;
+};
+
+inline std::vector<ColumnPhase> column_phases(const ConvParams& p) {
+  std::vector<ColumnPhase> phases;
+  for (std::int64_t residue = 0; residue < min_of<std::int64_t>(p.stride_x, p.in_w); ++residue) {
+    ColumnPhase phase{residue, 0, ceil_div(p.in_w - residue, static_cast<std::int64_t>(p.stride_x)), {}};
+    for (std::int64_t kw = 0; kw < p.kernel_w; ++kw) {
+      const std::int64_t lead = residue + p.pad_left - kw * p.dilation_x;
+      if (lead % p.stride_x != 0) continue;
+      const std::int64_t offset = lead / p.stride_x;  // exact, so right for negative leads too
+      phase.taps.push_back({kw, offset});
+      phase.first = max_of(phase.first, -offset);
+      phase.end = min_of(phase.end, p.out_w - offset);
+    }
+    phase.end = max_of(phase.first, phase.end);
+    phases.push_back(std::move(phase));
+  }
+  return phases;
+}
 
 // Calls visit(n, oh, ow, o, kh, kw, x_offset) for every (output element, tap) pair whose tap reads inside
 // the image; taps that read the zero padding contribute nothing.

@@ -503,35 +503,6 @@ struct Readers {
   std::vector<Pair> pairs;
 };
 
-// Along a row, the input columns of one stride phase, iw = residue + stride * j: each reads, at every tap kw
-// with kw * dilation = residue + pad (mod stride), dy column ow = j + offset. Columns [first, end) of the
-// phase have every such tap inside dy; the rest are border columns.
-struct ColumnPhase {
-  struct Tap {
-    std::int64_t kw, offset;
-  };
-  std::int64_t residue, first, end;
-  std::vector<Tap> taps;
-};
-
-std::vector<ColumnPhase> column_phases(const ConvParams& p) {
-  std::vector<ColumnPhase> phases;
-  for (std::int64_t residue = 0; residue < min_of<std::int64_t>(p.stride_x, p.in_w); ++residue) {
-    ColumnPhase phase{residue, 0, ceil_div(p.in_w - residue, static_cast<std::int64_t>(p.stride_x)), {}};
-    for (std::int64_t kw = 0; kw < p.kernel_w; ++kw) {
-      const std::int64_t lead = residue + p.pad_left - kw * p.dilation_x;
-      if (lead % p.stride_x != 0) continue;
-      const std::int64_t offset = lead / p.stride_x;  // exact, so right for negative leads too
-      phase.taps.push_back({kw, offset});
-      phase.first = max_of(phase.first, -offset);
-      phase.end = min_of(phase.end, p.out_w - offset);
-    }
-    phase.end = max_of(phase.first, phase.end);
-    phases.push_back(std::move(phase));
-  }
-  return phases;
-}
-
 // For `pixels` input pixels `out_step` floats apart: out[c] = the sum over readers t of weights[t][c] *
 // grads[t][c], each grads[t] moving on by grads_step per pixel. Count fixes the number of readers (-1: read
 // from count) so that the loop over them unrolls: a loop inside the loop over channel vectors left its exit

@@ -12,6 +12,9 @@
 #include "gradstate/cpu/kernels/convolution_grouped.h"
 
 #include <cstring>
+#include <numeric>
+#include <type_traits>
+#include <vector>
 
 #include "gradstate/cpu/kernels/conv_geometry.h"
 #include "gradstate/cpu/kernels/vec.h"
@@ -104,23 +107,24 @@ Vec lane_sources(const SourceVectors& v, VecIndex mask) {
   }
 }
 
-// dst[pixel, c] = init[c] + sum over taps t and j < k of weights[t][j][c] * src(pixel, t)[g(c) * k + j] for
-// `count` destination pixels of one row, where source(q, t) is the source pixel that destination pixel q
-// reads at tap t, or `zeros` (a pixel of zeros) for none. weights is laid out [block][tap][j][lanes]. The
-// source pixels of a block of destination pixels are found once for all blocks of lanes; padding and the
-// pixels past the row's end read zeros, so the inner loops have no branches.
+// dst[pixel, c] = init[c] + sum over the listed taps t = tap_ids[i] and j < k of weights[t][j][c] *
+// src(pixel, i)[g(c) * k + j] for `count` destination pixels dst_pixel_stride floats apart, where source(q,
+// i) is the source pixel that destination pixel q reads at the i-th listed tap, or `zeros` (a pixel of zeros)
+// for none. weights is laid out [block][tap][j][lanes], for all `taps` taps. The source pixels of a block of
+// destination pixels are found once for all blocks of lanes; padding and the pixels past the row's end read
+// zeros, so the inner loops have no branches.
 template <bool TwoVectors, int AlignedK, typename Source>
-void gather_row_with(const LanePlan& plan, std::int64_t taps, const float* weights, const float* init,
-                     const float* zeros, std::int64_t count, float* dst, std::int64_t dst_pixel_stride,
-                     Source&& source) {
+void gather_row_with(const LanePlan& plan, std::int64_t taps, const std::int64_t* tap_ids,
+                     std::int64_t tap_count, const float* weights, const float* init, const float* zeros,
+                     std::int64_t count, float* dst, std::int64_t dst_pixel_stride, Source&& source) {
   constexpr std::int64_t span = TwoVectors ? 2 * lanes : lanes;
   for (std::int64_t q0 = 0; q0 < count; q0 += pixels_per_block) {
     const std::int64_t pixels = min_of(pixels_per_block, count - q0);
     const float* at[max_vector_taps][pixels_per_block];
-    for (std::int64_t t = 0; t < taps; ++t)
+    for (std::int64_t i = 0; i < tap_count; ++i)
       for (std::int64_t q = 0; q < pixels_per_block; ++q) {
-        const float* pixel = q < pixels ? source(q0 + q, t) : nullptr;
-        at[t][q] = pixel != nullptr ? pixel : zeros;
+        const float* pixel = q < pixels ? source(q0 + q, i) : nullptr;
+        at[i][q] = pixel != nullptr ? pixel : zeros;
       }
     for (std::int64_t b = 0; b < plan.blocks; ++b) {
       const std::int64_t base = plan.base(b);
@@ -131,11 +135,11 @@ void gather_row_with(const LanePlan& plan, std::int64_t taps, const float* weigh
         for (int l = 0; l < lanes; ++l) start[l] = init[min_of(b * lanes + l, plan.dst_channels - 1)];
       }
       for (std::int64_t q = 0; q < pixels_per_block; ++q) acc[q] = start;
-      for (std::int64_t t = 0; t < taps; ++t) {
+      for (std::int64_t i = 0; i < tap_count; ++i) {
         SourceVectors v[pixels_per_block];
         for (std::int64_t q = 0; q < pixels_per_block; ++q)
-          v[q] = source_vectors<TwoVectors>(plan, at[t][q], base, in_place);
-        const float* wt = weights + (b * taps + t) * plan.k * lanes;
+          v[q] = source_vectors<TwoVectors>(plan, at[i][q], base, in_place);
+        const float* wt = weights + (b * taps + tap_ids[i]) * plan.k * lanes;
         for (std::int64_t j = 0; j < (AlignedK > 0 ? AlignedK : plan.k); ++j) {
           const Vec wv = load(wt + j * lanes);
           const VecIndex mask = AlignedK > 0 ? aligned_mask<AlignedK>(static_cast<int>(j)) : plan.mask(b, j);
@@ -157,18 +161,29 @@ void gather_row_with(const LanePlan& plan, std::int64_t taps, const float* weigh
 }
 
 template <typename Source>
-void gather_row(const LanePlan& plan, std::int64_t taps, const float* weights, const float* init,
-                const float* zeros, std::int64_t count, float* dst, std::int64_t dst_pixel_stride,
-                Source&& source) {
+void gather_row(const LanePlan& plan, std::int64_t taps, const std::int64_t* tap_ids, std::int64_t tap_count,
+                const float* weights, const float* init, const float* zeros, std::int64_t count, float* dst,
+                std::int64_t dst_pixel_stride, Source&& source) {
+  const auto run = [&](auto two_vectors, auto aligned_k) {
+    gather_row_with<decltype(two_vectors)::value, decltype(aligned_k)::value>(
+        plan, taps, tap_ids, tap_count, weights, init, zeros, count, dst, dst_pixel_stride, source);
+  };
   if (plan.two_vectors) {
-    gather_row_with<true, 0>(plan, taps, weights, init, zeros, count, dst, dst_pixel_stride, source);
+    run(std::true_type{}, std::integral_constant<int, 0>{});
   } else if (plan.aligned_groups && plan.k == 2) {
-    gather_row_with<false, 2>(plan, taps, weights, init, zeros, count, dst, dst_pixel_stride, source);
+    run(std::false_type{}, std::integral_constant<int, 2>{});
   } else if (plan.aligned_groups && plan.k == 4) {
-    gather_row_with<false, 4>(plan, taps, weights, init, zeros, count, dst, dst_pixel_stride, source);
+    run(std::false_type{}, std::integral_constant<int, 4>{});
   } else {
-    gather_row_with<false, 0>(plan, taps, weights, init, zeros, count, dst, dst_pixel_stride, source);
+    run(std::false_type{}, std::integral_constant<int, 0>{});
   }
+}
+
+// 0, 1, ..., taps - 1: every tap, in order.
+std::vector<std::int64_t> every_tap(std::int64_t taps) {
+  std::vector<std::int64_t> ids(taps);
+  std::iota(ids.begin(), ids.end(), std::int64_t{0});
+  return ids;
 }
 
 // packed[block][tap][j][lane] = weight(c, tap, j) for destination channel c = block * lanes + lane, zero for
@@ -218,10 +233,11 @@ void grouped_forward_nhwc(const ConvParams& p, const float* x, const float* w, c
     return w[(c * taps + t) * ig + j];
   });
   const Memory zeros(sizeof(float) * (p.in_c + 2 * lanes), true);
+  const std::vector<std::int64_t> all_taps = every_tap(taps);
   parallel_for(static_cast<std::int64_t>(p.batch) * p.out_h, [&](std::int64_t row) {
     const std::int64_t n = row / p.out_h, oh = row % p.out_h;
-    gather_row(plan, taps, packed.floats(), b, zeros.floats(), p.out_w, y + geo.y_offset(n, oh, 0, 0),
-               p.out_c, [&](std::int64_t ow, std::int64_t t) -> const float* {
+    gather_row(plan, taps, all_taps.data(), taps, packed.floats(), b, zeros.floats(), p.out_w,
+               y + geo.y_offset(n, oh, 0, 0), p.out_c, [&](std::int64_t ow, std::int64_t t) -> const float* {
                  const std::int64_t ih = geo.input_row(oh, t / p.kernel_w),
                                     iw = geo.input_col(ow, t % p.kernel_w);
                  return geo.row_inside(ih) && geo.col_inside(iw) ? x + geo.x_offset(n, ih, iw, 0) : nullptr;
@@ -246,16 +262,47 @@ void grouped_data_gradient_nhwc(const ConvParams& p, const float* dy, const floa
     if (at < 0 || at % stride != 0 || at / stride >= size) return -1;
     return at / stride;
   };
+  // Away from the borders, the columns of a stride phase are read by the same taps (about (K / s)^2 of the
+  // K^2), so each phase's columns gather over those taps only; the border columns gather over every tap,
+  // reading zeros for those that do not reach them.
+  const std::vector<ColumnPhase> phases = column_phases(p);
+  std::vector<bool> border(p.in_w, true);
+  for (const ColumnPhase& phase : phases)
+    for (std::int64_t j = phase.first; j < phase.end; ++j) border[phase.residue + j * p.stride_x] = false;
+  const std::vector<std::int64_t> all_taps = every_tap(taps);
   parallel_for(static_cast<std::int64_t>(p.batch) * p.in_h, [&](std::int64_t row) {
     const std::int64_t n = row / p.in_h, ih = row % p.in_h;
-    gather_row(plan, taps, packed.floats(), nullptr, zeros.floats(), p.in_w, dx + geo.x_offset(n, ih, 0, 0),
-               p.in_c, [&](std::int64_t iw, std::int64_t t) -> const float* {
-                 const std::int64_t oh =
-                     output_of(ih, p.pad_top, t / p.kernel_w, p.dilation_y, p.stride_y, p.out_h);
-                 const std::int64_t ow =
-                     output_of(iw, p.pad_left, t % p.kernel_w, p.dilation_x, p.stride_x, p.out_w);
-                 return oh >= 0 && ow >= 0 ? dy + geo.y_offset(n, oh, ow, 0) : nullptr;
-               });
+    std::int64_t tap_ids[max_vector_taps], out_rows[max_vector_taps], col_offsets[max_vector_taps];
+    for (const ColumnPhase& phase : phases) {
+      if (phase.first == phase.end) continue;
+      std::int64_t count = 0;
+      for (std::int64_t kh = 0; kh < p.kernel_h; ++kh) {
+        const std::int64_t oh = output_of(ih, p.pad_top, kh, p.dilation_y, p.stride_y, p.out_h);
+        if (oh < 0) continue;
+        for (const ColumnPhase::Tap& tap : phase.taps) {
+          tap_ids[count] = kh * p.kernel_w + tap.kw;
+          out_rows[count] = oh;
+          col_offsets[count++] = phase.first + tap.offset;
+        }
+      }
+      gather_row(plan, taps, tap_ids, count, packed.floats(), nullptr, zeros.floats(),
+                 phase.end - phase.first,
+                 dx + geo.x_offset(n, ih, phase.residue + phase.first * p.stride_x, 0), p.stride_x * p.in_c,
+                 [&](std::int64_t q, std::int64_t i) -> const float* {
+                   return dy + geo.y_offset(n, out_rows[i], col_offsets[i] + q, 0);
+                 });
+    }
+    for (std::int64_t iw = 0; iw < p.in_w; ++iw) {
+      if (!border[iw]) continue;
+      gather_row(plan, taps, all_taps.data(), taps, packed.floats(), nullptr, zeros.floats(), 1,
+                 dx + geo.x_offset(n, ih, iw, 0), p.in_c, [&](std::int64_t, std::int64_t t) -> const float* {
+                   const std::int64_t oh =
+                       output_of(ih, p.pad_top, t / p.kernel_w, p.dilation_y, p.stride_y, p.out_h);
+                   const std::int64_t ow =
+                       output_of(iw, p.pad_left, t % p.kernel_w, p.dilation_x, p.stride_x, p.out_w);
+                   return oh >= 0 && ow >= 0 ? dy + geo.y_offset(n, oh, ow, 0) : nullptr;
+                 });
+    }
   });
 }
 
