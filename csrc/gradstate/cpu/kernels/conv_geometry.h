@@ -105,6 +105,14 @@ inline std::vector<ColumnPhase> column_phases(const ConvParams& p) {
   return phases;
 }
 
+// Whether each input column lies outside its phase's [first, end): a border column.
+inline std::vector<bool> border_columns(const ConvParams& p, const std::vector<ColumnPhase>& phases) {
+  std::vector<bool> border(p.in_w, true);
+  for (const ColumnPhase& phase : phases)
+    for (std::int64_t j = phase.first; j < phase.end; ++j) border[phase.residue + j * p.stride_x] = false;
+  return border;
+}
+
 // Calls visit(n, oh, ow, o, kh, kw, x_offset) for every (output element, tap) pair whose tap reads inside
 // the image; taps that read the zero padding contribute nothing.
 template <typename Visit>

@@ -570,9 +570,7 @@ void depthwise_data_gradient_nhwc(const ConvParams& p, const float* dy, const fl
   const Readers rows(p.in_h, p.out_h, p.kernel_h, p.stride_y, p.pad_top, p.dilation_y);
   const Readers cols(p.in_w, p.out_w, p.kernel_w, p.stride_x, p.pad_left, p.dilation_x);
   const std::vector<ColumnPhase> phases = column_phases(p);
-  std::vector<bool> border(p.in_w, true);
-  for (const ColumnPhase& phase : phases)
-    for (std::int64_t j = phase.first; j < phase.end; ++j) border[phase.residue + j * p.stride_x] = false;
+  const std::vector<bool> border = border_columns(p, phases);
   const bool streaming = streams_pixels(static_cast<std::int64_t>(p.batch) * p.in_h * p.in_w, channels, dx);
   const std::int64_t most_readers = rows.most() * cols.most();
   parallel_for(static_cast<std::int64_t>(p.batch) * p.in_h, [&](std::int64_t row) {

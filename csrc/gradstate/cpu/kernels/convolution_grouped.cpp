@@ -263,28 +263,31 @@ void grouped_data_gradient_nhwc(const ConvParams& p, const float* dy, const floa
     return at / stride;
   };
   // Away from the borders, the columns of a stride phase are read by the same taps (about (K / s)^2 of the
-  // K^2), so each phase's columns gather over those taps only; the border columns gather over every tap,
-  // reading zeros for those that do not reach them.
+  // K^2), so each phase's columns gather over those taps only; each run of border columns gathers over every
+  // tap, reading zeros for those that do not reach them.
   const std::vector<ColumnPhase> phases = column_phases(p);
-  std::vector<bool> border(p.in_w, true);
-  for (const ColumnPhase& phase : phases)
-    for (std::int64_t j = phase.first; j < phase.end; ++j) border[phase.residue + j * p.stride_x] = false;
+  const std::vector<bool> border = border_columns(p, phases);
   const std::vector<std::int64_t> all_taps = every_tap(taps);
   parallel_for(static_cast<std::int64_t>(p.batch) * p.in_h, [&](std::int64_t row) {
     const std::int64_t n = row / p.in_h, ih = row % p.in_h;
+    // The kernel rows that read input row ih, and the output rows they read it for.
+    std::int64_t kernel_rows[max_vector_taps], row_outputs[max_vector_taps], rows = 0;
+    for (std::int64_t kh = 0; kh < p.kernel_h; ++kh) {
+      const std::int64_t oh = output_of(ih, p.pad_top, kh, p.dilation_y, p.stride_y, p.out_h);
+      if (oh < 0) continue;
+      kernel_rows[rows] = kh;
+      row_outputs[rows++] = oh;
+    }
     std::int64_t tap_ids[max_vector_taps], out_rows[max_vector_taps], col_offsets[max_vector_taps];
     for (const ColumnPhase& phase : phases) {
       if (phase.first == phase.end) continue;
       std::int64_t count = 0;
-      for (std::int64_t kh = 0; kh < p.kernel_h; ++kh) {
-        const std::int64_t oh = output_of(ih, p.pad_top, kh, p.dilation_y, p.stride_y, p.out_h);
-        if (oh < 0) continue;
+      for (std::int64_t r = 0; r < rows; ++r)
         for (const ColumnPhase::Tap& tap : phase.taps) {
-          tap_ids[count] = kh * p.kernel_w + tap.kw;
-          out_rows[count] = oh;
+          tap_ids[count] = kernel_rows[r] * p.kernel_w + tap.kw;
+          out_rows[count] = row_outputs[r];
           col_offsets[count++] = phase.first + tap.offset;
         }
-      }
       gather_row(plan, taps, tap_ids, count, packed.floats(), nullptr, zeros.floats(),
                  phase.end - phase.first,
                  dx + geo.x_offset(n, ih, phase.residue + phase.first * p.stride_x, 0), p.stride_x * p.in_c,
@@ -292,16 +295,23 @@ void grouped_data_gradient_nhwc(const ConvParams& p, const float* dy, const floa
                    return dy + geo.y_offset(n, out_rows[i], col_offsets[i] + q, 0);
                  });
     }
-    for (std::int64_t iw = 0; iw < p.in_w; ++iw) {
-      if (!border[iw]) continue;
-      gather_row(plan, taps, all_taps.data(), taps, packed.floats(), nullptr, zeros.floats(), 1,
-                 dx + geo.x_offset(n, ih, iw, 0), p.in_c, [&](std::int64_t, std::int64_t t) -> const float* {
+    for (std::int64_t iw = 0; iw < p.in_w;) {
+      if (!border[iw]) {
+        ++iw;
+        continue;
+      }
+      std::int64_t end = iw + 1;
+      while (end < p.in_w && border[end]) ++end;
+      gather_row(plan, taps, all_taps.data(), taps, packed.floats(), nullptr, zeros.floats(), end - iw,
+                 dx + geo.x_offset(n, ih, iw, 0), p.in_c,
+                 [&](std::int64_t q, std::int64_t t) -> const float* {
                    const std::int64_t oh =
                        output_of(ih, p.pad_top, t / p.kernel_w, p.dilation_y, p.stride_y, p.out_h);
                    const std::int64_t ow =
-                       output_of(iw, p.pad_left, t % p.kernel_w, p.dilation_x, p.stride_x, p.out_w);
+                       output_of(iw + q, p.pad_left, t % p.kernel_w, p.dilation_x, p.stride_x, p.out_w);
                    return oh >= 0 && ow >= 0 ? dy + geo.y_offset(n, oh, ow, 0) : nullptr;
                  });
+      iw = end;
     }
   });
 }
