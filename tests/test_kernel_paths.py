@@ -11,14 +11,15 @@ most 4 input channels, or 1x1 with output rows of at least 32 pixels (up to 256 
 segments; depthwise, read in place pixel by pixel over sweeps of at most 3 taps of a kernel row, in
 the widest blocks of 8, 4 or 2 vectors of channels (4 or 2 on AVX2) the channels fill, border pixels reading
 zeros; and "vectors across groups" for the other small groups (at most 8 output and 8 input channels per
-group), which sweeps the taps 9 at a time. The forward pass runs a GEMM when a group has at least 8 output
-channels; dx runs one at stride 1 as a forward pass (at least 8 input channels per group), and at larger
-strides in stride phases (forward GEMMs writing every stride-th pixel; at least 32 input channels per group,
-no dilation) or else through col2im (at least 8 output channels per group); with fewer channels per group,
-vectors across groups (one shuffle of the source pixel's vectors per source channel of a group), when a block
-of lanes' sources fit two vectors. Instance norm sums blocks of 512 pixels, one plane per task in NCHW and 256
-channels per task in NHWC. Every case is checked against the float64 reference in both layouts;
-test_cpu_isa.py runs this file at every instruction-set level.
+group), which sweeps the taps 9 at a time. The forward pass of dense 3x3 layers of at least 16 channels runs
+Winograd's F(2x2, 3x3) at stride 1 and its stride-2 counterpart (25 products per 2x2 tile) at stride 2 without
+dilation; otherwise a GEMM when a group has at least 8 output channels; dx runs one at stride 1 as a forward
+pass (at least 8 input channels per group), and at larger strides in stride phases (forward GEMMs writing
+every stride-th pixel; at least 32 input channels per group, no dilation) or else through col2im (at least 8
+output channels per group); with fewer channels per group, vectors across groups (one shuffle of the source
+pixel's vectors per source channel of a group), when a block of lanes' sources fit two vectors. Instance norm
+sums blocks of 512 pixels, one plane per task in NCHW and 256 channels per task in NHWC. Every case is checked
+against the float64 reference in both layouts; test_cpu_isa.py runs this file at every instruction-set level.
 """
 
 import gradstate as gs
@@ -97,6 +98,15 @@ CONV_PATHS = [
     pytest.param((2, 7, 9, 20, 18, 3, 1, 2, 1, "same"), id="winograd_dilation2_odd_sizes"),
     pytest.param((1, 11, 13, 17, 16, 3, 1, (2, 3), 1, (1, 3, 0, 2)), id="winograd_dilation_2_3"),
     pytest.param((2, 6, 5, 16, 16, 3, 1, 4, 1, "same"), id="winograd_dilation4_small_image"),
+    # The forward pass's stride-2 scheme (5x5 patches four pixels apart, 2x2 output tiles): odd output sizes,
+    # no padding, "same" (one row and column more at the bottom and right), wide and asymmetric padding,
+    # channels no multiple of any vector width, many tiles in several blocks, and over 2 MiB of transformed
+    # weights (160 x 144 channels), whose blocks the threads share step by step.
+    pytest.param((1, 7, 9, 16, 16, 3, 2, 1, 1, "same"), id="winograd_stride2_odd_sizes_16"),
+    pytest.param((3, 10, 7, 37, 21, 3, 2, 1, 1, 0), id="winograd_stride2_no_padding_37_to_21"),
+    pytest.param((2, 9, 8, 19, 33, 3, 2, 1, 1, (3, 0, 1, 4)), id="winograd_stride2_wide_asymmetric_padding"),
+    pytest.param((2, 31, 29, 24, 70, 3, 2, 1, 1, 1), id="winograd_stride2_many_tiles_70"),
+    pytest.param((1, 9, 11, 160, 144, 3, 2, 1, 1, 1), id="winograd_stride2_shared_blocks"),
     # The weight gradient's work items: parts of the tiles (each with its own dU) times groups of output
     # channel blocks. 9 tiles of 130 x 136 channels: one part, its output blocks in groups, the last group
     # shorter at every level. 484 tiles of them: 4 parts of 2 groups (AVX-512). 256 x 256 channels (4 MiB of

@@ -89,6 +89,7 @@ CONV_SHAPES = [
     # Winograd: the forward pass's blocks shared out by thread count; the weight gradient's parts of the
     # tiles, each with its own dU and db summed in order (4 parts here, 8 parts of several blocks next).
     pytest.param((4, 20, 18, 24, 40, 3, 1, 1), id="winograd"),
+    pytest.param((4, 20, 18, 24, 40, 3, 1, 2), id="winograd_stride2"),
     pytest.param((1, 120, 120, 17, 20, 3, 1, 1), id="winograd_weights_parts_of_blocks"),
     # Winograd with over 1 MiB of transformed weights and few tiles: one part, its output channels in groups.
     pytest.param((1, 10, 12, 136, 130, 3, 1, 1), id="winograd_weights_output_groups"),

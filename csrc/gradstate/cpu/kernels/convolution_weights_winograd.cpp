@@ -54,7 +54,9 @@ std::int64_t floor_power_of_two(std::int64_t n) {
 
 template <int MR, int NV>
 struct WinogradWeights {
+  using S = StrideOne;  // see StrideTwo for why not at stride 2
   static constexpr std::int64_t NR = NV * lanes;
+  static constexpr int positions = S::positions;
 
   WinogradWeights(const ConvParams& p, const float* dy, const float* x)
       : geo(p),
@@ -150,7 +152,7 @@ struct WinogradWeights {
     for (std::int64_t t0 = it.t_begin; t0 < it.t_end; t0 += block_tiles) {
       const std::int64_t count = min_of(block_tiles, it.t_end - t0);
       for (std::int64_t t = 0; t < count; ++t) {
-        transform_input_patches(geo, grid, x, zeros, t0 + t, v + t * ldv, block_tiles * ldv);
+        transform_input_patches<S>(geo, grid, x, zeros, t0 + t, v + t * ldv, block_tiles * ldv);
         transform_gradients(t0 + t, it, v + t * NR, db);
       }
       multiply(v, count, it, t0 == it.t_begin, du);
@@ -170,14 +172,14 @@ struct WinogradWeights {
       for (int i = 0; i < 4; ++i) d[i] = src[i] ? load(src[i] + o) : Vec{};
       for (int i = 0; i < 4; ++i) sum += d[i];
       store(db + o, sum);
-      transform_output_gradient(d, zv);
+      transform_output_gradient<S>(d, zv);
       for (int xi = 0; xi < positions; ++xi) store(z + at(xi, o), zv[xi]);
     }
     for (; o < o_end; ++o) {
       float d[4], zv[positions];
       for (int i = 0; i < 4; ++i) d[i] = src[i] ? src[i][o] : 0.0f;
       for (int i = 0; i < 4; ++i) db[o] += d[i];
-      transform_output_gradient(d, zv);
+      transform_output_gradient<S>(d, zv);
       for (int xi = 0; xi < positions; ++xi) z[at(xi, o)] = zv[xi];
     }
   }
@@ -215,7 +217,7 @@ struct WinogradWeights {
             u[xi] = load(at);
             for (std::int64_t part = 1; part < parts; ++part) u[xi] += load(at + part * du_floats());
           }
-          transform_kernel_gradient(u, gv);
+          transform_kernel_gradient<S>(u, gv);
           for (int tap = 0; tap < 9; ++tap) store(g[tap][c], gv[tap]);
         }
         for (int tap = 0; tap < 9; ++tap) {
@@ -244,8 +246,8 @@ struct WinogradWeights {
 }  // namespace
 
 bool winograd_weights_gradient_applies(const ConvParams& p) {
-  return p.layout == Layout::NHWC && winograd_shape(p) &&
-         std::int64_t{sizeof(float)} * positions * p.in_c * p.out_c <= max_du_bytes;
+  return p.layout == Layout::NHWC && winograd_shape(p) && p.stride_y == 1 &&
+         std::int64_t{sizeof(float)} * StrideOne::positions * p.in_c * p.out_c <= max_du_bytes;
 }
 
 void winograd_weights_gradient_nhwc(const ConvParams& p, const float* dy, const float* x, float* dw,

@@ -1,14 +1,16 @@
 // Winograd's minimal filtering F(2x2, 3x3) (Lavin and Gray, "Fast Algorithms for Convolutional Neural
-// Networks", 2016) for the forward pass of dense 3x3 stride-1 layers, NHWC. The data gradient of such layers
-// is a forward pass too (convolution.cpp), so it runs here as well.
+// Networks", 2016) for the forward pass of dense 3x3 stride-1 layers, NHWC, and its stride-2 counterpart
+// (see winograd.h). The data gradient of stride-1 layers is a forward pass too (convolution.cpp), so it runs
+// here as well.
 //
-// Each 2x2 block of output pixels (a "tile") is computed from the 4x4 input pixels d it reads as
+// Each 2x2 block of output pixels (a "tile") is computed from the P x P input pixels d it reads (P = 4 at
+// stride 1, 5 at stride 2) as
 //   Y = A^T [ U ⊙ V ] A,   U = G g G^T (the 3x3 kernel g transformed), V = B^T d B,
-// 16 multiplications per pair of input and output channels instead of 36. Summed over the input channels,
-// the product at each of the 16 positions xi of the 4x4 transforms is a GEMM:
+// P^2 multiplications (16 or 25) per pair of input and output channels instead of 36. Summed over the input
+// channels, the product at each of the P^2 positions xi of the transforms is a GEMM:
 //   M[xi][tile][o] = sum over c of V[xi][tile][c] * U[xi][c][o],
 // run by the convolution microkernel. U is transformed and packed once per call; blocks of tiles then go
-// through three steps: their input patches into V, the 16 GEMMs into M, M into the output pixels (see run
+// through three steps: their input patches into V, the P^2 GEMMs into M, M into the output pixels (see run
 // for who takes which part). Each output value is computed in one order whatever the blocks, so the bits do
 // not depend on the thread count.
 #include "gradstate/cpu/kernels/convolution_winograd.h"
@@ -31,7 +33,9 @@ namespace {
 constexpr std::int64_t max_task_tiles = 96;
 constexpr std::int64_t max_task_bytes = std::int64_t{2} << 20;
 // Beyond this size of U, blocks are shared by the threads (see run), and their V and M kept within this.
-constexpr std::int64_t max_local_u_bytes = std::int64_t{1} << 20;
+// (A 3x3 stride-2 layer of 128 channels, 1.6 MiB of U, took 8.3-8.4 ms with local blocks against 8.3-13 ms
+// shared.)
+constexpr std::int64_t max_local_u_bytes = std::int64_t{2} << 20;
 constexpr std::int64_t max_shared_bytes = std::int64_t{8} << 20;
 // The channels of one task of the kernel transform.
 constexpr std::int64_t u_chunk_channels = 64;
@@ -40,9 +44,10 @@ constexpr std::int64_t u_chunk_channels = 64;
 // gradient the pass computes, w[c][8 - tap][o] (see winograd_data_gradient_pass_nhwc).
 enum class WinogradKernels { forward, exchanged };
 
-template <int MR, int NV>
+template <typename S, int MR, int NV>
 struct Winograd {
   static constexpr std::int64_t NR = NV * lanes;
+  static constexpr int positions = S::positions;
 
   Winograd(const ConvParams& p, const float* x, const float* w, WinogradKernels kernels, const float* b,
            float* y)
@@ -135,8 +140,8 @@ struct Winograd {
   void transform_inputs(const Block& blk, std::int64_t begin, std::int64_t end) const {
     for (std::int64_t t = begin; t < end; ++t) {
       if (t < blk.count) {
-        transform_input_patches(geo, grid, x, zeros.floats(), blk.first_tile + t, blk.v + t * ldv,
-                                block_tiles * ldv);
+        transform_input_patches<S>(geo, grid, x, zeros.floats(), blk.first_tile + t, blk.v + t * ldv,
+                                   block_tiles * ldv);
       } else {
         for (int xi = 0; xi < positions; ++xi)
           std::memset(blk.v + (xi * block_tiles + t) * ldv, 0, sizeof(float) * ldv);
@@ -166,7 +171,7 @@ struct Winograd {
         for (std::int64_t c = 0; c < count; ++c) {
           Vec gv[9], uv[positions];
           for (int tap = 0; tap < 9; ++tap) gv[tap] = load(g[tap][c]);
-          transform_kernel(gv, uv);
+          transform_kernel<S>(gv, uv);
           for (int xi = 0; xi < positions; ++xi) {
             float* row = u + ((xi * o_blocks + ob) * channels + c0 + c) * NR + (o0 - ob * NR);
             streamed ? stream(row, uv[xi]) : store(row, uv[xi]);
@@ -221,7 +226,7 @@ struct Winograd {
     for (; o + lanes <= outputs; o += lanes) {
       Vec mv[positions], yv[4];
       for (int i = 0; i < positions; ++i) mv[i] = load(m + i * stride + o);
-      transform_product(mv, yv);
+      transform_product<S>(mv, yv);
       const Vec bias = b ? load(b + o) : Vec{};
       for (int i = 0; i < 4; ++i)
         if (out[i]) store(out[i] + o, yv[i] + bias);
@@ -229,7 +234,7 @@ struct Winograd {
     for (; o < outputs; ++o) {
       float mv[positions], yv[4];
       for (int i = 0; i < positions; ++i) mv[i] = m[i * stride + o];
-      transform_product(mv, yv);
+      transform_product<S>(mv, yv);
       for (int i = 0; i < 4; ++i)
         if (out[i]) out[i][o] = yv[i] + (b ? b[o] : 0.0f);
     }
@@ -248,12 +253,13 @@ struct Winograd {
   Memory zeros;  // the input pixel of every patch position in the padding
 };
 
+template <typename S>
 void run_winograd(const ConvParams& p, const float* x, const float* w, WinogradKernels kernels,
                   const float* b, float* y) {
   if (tile_a_pads_least(p.out_c)) {
-    Winograd<tile_a[0], tile_a[1]>(p, x, w, kernels, b, y).run();
+    Winograd<S, tile_a[0], tile_a[1]>(p, x, w, kernels, b, y).run();
   } else {
-    Winograd<tile_b[0], tile_b[1]>(p, x, w, kernels, b, y).run();
+    Winograd<S, tile_b[0], tile_b[1]>(p, x, w, kernels, b, y).run();
   }
 }
 
@@ -262,12 +268,13 @@ void run_winograd(const ConvParams& p, const float* x, const float* w, WinogradK
 bool winograd_forward_applies(const ConvParams& p) { return winograd_shape(p); }
 
 void winograd_forward_nhwc(const ConvParams& p, const float* x, const float* w, const float* b, float* y) {
-  run_winograd(p, x, w, WinogradKernels::forward, b, y);
+  if (p.stride_y == 2) return run_winograd<StrideTwo>(p, x, w, WinogradKernels::forward, b, y);
+  run_winograd<StrideOne>(p, x, w, WinogradKernels::forward, b, y);
 }
 
 void winograd_data_gradient_pass_nhwc(const ConvParams& pass, const float* dy, const float* w, const float* b,
                                       float* dx) {
-  run_winograd(pass, dy, w, WinogradKernels::exchanged, b, dx);
+  run_winograd<StrideOne>(pass, dy, w, WinogradKernels::exchanged, b, dx);
 }
 
 }  // namespace gradstate::cpu::GRADSTATE_ISA_NAMESPACE

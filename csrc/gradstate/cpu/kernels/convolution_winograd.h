@@ -1,13 +1,13 @@
-// Forward pass and weight gradient of dense 3x3 stride-1 layers (any dilation) by Winograd's minimal
-// filtering, NHWC (see convolution_winograd.cpp and convolution_weights_winograd.cpp).
+// Forward pass of dense 3x3 layers at stride 1 (any dilation) or 2, and weight gradient at stride 1, by
+// Winograd's minimal filtering, NHWC (see convolution_winograd.cpp and convolution_weights_winograd.cpp).
 #pragma once
 
 #include "gradstate/core/params.h"
 
 namespace gradstate::cpu::GRADSTATE_ISA_NAMESPACE {
 
-// Whether the layer is one this algorithm computes: groups of 1, a 3x3 kernel, stride 1, and
-// enough channels for its GEMMs.
+// Whether the layer is one this algorithm computes: groups of 1, a 3x3 kernel, stride 1 (any dilation) or 2
+// (no dilation), and enough channels for its GEMMs.
 bool winograd_forward_applies(const ConvParams& p);
 
 void winograd_forward_nhwc(const ConvParams& p, const float* x, const float* w, const float* b, float* y);
@@ -19,8 +19,8 @@ void winograd_forward_nhwc(const ConvParams& p, const float* x, const float* w, 
 void winograd_data_gradient_pass_nhwc(const ConvParams& pass, const float* dy, const float* w, const float* b,
                                       float* dx);
 
-// Whether the layer is such a layer in NHWC, with few enough channels that the weight gradient's transform
-// dU stays within its memory bound.
+// Whether the layer is such a layer at stride 1, in NHWC, with few enough channels that the weight
+// gradient's transform dU stays within its memory bound.
 bool winograd_weights_gradient_applies(const ConvParams& p);
 
 // dw and db summed over the batch; overwritten unless accumulate.
