@@ -115,12 +115,13 @@ struct WeightsGemm {
     pack_columns(geo, x, W, g, j0, nc, k0, kc, b);
   }
 
-  // c[:, j0 : j0 + nc] += the product over pixels [k_begin, k_end); db (when not null) += dy over them.
-  // Normally the microkernel's rows are output channels and its vectors columns of X, accumulating straight
-  // into c; transposed, its rows are columns of X and its vectors output channels (for few, odd columns,
-  // as in a first layer), accumulating into a transposed tile that is added to c at the end.
-  void run(std::int64_t g, std::int64_t j0, std::int64_t k_begin, std::int64_t k_end, float* c,
-           float* db) const {
+  // c[:, j0 : j0 + nc] += the product over pixels [k_begin, k_end), or = it when `overwrite` (c's earlier
+  // values are then never read); db (when not null) += dy over them. Normally the microkernel's rows are
+  // output channels and its vectors columns of X, accumulating straight into c; transposed, its rows are
+  // columns of X and its vectors output channels (for few, odd columns, as in a first layer), accumulating
+  // into a transposed tile that is added to c at the end.
+  void run(std::int64_t g, std::int64_t j0, std::int64_t k_begin, std::int64_t k_end, float* c, float* db,
+           bool overwrite) const {
     const std::int64_t nc = min_of(this->nc, n - j0);
     const std::int64_t row_blocks = Transposed ? ceil_div(nc, MR) : ceil_div(m, MR);
     const std::int64_t vector_blocks = Transposed ? ceil_div(m, NR) : ceil_div(nc, NR);
@@ -152,14 +153,20 @@ struct WeightsGemm {
           } else {
             const int rows = static_cast<int>(min_of<std::int64_t>(MR, m - rb * MR));
             const int cols = static_cast<int>(min_of<std::int64_t>(NR, nc - vb * NR));
-            microkernel<MR, NV>(kc, ap, lda, bp, c + rb * MR * n + j0 + vb * NR, n, rows, cols);
+            float* out = c + rb * MR * n + j0 + vb * NR;
+            if (overwrite && k0 == k_begin) {
+              microkernel<MR, NV, false, false>(kc, ap, lda, bp, out, n, rows, cols);
+            } else {
+              microkernel<MR, NV>(kc, ap, lda, bp, out, n, rows, cols);
+            }
           }
         }
       }
     }
     if (!Transposed) return;
     for (std::int64_t o = 0; o < m; ++o)
-      for (std::int64_t j = 0; j < nc; ++j) c[o * n + j0 + j] += tile[j * ldt + o];
+      for (std::int64_t j = 0; j < nc; ++j)
+        c[o * n + j0 + j] = (overwrite ? 0.0f : c[o * n + j0 + j]) + tile[j * ldt + o];
   }
 
   Geometry geo;
@@ -180,15 +187,16 @@ void gemm_weights_gradient(const ConvParams& p, const float* dy, const float* x,
   const std::int64_t segment_pixels = ceil_div(gemm.k, segments);
 
   // With one segment the items write dW and db directly; with several, each segment sums into its own
-  // zeroed partial, and the partials are added in segment order below.
-  const Memory partials_memory(segments == 1 ? 0 : sizeof(float) * segments * (dw_size + p.out_c), true);
+  // partial, and the partials are added in segment order below. An item overwrites its part of dW or of a
+  // partial, so only the db it adds to is zeroed first. (No segment is empty: there are S <= 16 of them and
+  // more than min_segment_pixels * (S - 1) pixels, so S - 1 segments of ceil(pixels / S) leave some over.)
+  const Memory partials_memory(segments == 1 ? 0 : sizeof(float) * segments * (dw_size + p.out_c));
   float* partials = segments == 1 ? nullptr : partials_memory.floats();
-  if (segments == 1 && !accumulate) {
-    std::memset(dw, 0, sizeof(float) * dw_size);
-    std::memset(db, 0, sizeof(float) * p.out_c);
-  }
+  const bool overwrite = partials || !accumulate;
   auto dw_of = [&](std::int64_t s) { return partials ? partials + s * (dw_size + p.out_c) : dw; };
   auto db_of = [&](std::int64_t s) { return partials ? partials + s * (dw_size + p.out_c) + dw_size : db; };
+  if (overwrite)
+    for (std::int64_t s = 0; s < segments; ++s) std::memset(db_of(s), 0, sizeof(float) * p.out_c);
 
   parallel_for(segments * tiles, [&](std::int64_t item) {
     const std::int64_t s = item / tiles, tile = item % tiles;
@@ -196,7 +204,7 @@ void gemm_weights_gradient(const ConvParams& p, const float* dy, const float* x,
     const std::int64_t k_begin = s * segment_pixels, k_end = min_of(gemm.k, k_begin + segment_pixels);
     // The first column block of each group also sums db while it packs dy.
     float* group_db = jb == 0 ? db_of(s) + g * gemm.m : nullptr;
-    gemm.run(g, jb * gemm.nc, k_begin, k_end, dw_of(s) + g * weights_per_group, group_db);
+    gemm.run(g, jb * gemm.nc, k_begin, k_end, dw_of(s) + g * weights_per_group, group_db, overwrite);
   });
 
   if (partials == nullptr) return;

@@ -15,12 +15,26 @@ inline void sum_partials(const float* partials, std::int64_t parts, std::int64_t
                          std::int64_t db_size, float* dw, float* db, bool accumulate) {
   const std::int64_t part = dw_size + db_size;
   constexpr std::int64_t chunk = 4096;
+  // out[i] (+)= the parts' values at offset `first` + i, for i < count: whole vectors, then the rest.
+  const auto sum = [&](std::int64_t first, std::int64_t count, float* out) {
+    std::int64_t i = 0;
+    for (; i + lanes <= count; i += lanes) {
+      Vec total = accumulate ? load(out + i) : Vec{};
+      for (std::int64_t s = 0; s < parts; ++s) total += load(partials + s * part + first + i);
+      store(out + i, total);
+    }
+    for (; i < count; ++i) {
+      float total = accumulate ? out[i] : 0.0f;
+      for (std::int64_t s = 0; s < parts; ++s) total += partials[s * part + first + i];
+      out[i] = total;
+    }
+  };
   parallel_for(ceil_div(part, chunk), [&](std::int64_t c) {
-    for (std::int64_t e = c * chunk; e < min_of(part, (c + 1) * chunk); ++e) {
-      float* out = e < dw_size ? dw + e : db + (e - dw_size);
-      float sum = accumulate ? *out : 0.0f;
-      for (std::int64_t s = 0; s < parts; ++s) sum += partials[s * part + e];
-      *out = sum;
+    const std::int64_t begin = c * chunk, end = min_of(part, begin + chunk);
+    if (begin < dw_size) sum(begin, min_of(end, dw_size) - begin, dw + begin);
+    if (end > dw_size) {
+      const std::int64_t first = max_of(begin, dw_size);
+      sum(first, end - first, db + (first - dw_size));
     }
   });
 }
