@@ -33,7 +33,7 @@ namespace {
 constexpr std::int64_t max_task_tiles = 96;
 constexpr std::int64_t max_task_bytes = std::int64_t{2} << 20;
 // Beyond this size of U, blocks are shared by the threads (see run), and their V and M kept within this.
-// (A 3x3 stride-2 layer of 128 channels, 1.6 MiB of U, took 8.3-8.4 ms with local blocks against 8.3-13 ms
+// (A 3x3 stride-2 layer of 128 channels, 1.6 MiB of U, took 8.0-8.5 ms with local blocks against 8.3-13 ms
 // shared.)
 constexpr std::int64_t max_local_u_bytes = std::int64_t{2} << 20;
 constexpr std::int64_t max_shared_bytes = std::int64_t{8} << 20;
