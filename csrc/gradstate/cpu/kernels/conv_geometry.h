@@ -1,6 +1,7 @@
 // Index arithmetic of a convolution, shared by the convolution kernels of one ISA level.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <utility>
 #include <vector>
@@ -74,6 +75,36 @@ struct Geometry {
   const ConvParams& p;
   Strides x, y;
   std::int64_t in_per_group, out_per_group;
+};
+
+// Along one dimension, the output line whose tap reads input line i (out * stride - pad + tap * dilation =
+// i), or -1 for none.
+inline std::int64_t output_reading(std::int64_t i, std::int64_t tap, std::int64_t stride, std::int64_t pad,
+                                   std::int64_t dilation, std::int64_t outputs) {
+  const std::int64_t at = i + pad - tap * dilation;
+  if (at < 0 || at % stride != 0 || at / stride >= outputs) return -1;
+  return at / stride;
+}
+
+// Along one dimension, the (tap, output line) pairs that read each input line i, by ascending output (so by
+// descending tap): of(i)[r] for r < counts[i].
+struct Readers {
+  struct Pair {
+    std::int64_t tap, out;
+  };
+  Readers(std::int64_t inputs, std::int64_t outputs, int kernel, int stride, int pad, int dilation)
+      : kernel(kernel), counts(inputs, 0), pairs(inputs * kernel) {
+    for (std::int64_t i = 0; i < inputs; ++i)
+      for (std::int64_t tap = kernel - 1; tap >= 0; --tap) {
+        const std::int64_t out = output_reading(i, tap, stride, pad, dilation, outputs);
+        if (out >= 0) pairs[i * kernel + counts[i]++] = {tap, out};
+      }
+  }
+  const Pair* of(std::int64_t i) const { return pairs.data() + i * kernel; }
+  std::int64_t most() const { return *std::max_element(counts.begin(), counts.end()); }
+  std::int64_t kernel;
+  std::vector<std::int64_t> counts;
+  std::vector<Pair> pairs;
 };
 
 // Along a row, the input columns of one stride phase, iw = residue + stride * j: each reads, at every tap kw

@@ -483,26 +483,6 @@ void depthwise_forward_nhwc(const ConvParams& p, const float* x, const float* w,
   });
 }
 
-// Along one dimension, the (tap, output line) pairs that read each input line i: those with
-// out * stride - pad + tap * dilation = i, as pairs[i * kernel + r] for r < counts[i], by ascending output.
-struct Readers {
-  struct Pair {
-    std::int64_t tap, out;
-  };
-  Readers(std::int64_t inputs, std::int64_t outputs, int kernel, int stride, int pad, int dilation)
-      : kernel(kernel), counts(inputs, 0), pairs(inputs * kernel) {
-    for (std::int64_t out = 0; out < outputs; ++out)
-      for (int tap = 0; tap < kernel; ++tap) {
-        const std::int64_t i = out * stride - pad + static_cast<std::int64_t>(tap) * dilation;
-        if (i >= 0 && i < inputs) pairs[i * kernel + counts[i]++] = {tap, out};
-      }
-  }
-  std::int64_t most() const { return *std::max_element(counts.begin(), counts.end()); }
-  std::int64_t kernel;
-  std::vector<std::int64_t> counts;
-  std::vector<Pair> pairs;
-};
-
 // For `pixels` input pixels `out_step` floats apart: out[c] = the sum over readers t of weights[t][c] *
 // grads[t][c], each grads[t] moving on by grads_step per pixel. Count fixes the number of readers (-1: read
 // from count) so that the loop over them unrolls: a loop inside the loop over channel vectors left its exit
@@ -577,7 +557,7 @@ void depthwise_data_gradient_nhwc(const ConvParams& p, const float* dy, const fl
     const std::int64_t n = row / p.in_h, ih = row % p.in_h;
     const float** weights = static_cast<const float**>(thread_scratch(2 * sizeof(float*) * most_readers));
     const float** grads = weights + most_readers;
-    const Readers::Pair* row_pairs = rows.pairs.data() + ih * rows.kernel;
+    const Readers::Pair* row_pairs = rows.of(ih);
     for (const ColumnPhase& phase : phases) {
       if (phase.first == phase.end) continue;
       std::int64_t count = 0;
@@ -591,7 +571,7 @@ void depthwise_data_gradient_nhwc(const ConvParams& p, const float* dy, const fl
     }
     for (std::int64_t iw = 0; iw < p.in_w; ++iw) {
       if (!border[iw]) continue;
-      const Readers::Pair* col_pairs = cols.pairs.data() + iw * cols.kernel;
+      const Readers::Pair* col_pairs = cols.of(iw);
       std::int64_t count = 0;
       for (std::int64_t r = 0; r < rows.counts[ih]; ++r)
         for (std::int64_t q = 0; q < cols.counts[iw]; ++q, ++count) {

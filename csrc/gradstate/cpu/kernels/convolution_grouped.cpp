@@ -255,37 +255,24 @@ void grouped_data_gradient_nhwc(const ConvParams& p, const float* dy, const floa
     return w[(((c / ig) * og + j) * taps + t) * ig + c % ig];
   });
   const Memory zeros(sizeof(float) * (p.out_c + 2 * lanes), true);
-  // The output pixel whose tap reads input position i along one axis, or -1 for none.
-  const auto output_of = [](std::int64_t i, std::int64_t pad, std::int64_t k, std::int64_t dilation,
-                            std::int64_t stride, std::int64_t size) -> std::int64_t {
-    const std::int64_t at = i + pad - k * dilation;
-    if (at < 0 || at % stride != 0 || at / stride >= size) return -1;
-    return at / stride;
-  };
   // Away from the borders, the columns of a stride phase are read by the same taps (about (K / s)^2 of the
   // K^2), so each phase's columns gather over those taps only; each run of border columns gathers over every
   // tap, reading zeros for those that do not reach them.
   const std::vector<ColumnPhase> phases = column_phases(p);
   const std::vector<bool> border = border_columns(p, phases);
   const std::vector<std::int64_t> all_taps = every_tap(taps);
+  const Readers rows(p.in_h, p.out_h, p.kernel_h, p.stride_y, p.pad_top, p.dilation_y);
   parallel_for(static_cast<std::int64_t>(p.batch) * p.in_h, [&](std::int64_t row) {
     const std::int64_t n = row / p.in_h, ih = row % p.in_h;
-    // The kernel rows that read input row ih, and the output rows they read it for.
-    std::int64_t kernel_rows[max_vector_taps], row_outputs[max_vector_taps], rows = 0;
-    for (std::int64_t kh = 0; kh < p.kernel_h; ++kh) {
-      const std::int64_t oh = output_of(ih, p.pad_top, kh, p.dilation_y, p.stride_y, p.out_h);
-      if (oh < 0) continue;
-      kernel_rows[rows] = kh;
-      row_outputs[rows++] = oh;
-    }
+    const Readers::Pair* row_pairs = rows.of(ih);
     std::int64_t tap_ids[max_vector_taps], out_rows[max_vector_taps], col_offsets[max_vector_taps];
     for (const ColumnPhase& phase : phases) {
       if (phase.first == phase.end) continue;
       std::int64_t count = 0;
-      for (std::int64_t r = 0; r < rows; ++r)
+      for (std::int64_t r = 0; r < rows.counts[ih]; ++r)
         for (const ColumnPhase::Tap& tap : phase.taps) {
-          tap_ids[count] = kernel_rows[r] * p.kernel_w + tap.kw;
-          out_rows[count] = row_outputs[r];
+          tap_ids[count] = row_pairs[r].tap * p.kernel_w + tap.kw;
+          out_rows[count] = row_pairs[r].out;
           col_offsets[count++] = phase.first + tap.offset;
         }
       gather_row(plan, taps, tap_ids, count, packed.floats(), nullptr, zeros.floats(),
@@ -306,9 +293,9 @@ void grouped_data_gradient_nhwc(const ConvParams& p, const float* dy, const floa
                  dx + geo.x_offset(n, ih, iw, 0), p.in_c,
                  [&](std::int64_t q, std::int64_t t) -> const float* {
                    const std::int64_t oh =
-                       output_of(ih, p.pad_top, t / p.kernel_w, p.dilation_y, p.stride_y, p.out_h);
+                       output_reading(ih, t / p.kernel_w, p.stride_y, p.pad_top, p.dilation_y, p.out_h);
                    const std::int64_t ow =
-                       output_of(iw + q, p.pad_left, t % p.kernel_w, p.dilation_x, p.stride_x, p.out_w);
+                       output_reading(iw + q, t % p.kernel_w, p.stride_x, p.pad_left, p.dilation_x, p.out_w);
                    return oh >= 0 && ow >= 0 ? dy + geo.y_offset(n, oh, ow, 0) : nullptr;
                  });
       iw = end;
