@@ -149,10 +149,11 @@ struct WinogradWeights {
     const float* zeros = v + scratch_floats() - ldv;
     const std::int64_t o_begin = it.ob_begin * NR;
     std::memset(db + o_begin, 0, sizeof(float) * (min_of(outputs, it.ob_end * NR) - o_begin));
+    TilePatches<S> patches(geo, grid, x, zeros, it.t_begin);
     for (std::int64_t t0 = it.t_begin; t0 < it.t_end; t0 += block_tiles) {
       const std::int64_t count = min_of(block_tiles, it.t_end - t0);
       for (std::int64_t t = 0; t < count; ++t) {
-        transform_input_patches<S>(geo, grid, x, zeros, t0 + t, v + t * ldv, block_tiles * ldv);
+        patches.transform_next(v + t * ldv, block_tiles * ldv);
         transform_gradients(t0 + t, it, v + t * NR, db);
       }
       multiply(v, count, it, t0 == it.t_begin, du);

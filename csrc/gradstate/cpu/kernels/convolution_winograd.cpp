@@ -138,15 +138,15 @@ struct Winograd {
   // V for rows [begin, end) of the block; rows past its last tile are zero (the last microkernel tile
   // computes them, and they are never stored).
   void transform_inputs(const Block& blk, std::int64_t begin, std::int64_t end) const {
-    for (std::int64_t t = begin; t < end; ++t) {
-      if (t < blk.count) {
-        transform_input_patches<S>(geo, grid, x, zeros.floats(), blk.first_tile + t, blk.v + t * ldv,
-                                   block_tiles * ldv);
-      } else {
-        for (int xi = 0; xi < positions; ++xi)
-          std::memset(blk.v + (xi * block_tiles + t) * ldv, 0, sizeof(float) * ldv);
-      }
+    const std::int64_t tiles_end = min_of(end, blk.count);
+    if (begin < tiles_end) {
+      TilePatches<S> patches(geo, grid, x, zeros.floats(), blk.first_tile + begin);
+      for (std::int64_t t = begin; t < tiles_end; ++t)
+        patches.transform_next(blk.v + t * ldv, block_tiles * ldv);
     }
+    for (std::int64_t t = max_of(begin, blk.count); t < end; ++t)
+      for (int xi = 0; xi < positions; ++xi)
+        std::memset(blk.v + (xi * block_tiles + t) * ldv, 0, sizeof(float) * ldv);
   }
 
   // M[xi] = V[xi] U[xi] for output channel block ob.

@@ -3,6 +3,7 @@
 // (convolution_weights_winograd.cpp): the transforms and the tiling of the output.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 
 #include "gradstate/cpu/kernels/conv_geometry.h"
@@ -178,32 +179,51 @@ void patch_pixels(const Geometry& geo, const TileGrid& grid, const float* x, con
   }
 }
 
-// v[xi * stride + c] = V[xi][tile][c] = (B^T d B)[xi] for every channel c of the tile's input patch d (an
-// NHWC x; `zeros` holds a pixel of zeros for the padding). The patch's pixels are as many streams as it has
-// positions, too many for the hardware prefetchers to follow: the next tile's are asked for meanwhile, a
-// vector of channels at a time.
+// Transforms the input patches of consecutive tiles, from a first one: v[xi * stride + c] = V[xi][tile][c] =
+// (B^T d B)[xi] for every channel c of the tile's input patch d (an NHWC x; `zeros` holds a pixel of zeros
+// for the padding). The patch's pixels are as many streams as it has positions, too many for the hardware
+// prefetchers to follow: the next tile's are asked for meanwhile, a vector of channels at a time, and their
+// places carried over to that tile.
 template <typename S>
-void transform_input_patches(const Geometry& geo, const TileGrid& grid, const float* x, const float* zeros,
-                             std::int64_t tile, float* v, std::int64_t stride) {
-  constexpr int positions = S::positions;
-  const float *src[positions], *next[positions];
-  patch_pixels<S>(geo, grid, x, zeros, tile, src);
-  patch_pixels<S>(geo, grid, x, zeros, tile + 1 < grid.count ? tile + 1 : tile, next);
-  const std::int64_t channels = geo.p.in_c;
-  std::int64_t c = 0;
-  for (; c + lanes <= channels; c += lanes) {
-    Vec d[positions], t[positions];
-    for (int i = 0; i < positions; ++i) __builtin_prefetch(next[i] + c);
-    for (int i = 0; i < positions; ++i) d[i] = load(src[i] + c);
-    transform_patch<S>(d, t);
-    for (int i = 0; i < positions; ++i) store(v + i * stride + c, t[i]);
+class TilePatches {
+ public:
+  static constexpr int positions = S::positions;
+
+  TilePatches(const Geometry& geo, const TileGrid& grid, const float* x, const float* zeros,
+              std::int64_t tile)
+      : geo_(geo), grid_(grid), x_(x), zeros_(zeros), tile_(tile) {
+    patch_pixels<S>(geo_, grid_, x_, zeros_, tile_, next_);
   }
-  for (; c < channels; ++c) {
-    float d[positions], t[positions];
-    for (int i = 0; i < positions; ++i) d[i] = src[i][c];
-    transform_patch<S>(d, t);
-    for (int i = 0; i < positions; ++i) v[i * stride + c] = t[i];
+
+  // Transforms the next tile's patch into v.
+  void transform_next(float* v, std::int64_t stride) {
+    const float* src[positions];
+    std::copy_n(next_, positions, src);
+    if (++tile_ < grid_.count) patch_pixels<S>(geo_, grid_, x_, zeros_, tile_, next_);
+    const std::int64_t channels = geo_.p.in_c;
+    std::int64_t c = 0;
+    for (; c + lanes <= channels; c += lanes) {
+      Vec d[positions], t[positions];
+      for (int i = 0; i < positions; ++i) __builtin_prefetch(next_[i] + c);
+      for (int i = 0; i < positions; ++i) d[i] = load(src[i] + c);
+      transform_patch<S>(d, t);
+      for (int i = 0; i < positions; ++i) store(v + i * stride + c, t[i]);
+    }
+    for (; c < channels; ++c) {
+      float d[positions], t[positions];
+      for (int i = 0; i < positions; ++i) d[i] = src[i][c];
+      transform_patch<S>(d, t);
+      for (int i = 0; i < positions; ++i) v[i * stride + c] = t[i];
+    }
   }
-}
+
+ private:
+  const Geometry& geo_;
+  const TileGrid& grid_;
+  const float* x_;
+  const float* zeros_;
+  std::int64_t tile_;  // the next tile to transform
+  const float* next_[positions];
+};
 
 }  // namespace gradstate::cpu::GRADSTATE_ISA_NAMESPACE
