@@ -192,10 +192,10 @@ class TilePatches {
   TilePatches(const Geometry& geo, const TileGrid& grid, const float* x, const float* zeros,
               std::int64_t tile)
       : geo_(geo), grid_(grid), x_(x), zeros_(zeros), tile_(tile) {
-    patch_pixels<S>(geo_, grid_, x_, zeros_, tile_, next_);
+    if (tile_ < grid_.count) patch_pixels<S>(geo_, grid_, x_, zeros_, tile_, next_);  // none for empty ranges
   }
 
-  // Transforms the next tile's patch into v.
+  // Transforms the next tile's patch into v (the tile must be in the grid).
   void transform_next(float* v, std::int64_t stride) {
     const float* src[positions];
     std::copy_n(next_, positions, src);
@@ -223,7 +223,7 @@ class TilePatches {
   const float* x_;
   const float* zeros_;
   std::int64_t tile_;  // the next tile to transform
-  const float* next_[positions];
+  const float* next_[positions] = {};
 };
 
 }  // namespace gradstate::cpu::GRADSTATE_ISA_NAMESPACE
