@@ -9,8 +9,9 @@
 // stay in registers during a sweep and wait in memory between sweeps. While it sweeps a row, a block asks for
 // the lines of x and dy that the next output row reads first: each sweep reads lines fetched by the sweeps
 // before it but for one new row of x or dy, and a single stream fetched on demand leaves the loads waiting on
-// memory (dw3x3_128 dW 1.06 -> 0.70-0.73 ms on 2 threads). A task takes a band of output rows of one image
-// and leaves a partial dW and db; the partials are summed in task order, so the result does not depend on the
+// memory (dw3x3_128 dW 1.06 -> 0.70-0.73 ms on 2 threads). 3x3 kernels at stride 1 without dilation sweep
+// two output rows at once instead (sweep_rows, below). A task takes a band of output rows of one image and
+// leaves a partial dW and db; the partials are summed in task order, so the result does not depend on the
 // thread count.
 #include "gradstate/cpu/kernels/convolution_weights_paths.h"
 
@@ -26,13 +27,16 @@
 namespace gradstate::cpu::GRADSTATE_ISA_NAMESPACE {
 namespace {
 
-// A sweep's sums are sweep_taps x V vectors: 24 of the 32 vector registers of AVX-512 and NEON, 12 of the
-// 16 of AVX2 (and of the scalar level).
+// Vector registers: 32 on AVX-512 and NEON, 16 on AVX2 (and at the scalar level).
+constexpr int vector_registers = GRADSTATE_VECTOR_BYTES == 64 || GRADSTATE_VECTOR_BYTES == 16 ? 32 : 16;
+// A sweep's sums are sweep_taps x V vectors: 24 of the registers with 32, 12 with 16.
 constexpr int sweep_taps = 3;
-constexpr int max_block_vectors = GRADSTATE_VECTOR_BYTES == 64 || GRADSTATE_VECTOR_BYTES == 16 ? 8 : 4;
-// Output pixels per band: enough for the sums' trips to memory to be rare, few enough for the bands to
-// share among the threads.
-constexpr std::int64_t band_pixels = 512;
+constexpr int max_block_vectors = vector_registers / 4;
+// Tasks (bands of output rows) a layer is split into, at least: enough for the threads to share, and as
+// few as that allows, since the rows of x on either side of a band's edge are read by both bands, and those
+// of each task from memory (dw3x3_128's dW took 0.71-0.76 ms in bands of 9 rows, 0.45-0.55 ms in bands of
+// 28). The bands depend on the layer only, never on the thread count.
+constexpr std::int64_t target_tasks = 16;
 
 // What a sweep asks for, for the next output row: the lines of x its taps read there (when no later sweep
 // of this row reads them), and the lines of dy (by the row's first sweep of each block).
@@ -115,6 +119,21 @@ void sum_dy_row(const Geometry& geo, const float* dy, std::int64_t n, std::int64
   for (int v = 0; v < V; ++v) store(dy_sum + v * lanes, total[v]);
 }
 
+// part = dW[c][tap] then db[c] from the sums of each block of `width` channels ([block][tap][channel], the
+// sums of dy after the taps'), the last block ending at the last channel.
+void write_part(const ConvParams& p, std::int64_t width, const float* sums, float* part) {
+  const std::int64_t channels = p.out_c, taps = static_cast<std::int64_t>(p.kernel_h) * p.kernel_w;
+  const std::int64_t blocks = ceil_div(channels, width), block_floats = (taps + 1) * width;
+  for (std::int64_t b = 0; b < blocks; ++b) {
+    const std::int64_t c0 = min_of(b * width, channels - width);
+    const float* block_sums = sums + b * block_floats;
+    for (std::int64_t c = 0; c < width; ++c) {
+      for (std::int64_t t = 0; t < taps; ++t) part[(c0 + c) * taps + t] = block_sums[t * width + c];
+      part[channels * taps + c0 + c] = block_sums[taps * width + c];
+    }
+  }
+}
+
 // The band of output rows [oh_begin, oh_end) of image n with blocks of V vectors of channels: part gets
 // dW[c][tap] then db[c].
 template <int V>
@@ -160,15 +179,115 @@ void sweep_band(const Geometry& geo, const float* dy, const float* x, std::int64
       sum_dy_row<V>(geo, dy, n, oh, min_of(b * width, channels - width),
                     sums + b * block_floats + taps * width);
   }
-  const std::int64_t dw_size = channels * taps;
-  for (std::int64_t b = 0; b < blocks; ++b) {
-    const std::int64_t c0 = min_of(b * width, channels - width);
-    const float* block_sums = sums + b * block_floats;
-    for (std::int64_t c = 0; c < width; ++c) {
-      for (std::int64_t t = 0; t < taps; ++t) part[(c0 + c) * taps + t] = block_sums[t * width + c];
-      part[dw_size + c0 + c] = block_sums[taps * width + c];
+  write_part(p, width, sums, part);
+}
+
+// 3x3 kernels at stride 1 without dilation (most depthwise layers) take sweeps of two output rows at once,
+// over one vector of channels (dw3x3_128's dW: 0.71-0.76 -> 0.45-0.55 ms on 2 threads, with the bands of
+// target_tasks; 1.46x faster from the caches). Tap kw + 1 of a pixel reads the column that tap kw of the next
+// pixel reads, and kernel row kh + 1 of an output row the row of x that kernel row kh of the next output row
+// reads; so the two rows' taps read four rows of x, of which a window of 4 x 3 vectors stays in registers and
+// shifts along the rows. A step of the sweep makes 18 products from 4 loads of x and 2 of dy; the sweeps of a
+// kernel row above make 24 from 32 loads, which wait on the L2 cache. The sums of the 9 taps and of dy and
+// the window take 23 vector registers (of 32 on AVX-512 and NEON; AVX2's 16 would spill them).
+constexpr bool pairs_fit = vector_registers >= 32;
+
+bool pairs_apply(const ConvParams& p) {
+  return pairs_fit && p.kernel_h == 3 && p.kernel_w == 3 && p.stride_y == 1 && p.stride_x == 1 &&
+         p.dilation_y == 1 && p.dilation_x == 1;
+}
+
+// Rows (1 or 2) output rows from oh of image n, channels [c0, c0 + lanes): sums[tap][channel] and then
+// sums[9][channel] (db) += the rows' sums. With `ahead`, asks for the lines of x and dy that the next
+// sweep, Rows rows down, reads first.
+template <int Rows>
+void sweep_rows(const Geometry& geo, const float* dy, const float* x, std::int64_t n, std::int64_t oh,
+                std::int64_t c0, bool ahead, float* sums) {
+  constexpr int K = 3, x_rows = Rows + K - 1;
+  alignas(64) static const float zeros[lanes] = {};
+  const ConvParams& p = geo.p;
+  // A row of x in the padding reads zeros from a pointer that does not move along the row.
+  const float* row[x_rows];
+  std::int64_t step[x_rows];
+  for (int j = 0; j < x_rows; ++j) {
+    const std::int64_t ih = geo.input_row(oh, j);
+    row[j] = geo.row_inside(ih) ? x + geo.x_offset(n, ih, 0, c0) : zeros;
+    step[j] = geo.row_inside(ih) ? geo.x.w : 0;
+  }
+  const float* d[Rows];
+  for (int r = 0; r < Rows; ++r) d[r] = dy + geo.y_offset(n, oh + r, 0, c0);
+  Vec acc[K * K], db = load(sums + K * K * lanes);
+  for (int t = 0; t < K * K; ++t) acc[t] = load(sums + t * lanes);
+  // window[j][kw]: the column of x row j that tap kw of the current pixel reads.
+  Vec window[x_rows][K];
+  const auto column = [&](int j, std::int64_t iw) {
+    return geo.col_inside(iw) ? load(row[j] + iw * step[j]) : Vec{};
+  };
+  for (int j = 0; j < x_rows; ++j)
+    for (int kw = 0; kw + 1 < K; ++kw) window[j][kw] = column(j, geo.input_col(0, kw));
+  const auto add_pixel = [&](std::int64_t ow) {
+    for (int r = 0; r < Rows; ++r) {
+      const Vec dv = load(d[r] + ow * geo.y.w);
+      db += dv;
+      for (int kh = 0; kh < K; ++kh)
+        for (int kw = 0; kw < K; ++kw) acc[kh * K + kw] += dv * window[r + kh][kw];
+    }
+    for (int j = 0; j < x_rows; ++j)
+      for (int kw = 0; kw + 1 < K; ++kw) window[j][kw] = window[j][kw + 1];
+  };
+  const auto border_pixel = [&](std::int64_t ow) {
+    for (int j = 0; j < x_rows; ++j) window[j][K - 1] = column(j, geo.input_col(ow, K - 1));
+    add_pixel(ow);
+  };
+  // Output columns whose last tap reads inside the row.
+  const IndexRange inside =
+      indices_between(p.pad_left - (K - 1), p.in_w - 1 + p.pad_left - (K - 1), 1, p.out_w);
+  std::int64_t ow = 0;
+  for (; ow < inside.first; ++ow) border_pixel(ow);
+  // The next sweep's new rows of x and dy, where they exist (pixels of both are `channels` floats apart).
+  const float* next[2 * Rows];
+  int asks = 0;
+  for (int r = 0; ahead && r < Rows; ++r) {
+    const std::int64_t ih = geo.input_row(oh, x_rows + r);
+    if (geo.row_inside(ih)) next[asks++] = x + geo.x_offset(n, ih, geo.input_col(0, K - 1), c0);
+    if (oh + Rows + r < p.out_h) next[asks++] = d[r] + Rows * geo.y.h;
+  }
+  const float* at[x_rows];
+  for (int j = 0; j < x_rows; ++j) at[j] = row[j] + geo.input_col(ow, K - 1) * step[j];
+  for (; ow < inside.end; ++ow) {
+    for (int a = 0; a < asks; ++a) __builtin_prefetch(next[a] + ow * geo.x.w, 0, 2);
+    for (int j = 0; j < x_rows; ++j) {
+      window[j][K - 1] = load(at[j]);
+      at[j] += step[j];
+    }
+    add_pixel(ow);
+  }
+  for (; ow < p.out_w; ++ow) border_pixel(ow);
+  for (int t = 0; t < K * K; ++t) store(sums + t * lanes, acc[t]);
+  store(sums + K * K * lanes, db);
+}
+
+// The band of output rows [oh_begin, oh_end) of image n in sweeps of two rows: part gets dW[c][tap] then
+// db[c].
+void sweep_band_in_pairs(const Geometry& geo, const float* dy, const float* x, std::int64_t n,
+                         std::int64_t oh_begin, std::int64_t oh_end, float* part) {
+  const ConvParams& p = geo.p;
+  const std::int64_t channels = p.out_c, blocks = ceil_div(channels, std::int64_t{lanes});
+  const std::int64_t block_floats = 10 * lanes;
+  float* sums = static_cast<float*>(thread_scratch(sizeof(float) * blocks * block_floats));
+  std::memset(sums, 0, sizeof(float) * blocks * block_floats);
+  for (std::int64_t oh = oh_begin; oh < oh_end; oh += 2) {
+    const bool ahead = oh + 2 < oh_end;
+    for (std::int64_t b = 0; b < blocks; ++b) {
+      const std::int64_t c0 = min_of<std::int64_t>(b * lanes, channels - lanes);
+      if (oh + 1 < oh_end) {
+        sweep_rows<2>(geo, dy, x, n, oh, c0, ahead, sums + b * block_floats);
+      } else {
+        sweep_rows<1>(geo, dy, x, n, oh, c0, ahead, sums + b * block_floats);
+      }
     }
   }
+  write_part(p, lanes, sums, part);
 }
 
 }  // namespace
@@ -182,14 +301,17 @@ void depthwise_weights_gradient(const ConvParams& p, const float* dy, const floa
   const Geometry geo(p);
   const std::int64_t channels = p.out_c, taps = static_cast<std::int64_t>(p.kernel_h) * p.kernel_w;
   const std::int64_t part = channels * (taps + 1);
-  const std::int64_t band_rows = max_of<std::int64_t>(1, band_pixels / p.out_w);
+  const bool in_pairs = pairs_apply(p);
+  std::int64_t band_rows = ceil_div(p.out_h, min_of<std::int64_t>(p.out_h, ceil_div(target_tasks, p.batch)));
+  if (in_pairs) band_rows = round_up(band_rows, 2);
   const std::int64_t bands = ceil_div(p.out_h, band_rows);
   // The widest block of channels that fits in the layer's channels.
   using Band =
       void (*)(const Geometry&, const float*, const float*, std::int64_t, std::int64_t, std::int64_t, float*);
-  const Band band = channels >= max_block_vectors * lanes ? sweep_band<max_block_vectors>
-                    : channels >= 4 * lanes               ? sweep_band<4>
-                                                          : sweep_band<2>;
+  const Band band = in_pairs                                ? sweep_band_in_pairs
+                    : channels >= max_block_vectors * lanes ? sweep_band<max_block_vectors>
+                    : channels >= 4 * lanes                 ? sweep_band<4>
+                                                            : sweep_band<2>;
   const Memory partials_memory(sizeof(float) * p.batch * bands * part);
   float* partials = partials_memory.floats();
   parallel_for(p.batch * bands, [&](std::int64_t task) {
