@@ -10,18 +10,18 @@ x 16 or 4 x 24 (AVX2), 4 x 4 (scalar), possibly transposed, column blocks of at 
 / groups of them) and, when there are few column blocks and many pixels, the pixel sum split into segments;
 depthwise, read in place pixel by pixel over sweeps of at most 3 taps of a kernel row, in the widest blocks of
 8, 4 or 2 vectors of channels (4 or 2 on AVX2) the channels fill, border pixels reading zeros (3x3 at stride 1
-without dilation on AVX-512: sweeps of two output rows, one vector of channels, in bands of an even number of
-rows but for the last); and "vectors across groups" for the other small groups (at most 8 output and 8 input
-channels per group), which sweeps the taps 9 at a time. The forward pass of dense 3x3 layers of at least 16
-channels runs Winograd's F(2x2, 3x3) at stride 1 and its stride-2 counterpart (25 products per 2x2 tile) at
-stride 2 without dilation; otherwise a GEMM when a group has at least 8 output channels; dx runs one at stride
-1 as a forward pass (at least 8 input channels per group), and at larger strides in stride phases (forward
-GEMMs writing every stride-th pixel; at least 32 input channels per group, no dilation) or else through col2im
-(at least 8 output channels per group); with fewer channels per group, vectors across groups (one shuffle of
-the source pixel's vectors per source channel of a group), when a block of lanes' sources fit two vectors.
-Instance norm sums blocks of 512 pixels, one plane per task in NCHW and 256 channels per task in NHWC. Every
-case is checked against the float64 reference in both layouts; test_cpu_isa.py runs this file at every
-instruction-set level.
+or 2 without dilation on AVX-512: sweeps of two output rows, one vector of channels, in bands of an even
+number of rows but for the last); and "vectors across groups" for the other small groups (at most 8 output and
+8 input channels per group), which sweeps the taps 9 at a time. The forward pass of dense 3x3 layers of at
+least 16 channels runs Winograd's F(2x2, 3x3) at stride 1 and its stride-2 counterpart (25 products per 2x2
+tile) at stride 2 without dilation; otherwise a GEMM when a group has at least 8 output channels; dx runs one
+at stride 1 as a forward pass (at least 8 input channels per group), and at larger strides in stride phases
+(forward GEMMs writing every stride-th pixel; at least 32 input channels per group, no dilation) or else
+through col2im (at least 8 output channels per group); with fewer channels per group, vectors across groups
+(one shuffle of the source pixel's vectors per source channel of a group), when a block of lanes' sources fit
+two vectors. Instance norm sums blocks of 512 pixels, one plane per task in NCHW and 256 channels per task in
+NHWC. Every case is checked against the float64 reference in both layouts; test_cpu_isa.py runs this file at
+every instruction-set level.
 """
 
 import gradstate as gs
@@ -176,15 +176,21 @@ CONV_PATHS = [
     pytest.param((2, 5, 6, 70, 70, 3, 1, 1, 70, 1), id="depthwise70_blocks_of_4_vectors"),
     pytest.param((1, 5, 7, 130, 130, 3, 1, 1, 130, 1), id="depthwise130_blocks_of_8_vectors"),
     pytest.param((2, 6, 5, 37, 37, 3, 1, 1, 37, (4, 0, 1, 1)), id="depthwise37_rows_of_padding_only"),
-    # The weight gradient's sweeps of two output rows (3x3, stride 1, AVX-512): a band of one row at the end
-    # (7 rows in bands of 2); 33 channels (the last vector overlapping the one before) below 3 rows of top
-    # padding, whose first sweeps read only zero rows, and with 3 columns of right padding; a single column,
-    # none of them interior; left padding wider than the window (columns before the row) and no padding.
+    # The weight gradient's sweeps of two output rows (3x3, stride 1 or 2, AVX-512), at each stride: a band
+    # of one row at the end (odd rows in bands of 2); 33 channels (the last vector overlapping the one
+    # before) below 3 rows of top padding, whose first sweeps read only zero rows, and with 3 columns of right
+    # padding; a single column, not an interior one; left padding wider than the window (columns before the
+    # row); no padding.
     pytest.param((1, 7, 9, 48, 48, 3, 1, 1, 48, 1), id="depthwise48_row_pairs_odd_rows"),
     pytest.param((2, 6, 5, 33, 33, 3, 1, 1, 33, (3, 0, 0, 3)), id="depthwise33_row_pairs_wide_padding"),
     pytest.param((2, 5, 1, 32, 32, 3, 1, 1, 32, 1), id="depthwise32_row_pairs_one_column"),
     pytest.param((1, 4, 12, 40, 40, 3, 1, 1, 40, (0, 2, 4, 0)), id="depthwise40_row_pairs_left_padding"),
     pytest.param((2, 8, 10, 32, 32, 3, 1, 1, 32, 0), id="depthwise32_row_pairs_valid"),
+    pytest.param((1, 9, 9, 48, 48, 3, 2, 1, 48, 1), id="depthwise48_row_pairs_s2_odd_rows"),
+    pytest.param((2, 8, 7, 33, 33, 3, 2, 1, 33, (3, 0, 0, 3)), id="depthwise33_row_pairs_s2_wide_padding"),
+    pytest.param((2, 6, 1, 32, 32, 3, 2, 1, 32, 1), id="depthwise32_row_pairs_s2_one_column"),
+    pytest.param((1, 5, 12, 40, 40, 3, 2, 1, 40, (0, 2, 4, 0)), id="depthwise40_row_pairs_s2_left_padding"),
+    pytest.param((2, 9, 11, 32, 32, 3, 2, 1, 32, 0), id="depthwise32_row_pairs_s2_valid"),
     # Sweeps of 3 and 1 taps with stride and dilation; a kernel wider than the row (no interior column in
     # any sweep); and two bands of rows in one image, the last one partial.
     pytest.param((2, 9, 20, 40, 40, 4, 2, (1, 2), 40, (1, 2, 3, 0)), id="depthwise40_4x4_sweeps_3_1"),

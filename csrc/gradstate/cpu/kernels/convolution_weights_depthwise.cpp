@@ -9,9 +9,9 @@
 // stay in registers during a sweep and wait in memory between sweeps. While it sweeps a row, a block asks for
 // the lines of x and dy that the next output row reads first: each sweep reads lines fetched by the sweeps
 // before it but for one new row of x or dy, and a single stream fetched on demand leaves the loads waiting on
-// memory (dw3x3_128 dW 1.06 -> 0.70-0.73 ms on 2 threads). 3x3 kernels at stride 1 without dilation sweep
-// two output rows at once instead (sweep_rows, below). A task takes a band of output rows of one image and
-// leaves a partial dW and db; the partials are summed in task order, so the result does not depend on the
+// memory (dw3x3_128 dW 1.06 -> 0.70-0.73 ms on 2 threads). 3x3 kernels at stride 1 or 2 without dilation
+// sweep two output rows at once instead (sweep_rows, below). A task takes a band of output rows of one image
+// and leaves a partial dW and db; the partials are summed in task order, so the result does not depend on the
 // thread count.
 #include "gradstate/cpu/kernels/convolution_weights_paths.h"
 
@@ -182,28 +182,29 @@ void sweep_band(const Geometry& geo, const float* dy, const float* x, std::int64
   write_part(p, width, sums, part);
 }
 
-// 3x3 kernels at stride 1 without dilation (most depthwise layers) take sweeps of two output rows at once,
-// over one vector of channels (dw3x3_128's dW: 0.71-0.76 -> 0.45-0.55 ms on 2 threads, with the bands of
-// target_tasks; 1.46x faster from the caches). Tap kw + 1 of a pixel reads the column that tap kw of the next
-// pixel reads, and kernel row kh + 1 of an output row the row of x that kernel row kh of the next output row
-// reads; so the two rows' taps read four rows of x, of which a window of 4 x 3 vectors stays in registers and
-// shifts along the rows. A step of the sweep makes 18 products from 4 loads of x and 2 of dy; the sweeps of a
-// kernel row above make 24 from 32 loads, which wait on the L2 cache. The sums of the 9 taps and of dy and
-// the window take 23 vector registers (of 32 on AVX-512 and NEON; AVX2's 16 would spill them).
+// 3x3 kernels at stride 1 or 2 without dilation (most depthwise layers) take sweeps of two output rows at
+// once, over one vector of channels (dw3x3_128's dW: 0.71-0.76 -> 0.45-0.55 ms on 2 threads, with the bands
+// of target_tasks; 1.46x faster from the caches). Tap kw + S of a pixel reads the column that tap kw of the
+// next pixel reads, and kernel row kh + S of an output row the row of x that kernel row kh of the next
+// output row reads (S the stride); so the two rows' taps read 2 + S + 1 rows of x, of which a window of
+// 3 columns stays in registers and shifts along the rows by S columns a pixel. At stride 1 a step of the
+// sweep makes 18 products from 4 loads of x and 2 of dy; the sweeps of a kernel row above make 24 from 32
+// loads, which wait on the L2 cache. The sums of the 9 taps and of dy and the window take 23 (stride 1) or
+// 26 (stride 2) vector registers, of 32 on AVX-512 and NEON; AVX2's 16 would spill them.
 constexpr bool pairs_fit = vector_registers >= 32;
 
 bool pairs_apply(const ConvParams& p) {
-  return pairs_fit && p.kernel_h == 3 && p.kernel_w == 3 && p.stride_y == 1 && p.stride_x == 1 &&
-         p.dilation_y == 1 && p.dilation_x == 1;
+  return pairs_fit && p.kernel_h == 3 && p.kernel_w == 3 && p.stride_y == p.stride_x &&
+         (p.stride_x == 1 || p.stride_x == 2) && p.dilation_y == 1 && p.dilation_x == 1;
 }
 
-// Rows (1 or 2) output rows from oh of image n, channels [c0, c0 + lanes): sums[tap][channel] and then
-// sums[9][channel] (db) += the rows' sums. With `ahead`, asks for the lines of x and dy that the next
-// sweep, Rows rows down, reads first.
-template <int Rows>
+// Rows (1 or 2) output rows from oh of image n at stride S, channels [c0, c0 + lanes): sums[tap][channel]
+// and then sums[9][channel] (db) += the rows' sums. With `ahead`, asks for the lines of x and dy that the
+// next sweep, Rows rows down, reads first.
+template <int Rows, int S>
 void sweep_rows(const Geometry& geo, const float* dy, const float* x, std::int64_t n, std::int64_t oh,
                 std::int64_t c0, bool ahead, float* sums) {
-  constexpr int K = 3, x_rows = Rows + K - 1;
+  constexpr int K = 3, x_rows = (Rows - 1) * S + K, kept = K - S;  // kept: taps read by the pixel before
   alignas(64) static const float zeros[lanes] = {};
   const ConvParams& p = geo.p;
   // A row of x in the padding reads zeros from a pointer that does not move along the row.
@@ -224,41 +225,45 @@ void sweep_rows(const Geometry& geo, const float* dy, const float* x, std::int64
     return geo.col_inside(iw) ? load(row[j] + iw * step[j]) : Vec{};
   };
   for (int j = 0; j < x_rows; ++j)
-    for (int kw = 0; kw + 1 < K; ++kw) window[j][kw] = column(j, geo.input_col(0, kw));
+    for (int kw = 0; kw < kept; ++kw) window[j][kw] = column(j, geo.input_col(0, kw));
   const auto add_pixel = [&](std::int64_t ow) {
     for (int r = 0; r < Rows; ++r) {
       const Vec dv = load(d[r] + ow * geo.y.w);
       db += dv;
       for (int kh = 0; kh < K; ++kh)
-        for (int kw = 0; kw < K; ++kw) acc[kh * K + kw] += dv * window[r + kh][kw];
+        for (int kw = 0; kw < K; ++kw) acc[kh * K + kw] += dv * window[r * S + kh][kw];
     }
     for (int j = 0; j < x_rows; ++j)
-      for (int kw = 0; kw + 1 < K; ++kw) window[j][kw] = window[j][kw + 1];
+      for (int kw = 0; kw < kept; ++kw) window[j][kw] = window[j][kw + S];
   };
   const auto border_pixel = [&](std::int64_t ow) {
-    for (int j = 0; j < x_rows; ++j) window[j][K - 1] = column(j, geo.input_col(ow, K - 1));
+    for (int j = 0; j < x_rows; ++j)
+      for (int kw = kept; kw < K; ++kw) window[j][kw] = column(j, geo.input_col(ow, kw));
     add_pixel(ow);
   };
-  // Output columns whose last tap reads inside the row.
-  const IndexRange inside =
-      indices_between(p.pad_left - (K - 1), p.in_w - 1 + p.pad_left - (K - 1), 1, p.out_w);
+  // Output columns whose new taps all read inside the row.
+  const IndexRange inside = indices_between(p.pad_left - kept, p.in_w - 1 + p.pad_left - (K - 1), S, p.out_w);
   std::int64_t ow = 0;
   for (; ow < inside.first; ++ow) border_pixel(ow);
-  // The next sweep's new rows of x and dy, where they exist (pixels of both are `channels` floats apart).
-  const float* next[2 * Rows];
-  int asks = 0;
-  for (int r = 0; ahead && r < Rows; ++r) {
-    const std::int64_t ih = geo.input_row(oh, x_rows + r);
-    if (geo.row_inside(ih)) next[asks++] = x + geo.x_offset(n, ih, geo.input_col(0, K - 1), c0);
-    if (oh + Rows + r < p.out_h) next[asks++] = d[r] + Rows * geo.y.h;
+  // The next sweep's new rows of x and dy, where they exist, from the columns the interior reads first.
+  const float* next_x[Rows * S];
+  const float* next_dy[Rows];
+  int x_asks = 0, dy_asks = 0;
+  for (int i = 0; ahead && i < Rows * S; ++i) {
+    const std::int64_t ih = geo.input_row(oh, x_rows + i);
+    if (geo.row_inside(ih)) next_x[x_asks++] = x + geo.x_offset(n, ih, geo.input_col(0, kept), c0);
   }
+  for (int r = 0; ahead && r < Rows; ++r)
+    if (oh + Rows + r < p.out_h) next_dy[dy_asks++] = d[r] + Rows * geo.y.h;
   const float* at[x_rows];
-  for (int j = 0; j < x_rows; ++j) at[j] = row[j] + geo.input_col(ow, K - 1) * step[j];
+  for (int j = 0; j < x_rows; ++j) at[j] = row[j] + geo.input_col(ow, kept) * step[j];
   for (; ow < inside.end; ++ow) {
-    for (int a = 0; a < asks; ++a) __builtin_prefetch(next[a] + ow * geo.x.w, 0, 2);
+    for (int a = 0; a < x_asks; ++a)
+      for (int s = 0; s < S; ++s) __builtin_prefetch(next_x[a] + (ow * S + s) * geo.x.w, 0, 2);
+    for (int a = 0; a < dy_asks; ++a) __builtin_prefetch(next_dy[a] + ow * geo.y.w, 0, 2);
     for (int j = 0; j < x_rows; ++j) {
-      window[j][K - 1] = load(at[j]);
-      at[j] += step[j];
+      for (int kw = kept; kw < K; ++kw) window[j][kw] = load(at[j] + (kw - kept) * step[j]);
+      at[j] += S * step[j];
     }
     add_pixel(ow);
   }
@@ -267,8 +272,9 @@ void sweep_rows(const Geometry& geo, const float* dy, const float* x, std::int64
   store(sums + K * K * lanes, db);
 }
 
-// The band of output rows [oh_begin, oh_end) of image n in sweeps of two rows: part gets dW[c][tap] then
-// db[c].
+// The band of output rows [oh_begin, oh_end) of image n in sweeps of two rows at stride S: part gets
+// dW[c][tap] then db[c].
+template <int S>
 void sweep_band_in_pairs(const Geometry& geo, const float* dy, const float* x, std::int64_t n,
                          std::int64_t oh_begin, std::int64_t oh_end, float* part) {
   const ConvParams& p = geo.p;
@@ -281,9 +287,9 @@ void sweep_band_in_pairs(const Geometry& geo, const float* dy, const float* x, s
     for (std::int64_t b = 0; b < blocks; ++b) {
       const std::int64_t c0 = min_of<std::int64_t>(b * lanes, channels - lanes);
       if (oh + 1 < oh_end) {
-        sweep_rows<2>(geo, dy, x, n, oh, c0, ahead, sums + b * block_floats);
+        sweep_rows<2, S>(geo, dy, x, n, oh, c0, ahead, sums + b * block_floats);
       } else {
-        sweep_rows<1>(geo, dy, x, n, oh, c0, ahead, sums + b * block_floats);
+        sweep_rows<1, S>(geo, dy, x, n, oh, c0, ahead, sums + b * block_floats);
       }
     }
   }
@@ -308,7 +314,7 @@ void depthwise_weights_gradient(const ConvParams& p, const float* dy, const floa
   // The widest block of channels that fits in the layer's channels.
   using Band =
       void (*)(const Geometry&, const float*, const float*, std::int64_t, std::int64_t, std::int64_t, float*);
-  const Band band = in_pairs                                ? sweep_band_in_pairs
+  const Band band = in_pairs ? (p.stride_x == 1 ? sweep_band_in_pairs<1> : sweep_band_in_pairs<2>)
                     : channels >= max_block_vectors * lanes ? sweep_band<max_block_vectors>
                     : channels >= 4 * lanes                 ? sweep_band<4>
                                                             : sweep_band<2>;
