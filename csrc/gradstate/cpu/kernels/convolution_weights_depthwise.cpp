@@ -186,7 +186,7 @@ void sweep_band(const Geometry& geo, const float* dy, const float* x, std::int64
 // once, over one vector of channels (dw3x3_128's dW: 0.71-0.76 -> 0.45-0.55 ms on 2 threads, with the bands
 // of target_tasks; 1.46x faster from the caches). Tap kw + S of a pixel reads the column that tap kw of the
 // next pixel reads, and kernel row kh + S of an output row the row of x that kernel row kh of the next
-// output row reads (S the stride); so the two rows' taps read 2 + S + 1 rows of x, of which a window of
+// output row reads (S the stride); so the two rows' taps read S + 3 rows of x, of each of which a window of
 // 3 columns stays in registers and shifts along the rows by S columns a pixel. At stride 1 a step of the
 // sweep makes 18 products from 4 loads of x and 2 of dy; the sweeps of a kernel row above make 24 from 32
 // loads, which wait on the L2 cache. The sums of the 9 taps and of dy and the window take 23 (stride 1) or
