@@ -192,9 +192,11 @@ void sweep_band(const Geometry& geo, const float* dy, const float* x, std::int64
 // loads, which wait on the L2 cache. The sums of the 9 taps and of dy and the window take 23 (stride 1) or
 // 26 (stride 2) vector registers, of 32 on AVX-512 and NEON; AVX2's 16 would spill them.
 constexpr bool pairs_fit = vector_registers >= 32;
+constexpr int pair_kernel = 3;                            // kernel rows and columns
+constexpr int pair_sums = pair_kernel * pair_kernel + 1;  // vectors: the taps', then db
 
 bool pairs_apply(const ConvParams& p) {
-  return pairs_fit && p.kernel_h == 3 && p.kernel_w == 3 && p.stride_y == p.stride_x &&
+  return pairs_fit && p.kernel_h == pair_kernel && p.kernel_w == pair_kernel && p.stride_y == p.stride_x &&
          (p.stride_x == 1 || p.stride_x == 2) && p.dilation_y == 1 && p.dilation_x == 1;
 }
 
@@ -204,7 +206,8 @@ bool pairs_apply(const ConvParams& p) {
 template <int Rows, int S>
 void sweep_rows(const Geometry& geo, const float* dy, const float* x, std::int64_t n, std::int64_t oh,
                 std::int64_t c0, bool ahead, float* sums) {
-  constexpr int K = 3, x_rows = (Rows - 1) * S + K, kept = K - S;  // kept: taps read by the pixel before
+  constexpr int K = pair_kernel, x_rows = (Rows - 1) * S + K,
+                kept = K - S;  // kept: taps read by the pixel before
   alignas(64) static const float zeros[lanes] = {};
   const ConvParams& p = geo.p;
   // A row of x in the padding reads zeros from a pointer that does not move along the row.
@@ -279,7 +282,7 @@ void sweep_band_in_pairs(const Geometry& geo, const float* dy, const float* x, s
                          std::int64_t oh_begin, std::int64_t oh_end, float* part) {
   const ConvParams& p = geo.p;
   const std::int64_t channels = p.out_c, blocks = ceil_div(channels, std::int64_t{lanes});
-  const std::int64_t block_floats = 10 * lanes;
+  const std::int64_t block_floats = pair_sums * lanes;
   float* sums = static_cast<float*>(thread_scratch(sizeof(float) * blocks * block_floats));
   std::memset(sums, 0, sizeof(float) * blocks * block_floats);
   for (std::int64_t oh = oh_begin; oh < oh_end; oh += 2) {
@@ -308,10 +311,10 @@ void depthwise_weights_gradient(const ConvParams& p, const float* dy, const floa
   const std::int64_t channels = p.out_c, taps = static_cast<std::int64_t>(p.kernel_h) * p.kernel_w;
   const std::int64_t part = channels * (taps + 1);
   const bool in_pairs = pairs_apply(p);
-  std::int64_t band_rows = ceil_div(p.out_h, min_of<std::int64_t>(p.out_h, ceil_div(target_tasks, p.batch)));
+  std::int64_t band_rows = ceil_div(p.out_h, ceil_div(target_tasks, p.batch));
   if (in_pairs) band_rows = round_up(band_rows, 2);
   const std::int64_t bands = ceil_div(p.out_h, band_rows);
-  // The widest block of channels that fits in the layer's channels.
+  // Sweeps of two rows where they apply, else the widest block of channels that fits in the layer's channels.
   using Band =
       void (*)(const Geometry&, const float*, const float*, std::int64_t, std::int64_t, std::int64_t, float*);
   const Band band = in_pairs ? (p.stride_x == 1 ? sweep_band_in_pairs<1> : sweep_band_in_pairs<2>)
