@@ -129,7 +129,7 @@ void forward_gemm(const ConvParams& p, const float* x, const float* w, const flo
     for (std::int64_t r = 0; r < kc; r += MR) {
       const std::int64_t rows = min_of<std::int64_t>(MR, kc - r);
       corner[r / MR] = rows == MR ? in_place_corner<MR>(geo, x, k0 + r) : nullptr;
-      if (corner[r / MR] == nullptr) pack_columns(geo, x, ld, g, 0, n, k0 + r, rows, panel + r * ld);
+      if (corner[r / MR] == nullptr) pack_columns<false>(geo, x, ld, g, 0, n, k0 + r, rows, panel + r * ld);
     }
     // The last tile may run past kc; its extra rows are computed (never stored) from zeros.
     std::memset(panel + kc * ld, 0, sizeof(float) * (round_up(kc, MR) - kc) * ld);

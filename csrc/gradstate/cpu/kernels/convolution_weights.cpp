@@ -97,6 +97,7 @@ struct WeightsGemm {
     for (std::int64_t k = 0; k < kc; ++k) {
       const float* src = dy + geo.y_offset(img, oh, ow, g * m);
       put(W, a, kc, k, 0, m, src);
+      if (ow + pack_ahead < geo.p.out_w) ask_for_lines(src + pack_ahead * geo.y.w, m);
       if (db != nullptr) add_to(db, src, m);
       next_pixel(geo.p, img, oh, ow);
     }
@@ -112,7 +113,7 @@ struct WeightsGemm {
   // b[W-block][k][W] = columns [j0, j0 + nc) of X for pixels [k0, k0 + kc) (see pack_columns).
   void pack_x(std::int64_t W, std::int64_t g, std::int64_t j0, std::int64_t nc, std::int64_t k0,
               std::int64_t kc, float* b) const {
-    pack_columns(geo, x, W, g, j0, nc, k0, kc, b);
+    pack_columns<true>(geo, x, W, g, j0, nc, k0, kc, b);
   }
 
   // c[:, j0 : j0 + nc] += the product over pixels [k_begin, k_end), or = it when `overwrite` (c's earlier
