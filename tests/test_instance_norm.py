@@ -11,7 +11,7 @@ LAYOUTS = ["NHWC", "NCHW"]
 
 # (N, H, W, C, eps, offset): odd sizes, batch 1 and many, a large plane, a 1x1 plane, large means. In NHWC,
 # 48 and 80 channels are a register group of channel vectors and single vectors at every vector width; 80
-# takes more than one group, so its tiles are one pixel.
+# takes more than one group, swept one group at a time over tiles of several pixels (small inputs are cached).
 SHAPES = [
     (1, 7, 9, 3, None, 0.0),
     (4, 5, 3, 17, 1e-5, 0.0),
@@ -59,7 +59,8 @@ def test_mean_far_from_zero(shape, layout, rng):
 @pytest.mark.parametrize("shape", [(4, 257, 255, 9), (2, 96, 96, 128)], ids=str)
 def test_large_output(shape, layout, rng):
     # Over 2**21 elements, outputs are written past the caches: in NCHW, where odd plane sizes (257 x 255)
-    # make most planes start off a vector boundary; in NHWC, when the channels are whole vectors (128).
+    # make most planes start off a vector boundary; in NHWC, when the channels are whole vectors (128). The
+    # NHWC backward pass's x and dy, over 16 MiB together, are not taken to be cached: tiles of one pixel.
     x = f32(rng.standard_normal(shape))
     dy = f32(rng.standard_normal(x.shape))
     c = shape[-1]

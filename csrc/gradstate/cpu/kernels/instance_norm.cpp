@@ -110,7 +110,10 @@ bool streams(std::int64_t values) { return values >= stream_floats; }
 // registers across the tile's pixels.
 constexpr std::int64_t channel_block = 256;
 constexpr int group = lanes >= 16 ? 4 : 2;  // vectors of channels held in registers at once (AVX-512 has 32)
-constexpr std::int64_t tile_floats = 2048;  // values of each input in a tile of narrow pixels
+constexpr std::int64_t tile_floats = 2048;  // values of each input in a tile of pixels
+// Inputs of at most this many bytes in all are taken to be in the caches (measured: on repeated calls they
+// were served from the 32 MiB last-level cache; from 24 MiB on, they came from DRAM). See for_each_tile.
+constexpr std::int64_t cached_bytes = std::int64_t{16} << 20;
 
 // `count` values of type T (a vector or, for the channels past the last whole vector, one float) side by
 // side.
@@ -204,13 +207,17 @@ void apply_group(std::int64_t c, G, const Tile& tile, const float* coef) {
 }
 
 // Calls f(tile) for the tiles of pixels [first, last) of an NHWC task whose first values are u, v and out.
-// A tile is one pixel unless a pixel's channels are one group of whole vectors: a longer tile would reach
-// memory one group at a time, out of address order, which the hardware prefetchers do not follow (measured
-// 2x slower from DRAM). Such narrow pixels take tile_floats values per tile.
+// A tile holds tile_floats values of each input (at least one pixel), so that the sums or coefficients of a
+// group of channels stay in registers across its pixels; with one pixel per tile they go to memory and back
+// for every pixel, which made cached inputs 1.3-3x slower. But where a pixel's channels take more than one
+// group, a tile is swept one group at a time, out of address order, which the hardware prefetchers do not
+// follow: unless the inputs are cached, such wide pixels take one pixel per tile (longer tiles were up to 2x
+// slower from DRAM).
 template <typename F>
 void for_each_tile(const float* u, const float* v, float* out, std::int64_t first, std::int64_t last,
-                   std::int64_t stride, F&& f) {
-  const std::int64_t rows = stride <= group * lanes && stride % lanes == 0 ? tile_floats / stride : 1;
+                   std::int64_t stride, bool cached, F&& f) {
+  const bool one_group = stride <= group * lanes && stride % lanes == 0;
+  const std::int64_t rows = one_group || cached ? max_of(std::int64_t{1}, tile_floats / stride) : 1;
   for (std::int64_t px = first; px < last; px += rows) {
     const std::int64_t at = px * stride;
     f(Tile{u + at, v + at, out + at, min_of(rows, last - px), stride});
@@ -243,6 +250,9 @@ void nhwc_sweeps(const NormParams& p, const float* u, const float* v, const Term
   const std::int64_t blocks = ceil_div(channels, channel_block);
   // Whole vectors are aligned when the output and every pixel's channels are.
   const bool streaming = streams(p.batch * pixels * channels) && aligned(out) && channels % lanes == 0;
+  // The forward pass's u and v are both x.
+  const bool cached =
+      (u == v ? 1 : 2) * p.batch * pixels * channels * std::int64_t{sizeof(float)} <= cached_bytes;
   parallel_for(p.batch * blocks, [&](std::int64_t t) {
     const std::int64_t img = t / blocks, c0 = (t % blocks) * channel_block;
     const std::int64_t count = min_of(channel_block, channels - c0), start = img * pixels * channels + c0;
@@ -250,11 +260,12 @@ void nhwc_sweeps(const NormParams& p, const float* u, const float* v, const Term
     ChannelScratch s;
     for (std::int64_t p0 = 0; p0 < pixels; p0 += block) {
       std::memset(s.acc, 0, sizeof(float) * K * channel_block);
-      for_each_tile(
-          u + start, v + start, out + start, p0, min_of(pixels, p0 + block), channels, [&](const Tile& tile) {
-            for_channel_groups(
-                count, [&](std::int64_t c, auto g) { sum_group<K>(c, g, tile, shift, s.acc, terms); });
-          });
+      for_each_tile(u + start, v + start, out + start, p0, min_of(pixels, p0 + block), channels, cached,
+                    [&](const Tile& tile) {
+                      for_channel_groups(count, [&](std::int64_t c, auto g) {
+                        sum_group<K>(c, g, tile, shift, s.acc, terms);
+                      });
+                    });
       for (std::int64_t c = 0; c < count; ++c)
         for (int k = 0; k < K; ++k) s.sums[c].s[k] += s.acc[k * channel_block + c];
     }
@@ -264,7 +275,7 @@ void nhwc_sweeps(const NormParams& p, const float* u, const float* v, const Term
       at[0] = f.a, at[channel_block] = f.u_shift, at[2 * channel_block] = f.b,
       at[3 * channel_block] = f.v_shift, at[4 * channel_block] = f.k;
     }
-    for_each_tile(u + start, v + start, out + start, 0, pixels, channels, [&](const Tile& tile) {
+    for_each_tile(u + start, v + start, out + start, 0, pixels, channels, cached, [&](const Tile& tile) {
       for_channel_groups(count, [&](std::int64_t c, auto g) {
         streaming ? apply_group<true>(c, g, tile, s.coef) : apply_group<false>(c, g, tile, s.coef);
       });
