@@ -9,7 +9,7 @@
 // while the plane is still in cache where it fits.
 //
 // NCHW planes are contiguous, so one task handles one plane. In NHWC the channels of a pixel are contiguous,
-// so one task handles a block of channels of one image, sweeping pixel by pixel with per-channel sums.
+// so one task handles a block of channels of one image, sweeping tiles of pixels with per-channel sums.
 // The per-(image, channel) gamma and beta gradients are summed over the images in a fixed order at the end,
 // so the result does not depend on the thread count.
 #include <cmath>
@@ -104,7 +104,7 @@ void apply_run(float* out, const float* u, const float* v, std::int64_t count, c
 // there, in both layouts).
 bool streams(std::int64_t values) { return values >= stream_floats; }
 
-// NHWC: one task handles one image's block of up to channel_block channels: it sums them pixel by pixel,
+// NHWC: one task handles one image's block of up to channel_block channels: it sums them over the image,
 // then writes the output while the image is still in cache where it fits. Both sweeps go over tiles of
 // pixels, and within a tile one group of channel vectors at a time, whose sums or coefficients stay in
 // registers across the tile's pixels.
