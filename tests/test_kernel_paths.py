@@ -3,11 +3,13 @@
 The weight gradient has five paths, all on NHWC data (NCHW layers run them on NHWC copies of x and dy, whole
 images, at most 8 MiB or one, at a time): Winograd's F(2x2, 3x3) for dense 3x3 stride-1 layers (up to 8 MiB of
 transformed gradient), in 8 or fewer work items (parts of the tiles times groups of output channels) that each
-run their tiles in blocks; kernel rows read in place for layers of one group, no dilation across and at most 4
-input channels, or 1x1 with output rows of at least 32 pixels (up to 256 KiB of dW); a GEMM per group (groups
-== 1, or more than 8 output or input channels per group) with register tiles of 6 x 64 or 8 x 48 (AVX-512), 6
-x 16 or 4 x 24 (AVX2), 4 x 4 (scalar), possibly transposed, column blocks of at most 512 columns (KH * KW * I
-/ groups of them) and, when there are few column blocks and many pixels, the pixel sum split into segments;
+run their tiles in blocks, or, from 1 MiB of it on where the transformed tiles take at most 16 MiB, all tiles
+transformed up front and dW taken in blocks of output and input channels; kernel rows read in place for layers
+of one group, no dilation across and at most 4 input channels, or 1x1 with output rows of at least 32 pixels
+(up to 256 KiB of dW); a GEMM per group (groups == 1, or more than 8 output or input channels per group) with
+register tiles of 6 x 64 or 8 x 48 (AVX-512), 6 x 16 or 4 x 24 (AVX2), 4 x 4 (scalar), possibly transposed,
+column blocks of at most 512 columns (KH * KW * I / groups of them) and, when there are few column blocks and
+many pixels, the pixel sum split into segments;
 depthwise, read in place pixel by pixel over sweeps of at most 3 taps of a kernel row, in the widest blocks of
 8, 4 or 2 vectors of channels (4 or 2 on AVX2) the channels fill, border pixels reading zeros (3x3 at stride 1
 or 2 without dilation on AVX-512: sweeps of two output rows, one vector of channels, in bands of an even
@@ -110,12 +112,21 @@ CONV_PATHS = [
     pytest.param((2, 31, 29, 24, 70, 3, 2, 1, 1, 1), id="winograd_stride2_many_tiles_70"),
     pytest.param((1, 9, 11, 160, 144, 3, 2, 1, 1, 1), id="winograd_stride2_shared_blocks"),
     # The weight gradient's work items: parts of the tiles (each with its own dU) times groups of output
-    # channel blocks. 9 tiles of 130 x 136 channels: one part, its output blocks in groups, the last group
-    # shorter at every level. 484 tiles of them: 4 parts of 2 groups (AVX-512). 256 x 256 channels (4 MiB of
-    # dU): one part of 8 groups (AVX-512).
-    pytest.param((1, 5, 6, 136, 130, 3, 1, 1, 1, "same"), id="winograd_weights_output_groups"),
-    pytest.param((1, 44, 43, 136, 130, 3, 1, 1, 1, "same"), id="winograd_weights_parts_and_groups"),
-    pytest.param((1, 6, 5, 256, 256, 3, 1, 1, 1, "same"), id="winograd_weights_one_part_8_groups"),
+    # channel blocks. 9 tiles of 120 x 130 channels: one part, its output blocks in groups, the last group
+    # shorter at every level. 484 tiles of them: 4 parts of 2 groups (AVX-512). 16 x 512 channels: one part
+    # of 8 groups (AVX-512).
+    pytest.param((1, 5, 6, 120, 130, 3, 1, 1, 1, "same"), id="winograd_weights_output_groups"),
+    pytest.param((1, 44, 43, 120, 130, 3, 1, 1, 1, "same"), id="winograd_weights_parts_and_groups"),
+    pytest.param((1, 6, 5, 16, 512, 3, 1, 1, 1, "same"), id="winograd_weights_one_part_8_groups"),
+    # From 1 MiB of dU on, layers with few tiles transform them all up front and take dW in blocks of output
+    # and input channels: 256 x 256 channels; 130 input channels (a partial last block, a partial last vector)
+    # for 140 outputs (a partial last microkernel tile), 50 tiles (sums of dy over chunks of 16, the last
+    # partial); dilation with asymmetric padding; and 320 x 448 channels, whose 9 MiB of dU is past the
+    # other scheme's bound.
+    pytest.param((1, 6, 5, 256, 256, 3, 1, 1, 1, "same"), id="winograd_weights_few_tiles_256"),
+    pytest.param((2, 9, 9, 130, 140, 3, 1, 1, 1, "same"), id="winograd_weights_few_tiles_partial_blocks"),
+    pytest.param((1, 9, 7, 128, 136, 3, 1, 2, 1, (2, 1, 0, 3)), id="winograd_weights_few_tiles_dilation2"),
+    pytest.param((1, 4, 5, 320, 448, 3, 1, 1, 1, "same"), id="winograd_weights_few_tiles_large_du"),
     # 7200 tiles of 17 input and 20 output channels: 8 parts of 900 tiles, each run in several equal blocks
     # that accumulate into its dU one after another, with channels that fill neither the microkernel's rows
     # nor its vectors.
@@ -270,8 +281,10 @@ ACCUMULATE_PATHS = [
     pytest.param((1, 12, 12, 8, 13, 3, 1, 1, 1, "same"), id="gemm_one_segment"),
     pytest.param((2, 40, 40, 8, 8, 3, 1, 1, 1, "same"), id="gemm_pixel_segments"),
     pytest.param((3, 9, 8, 37, 37, 3, 1, 1, 37, "same"), id="depthwise"),
-    # Winograd's weight gradient: dU summed over the tiles, transformed, then added to dW.
+    # Winograd's weight gradient: dU summed over the tiles, transformed, then added to dW; or with few tiles,
+    # dU's blocks transformed and added to dW, and the chunks' sums of dy added to db.
     pytest.param((2, 31, 29, 24, 70, 3, 1, 1, 1, "same"), id="winograd"),
+    pytest.param((2, 9, 9, 130, 140, 3, 1, 1, 1, "same"), id="winograd_few_tiles"),
     pytest.param((2, 7, 9, 40, 40, 3, 1, 1, 5, "same"), id="grouped_8_8"),
     # The first-layer path: the bands' partials summed in order, then added.
     pytest.param((2, 12, 11, 3, 20, 5, 2, 1, 1, 2), id="first_layer"),

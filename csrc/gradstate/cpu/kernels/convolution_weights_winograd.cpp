@@ -11,7 +11,9 @@
 // channels into groups. An item runs on one thread from start to end: blocks of its tiles are transformed
 // (patches of x into V, patches of dy into Z for its output channels) into the thread's scratch, and the
 // microkernel adds their 16 GEMMs into its part's dU while they are still in the core's cache. The parts'
-// dU, summed in order, are finally transformed into dW.
+// dU, summed in order, are finally transformed into dW. Layers of many channels and few tiles go to
+// convolution_weights_winograd_few_tiles.cpp instead, which keeps dU out of memory (see
+// min_few_tiles_du_bytes).
 #include <cstdint>
 #include <cstring>
 
@@ -26,9 +28,14 @@
 namespace gradstate::cpu::GRADSTATE_ISA_NAMESPACE {
 namespace {
 
-// Beyond this size of dU the GEMM path is as fast (512 x 512 channels measured no faster: their few tiles
-// per image leave the transforms little to save).
+// Beyond this size of dU its trip through memory costs more than the transforms save (512 x 512 channels
+// measured no faster than the GEMM path).
 constexpr std::int64_t max_du_bytes = std::int64_t{8} << 20;
+// From this size of dU on, layers whose tiles fit the bound of convolution_weights_winograd_few_tiles.cpp
+// take that scheme (dW on 2 threads, ms: 128 channels of 14x14 images 1.49 -> 1.18, 256 of 14x14
+// 5.08 -> 4.40, 512 of 7x7 9.8 -> 5.9 by the GEMM path). Below it, dU stays in the core's cache here and
+// this scheme is the faster (64 channels of 28x28 images 1.28 against 1.69, 32 of 56x56 0.99 against 1.77).
+constexpr std::int64_t min_few_tiles_du_bytes = std::int64_t{1} << 20;
 // The work is split into this many items whatever the thread count (so each value is summed in one order),
 // which shares out evenly over 1, 2, 4 or 8 threads.
 constexpr std::int64_t work_items = 8;
@@ -52,19 +59,20 @@ std::int64_t floor_power_of_two(std::int64_t n) {
   return power;
 }
 
+std::int64_t du_bytes(const ConvParams& p) {
+  return std::int64_t{sizeof(float)} * StrideOne::positions * p.in_c * p.out_c;
+}
+
+bool takes_few_tiles(const ConvParams& p) {
+  return du_bytes(p) >= min_few_tiles_du_bytes && few_tiles_weights_gradient_fits(p);
+}
+
 template <int MR, int NV>
-struct WinogradWeights {
-  using S = StrideOne;  // see StrideTwo for why not at stride 2
+struct WinogradWeights : WinogradWeightsLayer {
   static constexpr std::int64_t NR = NV * lanes;
-  static constexpr int positions = S::positions;
 
   WinogradWeights(const ConvParams& p, const float* dy, const float* x)
-      : geo(p),
-        grid(p),
-        dy(dy),
-        x(x),
-        channels(p.in_c),
-        outputs(p.out_c),
+      : WinogradWeightsLayer(p, dy, x),
         o_blocks(ceil_div(outputs, NR)),
         // V is the microkernel's k-major A operand: its rows run over channels in steps of MR.
         ldv(round_up(channels, MR)),
@@ -165,24 +173,8 @@ struct WinogradWeights {
   void transform_gradients(std::int64_t tile, const Item& it, float* z, float* db) const {
     const float* src[4];  // null outside the output
     grid.output_pixels(geo, tile, dy, src);
-    auto at = [&](int xi, std::int64_t o) { return z_offset(it, xi, o / NR) + o % NR; };
-    const std::int64_t o_end = min_of(outputs, it.ob_end * NR);
-    std::int64_t o = it.ob_begin * NR;
-    for (; o + lanes <= o_end; o += lanes) {
-      Vec d[4], zv[positions], sum = load(db + o);
-      for (int i = 0; i < 4; ++i) d[i] = src[i] ? load(src[i] + o) : Vec{};
-      for (int i = 0; i < 4; ++i) sum += d[i];
-      store(db + o, sum);
-      transform_output_gradient<S>(d, zv);
-      for (int xi = 0; xi < positions; ++xi) store(z + at(xi, o), zv[xi]);
-    }
-    for (; o < o_end; ++o) {
-      float d[4], zv[positions];
-      for (int i = 0; i < 4; ++i) d[i] = src[i] ? src[i][o] : 0.0f;
-      for (int i = 0; i < 4; ++i) db[o] += d[i];
-      transform_output_gradient<S>(d, zv);
-      for (int xi = 0; xi < positions; ++xi) z[at(xi, o)] = zv[xi];
-    }
+    auto at = [&](int xi, std::int64_t o) { return z + z_offset(it, xi, o / NR) + o % NR; };
+    transform_tile_gradients<S>(src, it.ob_begin * NR, min_of(outputs, it.ob_end * NR), db, at);
   }
 
   // Each part's dU and db, summed over the parts in order.
@@ -237,22 +229,19 @@ struct WinogradWeights {
     });
   }
 
-  Geometry geo;
-  TileGrid grid;
-  const float* dy;
-  const float* x;
-  std::int64_t channels, outputs, o_blocks, ldv, ldz, parts, part_tiles, group_blocks, o_groups, block_tiles;
+  std::int64_t o_blocks, ldv, ldz, parts, part_tiles, group_blocks, o_groups, block_tiles;
 };
 
 }  // namespace
 
 bool winograd_weights_gradient_applies(const ConvParams& p) {
   return p.layout == Layout::NHWC && winograd_shape(p) && p.stride_y == 1 &&
-         std::int64_t{sizeof(float)} * StrideOne::positions * p.in_c * p.out_c <= max_du_bytes;
+         (du_bytes(p) <= max_du_bytes || takes_few_tiles(p));
 }
 
 void winograd_weights_gradient_nhwc(const ConvParams& p, const float* dy, const float* x, float* dw,
                                     float* db, bool accumulate) {
+  if (takes_few_tiles(p)) return few_tiles_weights_gradient_nhwc(p, dy, x, dw, db, accumulate);
   if (tile_a_pads_least(p.out_c)) {
     WinogradWeights<tile_a[0], tile_a[1]>(p, dy, x).run(dw, db, accumulate);
   } else {

@@ -19,12 +19,19 @@ void winograd_forward_nhwc(const ConvParams& p, const float* x, const float* w, 
 void winograd_data_gradient_pass_nhwc(const ConvParams& pass, const float* dy, const float* w, const float* b,
                                       float* dx);
 
-// Whether the layer is such a layer at stride 1, in NHWC, with few enough channels that the weight
-// gradient's transform dU stays within its memory bound.
+// Whether the layer is such a layer at stride 1, in NHWC, whose weight gradient's transforms stay within
+// their memory bounds: dU (convolution_weights_winograd.cpp), or else the transformed tiles
+// (convolution_weights_winograd_few_tiles.cpp).
 bool winograd_weights_gradient_applies(const ConvParams& p);
 
 // dw and db summed over the batch; overwritten unless accumulate.
 void winograd_weights_gradient_nhwc(const ConvParams& p, const float* dy, const float* x, float* dw,
                                     float* db, bool accumulate);
+
+// The scheme of convolution_weights_winograd_few_tiles.cpp, for such layers: whether its transformed tiles
+// fit their memory bound, and the weight gradient as above.
+bool few_tiles_weights_gradient_fits(const ConvParams& p);
+void few_tiles_weights_gradient_nhwc(const ConvParams& p, const float* dy, const float* x, float* dw,
+                                     float* db, bool accumulate);
 
 }  // namespace gradstate::cpu::GRADSTATE_ISA_NAMESPACE

@@ -166,6 +166,46 @@ struct TileGrid {
   std::int64_t rows, cols, count;
 };
 
+// A dense 3x3 stride-1 layer as both weight-gradient schemes see it (convolution_weights_winograd.cpp and
+// convolution_weights_winograd_few_tiles.cpp): its geometry, its tiles, dy and x.
+struct WinogradWeightsLayer {
+  using S = StrideOne;  // see StrideTwo for why not at stride 2
+  static constexpr int positions = S::positions;
+
+  WinogradWeightsLayer(const ConvParams& p, const float* dy, const float* x)
+      : geo(p), grid(p), dy(dy), x(x), channels(p.in_c), outputs(p.out_c) {}
+
+  Geometry geo;
+  TileGrid grid;
+  const float* dy;
+  const float* x;
+  std::int64_t channels, outputs;
+};
+
+// The weight gradient's Z = A dY A^T of one tile, for the output channels [o, o_end): `src` are the tile's
+// four pixels of dy (null outside the output), at(xi, o) where Z[xi] of channel o goes (the `lanes` values of
+// a vector from o lie contiguous); db[o] += the pixels' dy.
+template <typename S, typename At>
+__attribute__((always_inline)) inline void transform_tile_gradients(const float* const (&src)[4],
+                                                                    std::int64_t o, std::int64_t o_end,
+                                                                    float* db, const At& at) {
+  for (; o + lanes <= o_end; o += lanes) {
+    Vec d[4], zv[S::positions], sum = load(db + o);
+    for (int i = 0; i < 4; ++i) d[i] = src[i] ? load(src[i] + o) : Vec{};
+    for (int i = 0; i < 4; ++i) sum += d[i];
+    store(db + o, sum);
+    transform_output_gradient<S>(d, zv);
+    for (int xi = 0; xi < S::positions; ++xi) store(at(xi, o), zv[xi]);
+  }
+  for (; o < o_end; ++o) {
+    float d[4], zv[S::positions];
+    for (int i = 0; i < 4; ++i) d[i] = src[i] ? src[i][o] : 0.0f;
+    for (int i = 0; i < 4; ++i) db[o] += d[i];
+    transform_output_gradient<S>(d, zv);
+    for (int xi = 0; xi < S::positions; ++xi) *at(xi, o) = zv[xi];
+  }
+}
+
 // src[i] = where input pixel i of the tile's patch (row-major) starts in x, an NHWC activation; `zeros` (a
 // pixel of zeros) for those in the padding.
 template <typename S>
@@ -197,6 +237,12 @@ class TilePatches {
 
   // Transforms the next tile's patch into v (the tile must be in the grid).
   void transform_next(float* v, std::int64_t stride) {
+    transform_next_to([&](int xi, std::int64_t c) { return v + xi * stride + c; });
+  }
+
+  // The same into at(xi, c), where the `lanes` values of a vector of channels from c lie contiguous.
+  template <typename At>
+  void transform_next_to(const At& at) {
     const float* src[positions];
     std::copy_n(next_, positions, src);
     if (++tile_ < grid_.count) patch_pixels<S>(geo_, grid_, x_, zeros_, tile_, next_);
@@ -207,13 +253,13 @@ class TilePatches {
       for (int i = 0; i < positions; ++i) __builtin_prefetch(next_[i] + c);
       for (int i = 0; i < positions; ++i) d[i] = load(src[i] + c);
       transform_patch<S>(d, t);
-      for (int i = 0; i < positions; ++i) store(v + i * stride + c, t[i]);
+      for (int i = 0; i < positions; ++i) store(at(i, c), t[i]);
     }
     for (; c < channels; ++c) {
       float d[positions], t[positions];
       for (int i = 0; i < positions; ++i) d[i] = src[i][c];
       transform_patch<S>(d, t);
-      for (int i = 0; i < positions; ++i) v[i * stride + c] = t[i];
+      for (int i = 0; i < positions; ++i) *at(i, c) = t[i];
     }
   }
 
