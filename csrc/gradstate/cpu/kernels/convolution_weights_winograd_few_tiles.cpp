@@ -26,6 +26,7 @@ namespace {
 constexpr std::int64_t max_transformed_bytes = std::int64_t{16} << 20;
 constexpr std::int64_t chunk_tiles = 16;  // tiles transformed by one task, whose dy it sums for db
 constexpr std::int64_t task_rows = 8;     // microkernel tiles of output channels per task, at most
+// Tasks per thread, at least, where the blocks allow: a thread's share of uneven tasks evens out.
 constexpr std::int64_t tasks_per_thread = 4;
 
 template <int MR, int NV>
@@ -96,6 +97,7 @@ struct FewTiles : WinogradWeightsLayer {
     }
   }
 
+  // The chunks' transforms, db from their sums of dy in chunk order, then dW block by block.
   void run(float* dw, float* db, bool accumulate) const {
     const std::int64_t v_floats = positions * c_blocks * tiles * NR, z_floats = positions * tiles * ldz;
     const Memory memory(sizeof(float) * (v_floats + z_floats + chunks * outputs + channels));
