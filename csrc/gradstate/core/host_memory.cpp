@@ -3,7 +3,8 @@
 #include "gradstate/core/integer_math.h"
 
 #include <cstdlib>
-#include <map>
+#include <iterator>
+#include <list>
 #include <mutex>
 #include <new>
 
@@ -30,28 +31,31 @@ class BlockCache {
   static constexpr std::size_t min_bytes = std::size_t{1} << 20;
   static constexpr std::size_t limit = std::size_t{256} << 20;
 
+  // The most recently kept block of that size, if any.
   void* take(std::size_t bytes) {
     std::lock_guard<std::mutex> lock(mutex_);
-    const auto found = blocks_.find(bytes);
-    if (found == blocks_.end()) return nullptr;
-    void* data = found->second;
-    blocks_.erase(found);
-    held_ -= bytes;
-    return data;
+    for (auto block = blocks_.rbegin(); block != blocks_.rend(); ++block) {
+      if (block->bytes != bytes) continue;
+      void* data = block->data;
+      blocks_.erase(std::next(block).base());
+      held_ -= bytes;
+      return data;
+    }
+    return nullptr;
   }
 
-  // Keeps the block, or frees it when it is small; evicts the smallest blocks to stay within the limit (the
-  // large ones save the most page faults).
+  // Keeps the block, or frees it when it is small; evicts the blocks kept longest ago to stay within the
+  // limit. (Evicting the smallest first let large blocks that no later call asked for crowd out the few-MiB
+  // blocks of the calls being repeated, faulted in afresh at every call.)
   void give(void* data, std::size_t bytes) {
     if (bytes < min_bytes || bytes > limit) return std::free(data);
     std::lock_guard<std::mutex> lock(mutex_);
     while (held_ + bytes > limit) {
-      const auto smallest = blocks_.begin();
-      held_ -= smallest->first;
-      std::free(smallest->second);
-      blocks_.erase(smallest);
+      held_ -= blocks_.front().bytes;
+      std::free(blocks_.front().data);
+      blocks_.pop_front();
     }
-    blocks_.emplace(bytes, data);
+    blocks_.push_back({bytes, data});
     held_ += bytes;
   }
 
@@ -62,14 +66,18 @@ class BlockCache {
 
   void release() {
     std::lock_guard<std::mutex> lock(mutex_);
-    for (const auto& block : blocks_) std::free(block.second);
+    for (const Block& block : blocks_) std::free(block.data);
     blocks_.clear();
     held_ = 0;
   }
 
  private:
   std::mutex mutex_;
-  std::multimap<std::size_t, void*> blocks_;
+  struct Block {
+    std::size_t bytes;
+    void* data;
+  };
+  std::list<Block> blocks_;  // in the order they were kept, oldest first
   std::size_t held_ = 0;
 };
 
