@@ -1,29 +1,28 @@
 """Shapes that steer the CPU kernels down each of their paths and through each of their tails.
 
 The weight gradient has five paths, all on NHWC data (NCHW layers run them on NHWC copies of x and dy, whole
-images, at most 8 MiB or one, at a time): Winograd's F(2x2, 3x3) for dense 3x3 stride-1 layers (up to 8 MiB of
-transformed gradient), in 8 or fewer work items (parts of the tiles times groups of output channels) that each
-run their tiles in blocks, or, from 1 MiB of it on where the transformed tiles take at most 16 MiB, all tiles
-transformed up front and dW taken in blocks of output and input channels; kernel rows read in place for layers
-of one group, no dilation across and at most 4 input channels, or 1x1 with output rows of at least 32 pixels
-(up to 256 KiB of dW); a GEMM per group (groups == 1, or more than 8 output or input channels per group) with
-register tiles of 6 x 64 or 8 x 48 (AVX-512), 6 x 16 or 4 x 24 (AVX2), 4 x 4 (scalar), possibly transposed,
-column blocks of at most 512 columns (KH * KW * I / groups of them) and, when there are few column blocks and
-many pixels, the pixel sum split into segments;
-depthwise, read in place pixel by pixel over sweeps of at most 3 taps of a kernel row, in the widest blocks of
-8, 4 or 2 vectors of channels (4 or 2 on AVX2) the channels fill, border pixels reading zeros (3x3 at stride 1
-or 2 without dilation on AVX-512: sweeps of two output rows, one vector of channels, in bands of an even
-number of rows but for the last); and "vectors across groups" for the other small groups (at most 8 output and
-8 input channels per group), which sweeps the taps 9 at a time. The forward pass of dense 3x3 layers of at
-least 16 channels runs Winograd's F(2x2, 3x3) at stride 1 and its stride-2 counterpart (25 products per 2x2
-tile) at stride 2 without dilation; otherwise a GEMM when a group has at least 8 output channels; dx runs one
-at stride 1 as a forward pass (at least 8 input channels per group), and at larger strides in stride phases
-(forward GEMMs writing every stride-th pixel; at least 32 input channels per group, no dilation) or else
-through col2im (at least 8 output channels per group); with fewer channels per group, vectors across groups
-(one shuffle of the source pixel's vectors per source channel of a group), when a block of lanes' sources fit
-two vectors. Instance norm sums blocks of 512 pixels, one plane per task in NCHW and 256 channels per task in
-NHWC. Every case is checked against the float64 reference in both layouts; test_cpu_isa.py runs this file at
-every instruction-set level.
+images, at most 8 MiB or one, at a time): Winograd's F(2x2, 3x3) for dense 3x3 stride-1 layers, up to 8 MiB of
+transformed gradient dU in 8 or fewer work items (parts of the tiles times groups of output channels) that
+each run their tiles in blocks, or, from 1 MiB of dU on (past 8 MiB too) where the transformed tiles take at
+most 16 MiB, all tiles transformed up front and dW taken in blocks of output and input channels; kernel rows
+read in place for layers of one group, no dilation across and at most 4 input channels, or 1x1 with output
+rows of at least 32 pixels (up to 256 KiB of dW); a GEMM per group (groups == 1, or more than 8 output or
+input channels per group) with register tiles of 6 x 64 or 8 x 48 (AVX-512), 6 x 16 or 4 x 24 (AVX2), 4 x 4
+(scalar), possibly transposed, column blocks of at most 512 columns (KH * KW * I / groups of them) and, when
+there are few column blocks and many pixels, the pixel sum split into segments; depthwise, read in place pixel
+by pixel over sweeps of at most 3 taps of a kernel row, in the widest blocks of 8, 4 or 2 vectors of channels
+(4 or 2 on AVX2) the channels fill, border pixels reading zeros (3x3 at stride 1 or 2 without dilation on
+AVX-512: sweeps of two output rows, one vector of channels, in bands of an even number of rows but for the
+last); and "vectors across groups" for the other small groups (at most 8 output and 8 input channels per
+group), which sweeps the taps 9 at a time. The forward pass of dense 3x3 layers of at least 16 channels runs
+Winograd's F(2x2, 3x3) at stride 1 and its stride-2 counterpart (25 products per 2x2 tile) at stride 2 without
+dilation; otherwise a GEMM when a group has at least 8 output channels; dx runs one at stride 1 as a forward
+pass (at least 8 input channels per group), and at larger strides in stride phases (forward GEMMs writing
+every stride-th pixel; at least 32 input channels per group, no dilation) or else through col2im (at least 8
+output channels per group); with fewer channels per group, vectors across groups (one shuffle of the source
+pixel's vectors per source channel of a group), when a block of lanes' sources fit two vectors. Instance norm
+sums blocks of 512 pixels, one plane per task in NCHW and 256 channels per task in NHWC. Every case is checked
+against the float64 reference in both layouts; test_cpu_isa.py runs this file at every instruction-set level.
 """
 
 import gradstate as gs

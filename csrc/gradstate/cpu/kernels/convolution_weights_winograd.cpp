@@ -59,12 +59,12 @@ std::int64_t floor_power_of_two(std::int64_t n) {
   return power;
 }
 
-std::int64_t du_bytes(const ConvParams& p) {
+std::int64_t layer_du_bytes(const ConvParams& p) {
   return std::int64_t{sizeof(float)} * StrideOne::positions * p.in_c * p.out_c;
 }
 
 bool takes_few_tiles(const ConvParams& p) {
-  return du_bytes(p) >= min_few_tiles_du_bytes && few_tiles_weights_gradient_fits(p);
+  return layer_du_bytes(p) >= min_few_tiles_du_bytes && few_tiles_weights_gradient_fits(p);
 }
 
 template <int MR, int NV>
@@ -236,7 +236,7 @@ struct WinogradWeights : WinogradWeightsLayer {
 
 bool winograd_weights_gradient_applies(const ConvParams& p) {
   return p.layout == Layout::NHWC && winograd_shape(p) && p.stride_y == 1 &&
-         (du_bytes(p) <= max_du_bytes || takes_few_tiles(p));
+         (layer_du_bytes(p) <= max_du_bytes || takes_few_tiles(p));
 }
 
 void winograd_weights_gradient_nhwc(const ConvParams& p, const float* dy, const float* x, float* dw,
