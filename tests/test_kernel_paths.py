@@ -206,8 +206,9 @@ CONV_PATHS = [
     pytest.param((2, 9, 20, 40, 40, 4, 2, (1, 2), 40, (1, 2, 3, 0)), id="depthwise40_4x4_sweeps_3_1"),
     pytest.param((1, 4, 3, 32, 32, (3, 7), 1, 1, 32, 3), id="depthwise32_kernel_wider_than_row"),
     pytest.param((1, 70, 8, 32, 32, 3, 1, 1, 32, 1), id="depthwise32_two_bands"),
-    # The forward pass's interior columns (four at a time) with stride and dilation, a 10x10 kernel (100
-    # taps), and a kernel of 82 rows, more than the forward pass keeps at hand, that runs scalar code.
+    # The forward pass's interior columns (four at a time, two vectors of channels at a time and then one)
+    # with stride and dilation, a 10x10 kernel (100 taps), and a kernel of 82 rows, more than the forward
+    # pass keeps at hand, that runs scalar code.
     pytest.param((2, 15, 17, 37, 37, 7, 2, 2, 37, 6), id="depthwise37_7x7_stride2_dilation2"),
     pytest.param((1, 12, 12, 16, 16, 10, 1, 1, 16, 0), id="depthwise16_10x10"),
     pytest.param((1, 84, 3, 16, 16, (82, 1), 1, 1, 16, 0), id="depthwise16_82x1_scalar"),
@@ -222,6 +223,8 @@ CONV_PATHS = [
     # 2^21 input values. In NCHW the weight gradient copies x and dy into NHWC one image (8 MiB or more) at
     # a time, each adding to the dW and db of the one before.
     pytest.param((2, 64, 64, 256, 256, 3, 1, 1, 256, "same"), id="depthwise256_streamed_output"),
+    # Streamed with 48 channels: three vectors at AVX-512 (a pair and then one), six at AVX2 (three pairs).
+    pytest.param((1, 210, 211, 48, 48, 3, 1, 1, 48, "same"), id="depthwise48_streamed_output"),
     pytest.param((2, 64, 64, 256, 256, 3, 2, 1, 256, 1), id="depthwise256_stride2_streamed_dx"),
     # NCHW at stride 1 with at least 2^21 input values: the plane kernel (zero-padded rows, vectors along
     # the output row), here with rows of 62, 70 and 65 outputs (a partial last vector at every level),

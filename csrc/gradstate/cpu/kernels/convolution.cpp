@@ -16,6 +16,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <limits>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -65,11 +66,17 @@ const float* in_place_corner(const Geometry& geo, const float* x, std::int64_t k
   return x + first;
 }
 
-// Whether an NHWC output dst of `pixels` pixels of `channels` values, written a pixel's whole vectors at a
-// time, is streamed past the caches: when it is large, and every vector store fills whole cache lines of its
-// own.
+// Whether an NHWC output dst of `pixels` pixels of `channels` values is streamed past the caches: when it is
+// large and its pixels are whole cache lines, for a writer that fills each line before it leaves it (a
+// pixel's vectors in order, say), so that no line reaches memory in parts.
+bool streams_lines(std::int64_t pixels, std::int64_t channels, const float* dst) {
+  return pixels * channels >= stream_floats && channels % line_floats == 0 && aligned(dst);
+}
+
+// The same for the GEMM paths, which stream with 64-byte vectors only, each store a whole line: at narrower
+// widths streaming them was not measured.
 bool streams_pixels(std::int64_t pixels, std::int64_t channels, const float* dst) {
-  return pixels * channels >= stream_floats && sizeof(Vec) == 64 && channels % lanes == 0 && aligned(dst);
+  return sizeof(Vec) == 64 && streams_lines(pixels, channels, dst);
 }
 
 // Where output pixel (n, oh, ow) of a forward GEMM lies: y + first + n * image + oh * row + ow * col. The
@@ -426,25 +433,48 @@ void depthwise_forward_row(const ConvParams& p, const Geometry& geo, const Index
       write(out + ow * channels + c, acc);
     }
   };
+  const std::int64_t step = p.stride_x * channels, tap_step = p.dilation_x * channels;
+  // Vectors vectors of channels from c on, at depthwise_columns interior columns from ow on.
+  const auto interior_block = [&](auto vectors, std::int64_t ow, std::int64_t c) {
+    constexpr int Vectors = decltype(vectors)::value;
+    Vec acc[Vectors][depthwise_columns];
+    for (int v = 0; v < Vectors; ++v)
+      for (std::int64_t q = 0; q < depthwise_columns; ++q) acc[v][q] = b ? load(b + c + v * lanes) : Vec{};
+    for (std::int64_t kh = 0; kh < p.kernel_h; ++kh) {
+      if (rows[kh] == nullptr) continue;
+      const float* first = rows[kh] + geo.input_col(ow, 0) * channels + c;
+      const float* weights = wt + kh * p.kernel_w * channels + c;
+      for (std::int64_t kw = 0; kw < p.kernel_w; ++kw)
+        for (int v = 0; v < Vectors; ++v) {
+          const Vec wv = load(weights + kw * channels + v * lanes);
+          for (std::int64_t q = 0; q < depthwise_columns; ++q)
+            acc[v][q] += wv * load(first + q * step + kw * tap_step + v * lanes);
+        }
+    }
+    for (int v = 0; v < Vectors; ++v)
+      for (std::int64_t q = 0; q < depthwise_columns; ++q)
+        write(out + (ow + q) * channels + c + v * lanes, acc[v][q]);
+  };
+  // The input rows that the next output row reads and this one does not, prefetched a share per column group.
+  const std::int64_t last_row = geo.input_row(oh, p.kernel_h - 1);
+  const std::int64_t next_rows =
+      oh + 1 < p.out_h ? min_of<std::int64_t>(geo.input_row(oh + 1, p.kernel_h - 1), p.in_h - 1) - last_row
+                       : 0;
+  const float* next = next_rows > 0 ? x + geo.x_offset(n, last_row + 1, 0, 0) : nullptr;
+  const std::int64_t next_lines = next_rows * p.in_w * channels / line_floats;
+  const std::int64_t groups = max_of<std::int64_t>(1, (interior.end - interior.first) / depthwise_columns);
+  const std::int64_t lines_per_group = ceil_div(next_lines, groups);
+  std::int64_t prefetched = 0;
   std::int64_t ow = 0;
   for (; ow < interior.first; ++ow) border_column(ow);
-  const std::int64_t step = p.stride_x * channels, tap_step = p.dilation_x * channels;
   for (; ow + depthwise_columns <= interior.end; ow += depthwise_columns) {
-    for (std::int64_t c = 0; c < vector_channels; c += lanes) {
-      Vec acc[depthwise_columns];
-      for (std::int64_t q = 0; q < depthwise_columns; ++q) acc[q] = b ? load(b + c) : Vec{};
-      for (std::int64_t kh = 0; kh < p.kernel_h; ++kh) {
-        if (rows[kh] == nullptr) continue;
-        const float* first = rows[kh] + geo.input_col(ow, 0) * channels + c;
-        const float* weights = wt + kh * p.kernel_w * channels + c;
-        for (std::int64_t kw = 0; kw < p.kernel_w; ++kw) {
-          const Vec wv = load(weights + kw * channels);
-          for (std::int64_t q = 0; q < depthwise_columns; ++q)
-            acc[q] += wv * load(first + q * step + kw * tap_step);
-        }
-      }
-      for (std::int64_t q = 0; q < depthwise_columns; ++q) write(out + (ow + q) * channels + c, acc[q]);
-    }
+    for (std::int64_t end = min_of(prefetched + lines_per_group, next_lines); prefetched < end; ++prefetched)
+      __builtin_prefetch(next + prefetched * line_floats);
+    // Two vectors at a time: eight chains of FMAs, so that each FMA's latency is hidden behind the others.
+    std::int64_t c = 0;
+    for (; c + 2 * lanes <= vector_channels; c += 2 * lanes)
+      interior_block(std::integral_constant<int, 2>{}, ow, c);
+    for (; c < vector_channels; c += lanes) interior_block(std::integral_constant<int, 1>{}, ow, c);
   }
   for (; ow < p.out_w; ++ow) border_column(ow);
 }
@@ -459,7 +489,7 @@ void depthwise_forward_nhwc(const ConvParams& p, const float* x, const float* w,
   const IndexRange interior = interior_columns(p);
   // depthwise_forward_row keeps a pointer per kernel row at hand.
   const std::int64_t vector_channels = p.kernel_h <= max_vector_taps ? channels / lanes * lanes : 0;
-  const bool streaming = streams_pixels(static_cast<std::int64_t>(p.batch) * p.out_h * p.out_w, channels, y);
+  const bool streaming = streams_lines(static_cast<std::int64_t>(p.batch) * p.out_h * p.out_w, channels, y);
   parallel_for(static_cast<std::int64_t>(p.batch) * p.out_h, [&](std::int64_t row) {
     const std::int64_t n = row / p.out_h, oh = row % p.out_h;
     if (vector_channels > 0) {
@@ -551,7 +581,7 @@ void depthwise_data_gradient_nhwc(const ConvParams& p, const float* dy, const fl
   const Readers cols(p.in_w, p.out_w, p.kernel_w, p.stride_x, p.pad_left, p.dilation_x);
   const std::vector<ColumnPhase> phases = column_phases(p);
   const std::vector<bool> border = border_columns(p, phases);
-  const bool streaming = streams_pixels(static_cast<std::int64_t>(p.batch) * p.in_h * p.in_w, channels, dx);
+  const bool streaming = streams_lines(static_cast<std::int64_t>(p.batch) * p.in_h * p.in_w, channels, dx);
   const std::int64_t most_readers = rows.most() * cols.most();
   parallel_for(static_cast<std::int64_t>(p.batch) * p.in_h, [&](std::int64_t row) {
     const std::int64_t n = row / p.in_h, ih = row % p.in_h;
