@@ -455,21 +455,19 @@ void depthwise_forward_row(const ConvParams& p, const Geometry& geo, const Index
       for (std::int64_t q = 0; q < depthwise_columns; ++q)
         write(out + (ow + q) * channels + c + v * lanes, acc[v][q]);
   };
-  // The input rows that the next output row reads and this one does not, prefetched a share per column group.
+  // The input rows that the next output row reads and this one does not, asked for a share per column group.
   const std::int64_t last_row = geo.input_row(oh, p.kernel_h - 1);
   const std::int64_t next_rows =
       oh + 1 < p.out_h ? min_of<std::int64_t>(geo.input_row(oh + 1, p.kernel_h - 1), p.in_h - 1) - last_row
                        : 0;
-  const float* next = next_rows > 0 ? x + geo.x_offset(n, last_row + 1, 0, 0) : nullptr;
-  const std::int64_t next_lines = next_rows * p.in_w * channels / line_floats;
-  const std::int64_t groups = max_of<std::int64_t>(1, (interior.end - interior.first) / depthwise_columns);
-  const std::int64_t lines_per_group = ceil_div(next_lines, groups);
-  std::int64_t prefetched = 0;
+  LinesAhead ahead;
+  if (next_rows > 0)
+    ahead = LinesAhead(x + geo.x_offset(n, last_row + 1, 0, 0), next_rows * geo.x.h,
+                       (interior.end - interior.first) / depthwise_columns);
   std::int64_t ow = 0;
   for (; ow < interior.first; ++ow) border_column(ow);
   for (; ow + depthwise_columns <= interior.end; ow += depthwise_columns) {
-    for (std::int64_t end = min_of(prefetched + lines_per_group, next_lines); prefetched < end; ++prefetched)
-      __builtin_prefetch(next + prefetched * line_floats);
+    ahead.next();
     // Two vectors at a time: eight chains of FMAs, so that each FMA's latency is hidden behind the others.
     std::int64_t c = 0;
     for (; c + 2 * lanes <= vector_channels; c += 2 * lanes)

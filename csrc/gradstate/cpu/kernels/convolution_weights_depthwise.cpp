@@ -10,13 +10,15 @@
 // the lines of x and dy that the next output row reads first: each sweep reads lines fetched by the sweeps
 // before it but for one new row of x or dy, and a single stream fetched on demand leaves the loads waiting on
 // memory (dw3x3_128 dW 1.06 -> 0.70-0.73 ms on 2 threads). 3x3 kernels at stride 1 or 2 without dilation
-// sweep two output rows at once instead (sweep_rows, below). A task takes a band of output rows of one image
+// sweep two output rows at once instead (sweep_rows, below), or where the registers would not hold that,
+// one row in groups of pixels (sweep_row_in_groups). A task takes a band of output rows of one image
 // and leaves a partial dW and db; the partials are summed in task order, so the result does not depend on the
 // thread count.
 #include "gradstate/cpu/kernels/convolution_weights_paths.h"
 
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 
 #include "gradstate/cpu/kernels/conv_geometry.h"
 #include "gradstate/cpu/kernels/partial_sums.h"
@@ -195,10 +197,13 @@ constexpr bool pairs_fit = vector_registers >= 32;
 constexpr int pair_kernel = 3;                            // kernel rows and columns
 constexpr int pair_sums = pair_kernel * pair_kernel + 1;  // vectors: the taps', then db
 
-bool pairs_apply(const ConvParams& p) {
-  return pairs_fit && p.kernel_h == pair_kernel && p.kernel_w == pair_kernel && p.stride_y == p.stride_x &&
+// 3x3 at stride 1 or 2 without dilation, which the sweeps of two rows (or of groups of pixels) take.
+bool three_by_three_small_stride(const ConvParams& p) {
+  return p.kernel_h == pair_kernel && p.kernel_w == pair_kernel && p.stride_y == p.stride_x &&
          (p.stride_x == 1 || p.stride_x == 2) && p.dilation_y == 1 && p.dilation_x == 1;
 }
+
+bool pairs_apply(const ConvParams& p) { return pairs_fit && three_by_three_small_stride(p); }
 
 // Rows (1 or 2) output rows from oh of image n at stride S, channels [c0, c0 + lanes): sums[tap][channel]
 // and then sums[9][channel] (db) += the rows' sums. With `ahead`, asks for the lines of x and dy that the
@@ -299,6 +304,126 @@ void sweep_band_in_pairs(const Geometry& geo, const float* dy, const float* x, s
   write_part(p, lanes, sums, part);
 }
 
+// Where the pairs' registers do not fit (AVX2's 16), 3x3 kernels at stride 1 or 2 without dilation sweep one
+// output row with all 9 taps, in groups of group_pixels output pixels: for each group every vector of
+// channels in turn loads its 9 tap sums and its sum of dy from a block in L1, adds the group's products and
+// stores them back. The group's vectors of dy stay in registers, so each column of x the group's taps read is
+// loaded once for every tap that reads it (at stride 1, 18 loads of x make 36 products; sweep_row's 3-tap
+// sweeps loaded x once per product and dy once per kernel row). The sums, 4 vectors of dy and a column of x
+// take 15 registers. A group reads its pixels of x and dy whole, all their channels before the next group,
+// in the order they lie in memory, and asks for the lines the next row reads first (LinesAhead).
+constexpr int group_pixels = 4;
+
+bool groups_apply(const ConvParams& p) { return !pairs_fit && three_by_three_small_stride(p); }
+
+// P output pixels from the one whose taps read columns[r] + ... of x (kernel row r, S * step[r] floats per
+// pixel, step[r] floats per column) and whose dy is at d (geo.y.w floats per pixel): sums[tap][lane] and
+// then sums[9][lane] (db) += their products, for the channels [c, c + lanes).
+template <int P, int S>
+void add_group(const float* const* columns, const std::int64_t* step, const float* d, std::int64_t d_step,
+               std::int64_t c, float* sums) {
+  constexpr int K = pair_kernel, span = (P - 1) * S + K;  // span: the columns the group's taps read
+  Vec dv[P];
+  for (int q = 0; q < P; ++q) dv[q] = load(d + q * d_step + c);
+  Vec acc[K * K], db = load(sums + K * K * lanes);
+  for (int t = 0; t < K * K; ++t) acc[t] = load(sums + t * lanes);
+  for (int q = 0; q < P; ++q) db += dv[q];
+  for (int r = 0; r < K; ++r) {
+#pragma GCC unroll 16
+    for (int j = 0; j < span; ++j) {
+      const Vec xv = load(columns[r] + j * step[r] + c);
+#pragma GCC unroll 3
+      for (int kw = 0; kw < K; ++kw) {
+        // Pixel q reads column j at tap kw when j = q * S + kw.
+        if (j >= kw && (j - kw) % S == 0 && (j - kw) / S < P) acc[r * K + kw] += dv[(j - kw) / S] * xv;
+      }
+    }
+  }
+  for (int t = 0; t < K * K; ++t) store(sums + t * lanes, acc[t]);
+  store(sums + K * K * lanes, db);
+}
+
+// Output row oh of image n: sums[block][tap][lane] and then sums[block][9][lane] (db) += the row's sums, for
+// every block of lanes channels (the last ending at the last channel). zeros: a row of x's width of zeros,
+// which kernel rows in the padding read. With `ahead`, asks for the rows of x and dy the next row reads
+// first.
+template <int S>
+void sweep_row_in_groups(const Geometry& geo, const float* dy, const float* x, const float* zeros,
+                         std::int64_t n, std::int64_t oh, bool ahead, float* sums) {
+  constexpr int K = pair_kernel;
+  const ConvParams& p = geo.p;
+  const std::int64_t channels = p.out_c, blocks = ceil_div(channels, std::int64_t{lanes});
+  const std::int64_t block_floats = pair_sums * lanes;
+  const float* row[K];
+  std::int64_t step[K];
+  for (int r = 0; r < K; ++r) {
+    const std::int64_t ih = geo.input_row(oh, r);
+    row[r] = geo.row_inside(ih) ? x + geo.x_offset(n, ih, 0, 0) : zeros;
+    step[r] = geo.row_inside(ih) ? geo.x.w : 0;
+  }
+  const float* d = dy + geo.y_offset(n, oh, 0, 0);
+  const auto each_block = [&](auto add) {
+    for (std::int64_t b = 0; b < blocks; ++b)
+      add(min_of<std::int64_t>(b * lanes, channels - lanes), sums + b * block_floats);
+  };
+  // A border pixel reads zeros at the taps that fall in the padding.
+  const auto border_pixel = [&](std::int64_t ow) {
+    const float* at[K * K];
+    for (int r = 0; r < K; ++r)
+      for (int kw = 0; kw < K; ++kw) {
+        const std::int64_t iw = geo.input_col(ow, kw);
+        at[r * K + kw] = geo.col_inside(iw) ? row[r] + iw * step[r] : zeros;
+      }
+    each_block([&](std::int64_t c, float* block) {
+      const Vec dv = load(d + ow * geo.y.w + c);
+      for (int t = 0; t < K * K; ++t)
+        store(block + t * lanes, load(block + t * lanes) + dv * load(at[t] + c));
+      store(block + K * K * lanes, load(block + K * K * lanes) + dv);
+    });
+  };
+  const auto interior_group = [&](auto pixels, std::int64_t ow) {
+    constexpr int P = decltype(pixels)::value;
+    const float* columns[K];
+    for (int r = 0; r < K; ++r) columns[r] = row[r] + geo.input_col(ow, 0) * step[r];
+    each_block([&](std::int64_t c, float* block) {
+      add_group<P, S>(columns, step, d + ow * geo.y.w, geo.y.w, c, block);
+    });
+  };
+  // Output columns whose taps all read inside the row.
+  const IndexRange inside = indices_between(p.pad_left, p.in_w - 1 + p.pad_left - (K - 1), S, p.out_w);
+  const std::int64_t groups = (inside.end - inside.first) / group_pixels;
+  // The next row reads S new rows of x below this one's last, and its own row of dy.
+  const std::int64_t last_row = geo.input_row(oh, K - 1);
+  const std::int64_t new_rows = min_of<std::int64_t>(last_row + S, p.in_h - 1) - last_row;
+  LinesAhead next_x, next_dy;
+  if (ahead && new_rows > 0)
+    next_x = LinesAhead(x + geo.x_offset(n, last_row + 1, 0, 0), new_rows * geo.x.h, groups);
+  if (ahead) next_dy = LinesAhead(d + geo.y.h, geo.y.h, groups);
+  std::int64_t ow = 0;
+  for (; ow < inside.first; ++ow) border_pixel(ow);
+  for (; ow + group_pixels <= inside.end; ow += group_pixels) {
+    next_x.next();
+    next_dy.next();
+    interior_group(std::integral_constant<int, group_pixels>{}, ow);
+  }
+  for (; ow < inside.end; ++ow) interior_group(std::integral_constant<int, 1>{}, ow);
+  for (; ow < p.out_w; ++ow) border_pixel(ow);
+}
+
+// The band of output rows [oh_begin, oh_end) of image n a row at a time at stride S: part gets dW[c][tap]
+// then db[c].
+template <int S>
+void sweep_band_in_groups(const Geometry& geo, const float* dy, const float* x, const float* zeros,
+                          std::int64_t n, std::int64_t oh_begin, std::int64_t oh_end, float* part) {
+  const ConvParams& p = geo.p;
+  const std::int64_t blocks = ceil_div(p.out_c, std::int64_t{lanes}), block_floats = pair_sums * lanes;
+  float* sums = static_cast<float*>(thread_scratch(sizeof(float) * blocks * block_floats));
+  std::memset(sums, 0, sizeof(float) * blocks * block_floats);
+  for (std::int64_t oh = oh_begin; oh < oh_end; ++oh)
+    sweep_row_in_groups<S>(geo, dy, x, zeros, n, oh, oh + 1 < oh_end, sums);
+  write_part(p, lanes, sums, part);
+}
+
 }  // namespace
 
 bool depthwise_weights_gradient_applies(const ConvParams& p) {
@@ -310,11 +435,12 @@ void depthwise_weights_gradient(const ConvParams& p, const float* dy, const floa
   const Geometry geo(p);
   const std::int64_t channels = p.out_c, taps = static_cast<std::int64_t>(p.kernel_h) * p.kernel_w;
   const std::int64_t part = channels * (taps + 1);
-  const bool in_pairs = pairs_apply(p);
+  const bool in_pairs = pairs_apply(p), in_groups = groups_apply(p);
   std::int64_t band_rows = ceil_div(p.out_h, ceil_div(target_tasks, p.batch));
   if (in_pairs) band_rows = round_up(band_rows, 2);
   const std::int64_t bands = ceil_div(p.out_h, band_rows);
-  // Sweeps of two rows where they apply, else the widest block of channels that fits in the layer's channels.
+  // Sweeps of two rows or of groups of pixels where they apply, else the widest block of channels that fits
+  // in the layer's channels.
   using Band =
       void (*)(const Geometry&, const float*, const float*, std::int64_t, std::int64_t, std::int64_t, float*);
   const Band band = in_pairs ? (p.stride_x == 1 ? sweep_band_in_pairs<1> : sweep_band_in_pairs<2>)
@@ -323,10 +449,18 @@ void depthwise_weights_gradient(const ConvParams& p, const float* dy, const floa
                                                             : sweep_band<2>;
   const Memory partials_memory(sizeof(float) * p.batch * bands * part);
   float* partials = partials_memory.floats();
+  const Memory zeros_memory(in_groups ? sizeof(float) * geo.x.h : 0);
+  if (in_groups) std::memset(zeros_memory.floats(), 0, sizeof(float) * geo.x.h);
   parallel_for(p.batch * bands, [&](std::int64_t task) {
     const std::int64_t n = task / bands, oh_begin = (task % bands) * band_rows;
-    band(geo, dy, x, n, oh_begin, min_of<std::int64_t>(p.out_h, oh_begin + band_rows),
-         partials + task * part);
+    const std::int64_t oh_end = min_of<std::int64_t>(p.out_h, oh_begin + band_rows);
+    if (in_groups) {
+      (p.stride_x == 1 ? sweep_band_in_groups<1> : sweep_band_in_groups<2>)(geo, dy, x, zeros_memory.floats(),
+                                                                            n, oh_begin, oh_end,
+                                                                            partials + task * part);
+    } else {
+      band(geo, dy, x, n, oh_begin, oh_end, partials + task * part);
+    }
   });
   sum_partials(partials, p.batch * bands, channels * taps, channels, dw, db, accumulate);
 }

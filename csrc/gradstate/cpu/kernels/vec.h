@@ -73,4 +73,26 @@ inline T max_of(T a, T b) {
   return a < b ? b : a;
 }
 
+// Asks for the cache lines of `floats` floats from `first` on, a share at each of `steps` calls of next():
+// for a sweep along a row whose successor reads those lines first. A sweep that reads its pixels a vector
+// of channels at a time, jumping between rows, leaves the hardware prefetchers behind, and the next sweep
+// would wait on memory for every new line.
+class LinesAhead {
+ public:
+  LinesAhead() = default;  // asks for nothing
+  LinesAhead(const float* first, std::int64_t floats, std::int64_t steps)
+      : first_(first),
+        lines_(ceil_div(floats, line_floats)),
+        per_step_(ceil_div(lines_, max_of<std::int64_t>(steps, 1))) {}
+
+  void next() {
+    for (const std::int64_t end = min_of(asked_ + per_step_, lines_); asked_ < end; ++asked_)
+      __builtin_prefetch(first_ + asked_ * line_floats);
+  }
+
+ private:
+  const float* first_ = nullptr;
+  std::int64_t lines_ = 0, per_step_ = 0, asked_ = 0;
+};
+
 }  // namespace gradstate::cpu::GRADSTATE_ISA_NAMESPACE
