@@ -236,10 +236,10 @@ CONV_PATHS = [
     pytest.param((2, 33, 65, 512, 512, 1, 1, 1, 512, 0), id="depthwise512_planes_1x1"),
     # 8 output and 8 input channels per group: the largest groups on the grouped path.
     pytest.param((2, 7, 9, 40, 40, 3, 1, 1, 5, "same"), id="grouped_8_8_per_group"),
-    # The weight gradient packs whole blocks of groups (32 at AVX-512, 16 at AVX2, 8 on NEON, 2 in scalar
+    # The weight gradient packs whole blocks of groups (32 at AVX-512, 8 at AVX2 and on NEON, 1 in scalar
     # code) by fixed-size transposes of 1, 2, 4 or 8 channels per group: 32 groups of each count, in and
-    # out different; 41 groups, whole blocks and a part at every level; 3 channels per group, the general
-    # copy.
+    # out different; 41 groups, whole blocks and a part at every vector level; 3 channels per group, the
+    # general copy.
     pytest.param((2, 7, 6, 64, 128, 3, 1, 1, 32, "same"), id="grouped_whole_blocks_2_in_4_out"),
     pytest.param((1, 6, 5, 256, 256, 3, 2, 1, 32, 1), id="grouped_whole_blocks_8_8_stride2"),
     pytest.param((1, 5, 6, 41, 82, 3, 1, 1, 41, "same"), id="grouped_blocks_and_part_1_in_2_out"),

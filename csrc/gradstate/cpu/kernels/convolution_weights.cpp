@@ -220,10 +220,12 @@ void gemm_weights_gradient(const ConvParams& p, const float* dy, const float* x,
 // [channel in group][row][column][group] (x with its zero padding written out, so the inner loop has no
 // bounds checks) and accumulates the image's partial dW. The images' partials are then summed in order, so
 // the result does not depend on the thread count.
-constexpr int group_vectors = 2;
+//
+// Taps accumulated per sweep: 9 taps x group_vectors. A sweep over fewer taps repeats its first tap into the
+// unused slots and drops their sums. With 16 registers, 18 sums of two vectors would spill: 1 vector there
+// (grp3x3_g32's dW on AVX2, 2 threads: 1.16-1.55 -> 0.87-0.97 ms).
+constexpr int group_vectors = vector_registers >= 32 ? 2 : 1;
 constexpr std::int64_t group_block = group_vectors * lanes;
-// Taps accumulated per sweep: 9 taps x 2 vectors = 18 accumulators. A sweep over fewer taps repeats its
-// first tap into the unused slots and drops their sums.
 constexpr int tap_block = 9;
 // A task packs a whole padded input plane per channel of a group; planes larger than this (huge padding)
 // take the GEMM path, which packs only the pixels it reads.

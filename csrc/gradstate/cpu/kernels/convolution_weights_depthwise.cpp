@@ -29,8 +29,6 @@
 namespace gradstate::cpu::GRADSTATE_ISA_NAMESPACE {
 namespace {
 
-// Vector registers: 32 on AVX-512 and NEON, 16 on AVX2 (and at the scalar level).
-constexpr int vector_registers = GRADSTATE_VECTOR_BYTES == 64 || GRADSTATE_VECTOR_BYTES == 16 ? 32 : 16;
 // A sweep's sums are sweep_taps x V vectors: 24 of the registers with 32, 12 with 16.
 constexpr int sweep_taps = 3;
 constexpr int max_block_vectors = vector_registers / 4;

@@ -15,6 +15,9 @@ namespace gradstate::cpu::GRADSTATE_ISA_NAMESPACE {
 
 constexpr int lanes = GRADSTATE_VECTOR_BYTES / static_cast<int>(sizeof(float));
 
+// Vector registers: 32 on AVX-512 and NEON, 16 on AVX2 (and at the scalar level).
+constexpr int vector_registers = GRADSTATE_VECTOR_BYTES == 64 || GRADSTATE_VECTOR_BYTES == 16 ? 32 : 16;
+
 // The floats of one cache line (64 bytes on every CPU the levels target).
 constexpr std::int64_t line_floats = 64 / sizeof(float);
 
