@@ -223,14 +223,15 @@ void apply_group(std::int64_t c, G, const Tile& tile, const float* coef) {
 // for every pixel, which made cached inputs 1.1-1.4x slower. But where a pixel's channels take more than one
 // group, a tile is swept one group at a time, out of address order, which the hardware prefetchers do not
 // follow: unless the inputs are cached, such wide pixels take one pixel per tile (longer tiles were up to 2x
-// slower from DRAM). Tiles of several pixels at least four lines apart ask for the next tile's lines, which
-// the prefetchers do not see coming either (4x128x64x64 backward, 2 threads: 1.8 -> 1.3 ms; with pixels of
-// two lines, 2x32x256x256, it was 5% slower).
+// slower from DRAM) but for pixels of at most two lines (AVX2's two groups of 32 channels: 2x32x256x256
+// backward, 2 threads, 3.3 -> 2.7 ms; with four lines, 8x64x128x128, 25% slower). Tiles of several pixels
+// at least four lines apart ask for the next tile's lines, which the prefetchers do not see coming either
+// (4x128x64x64 backward: 1.8 -> 1.3 ms; with pixels of two lines, 2x32x256x256, it was 5% slower).
 template <typename F>
 void for_each_tile(const float* u, const float* v, float* out, std::int64_t first, std::int64_t last,
                    std::int64_t stride, bool cached, F&& f) {
-  const bool one_group = stride <= group * lanes && stride % lanes == 0;
-  const std::int64_t rows = one_group || cached ? max_of(std::int64_t{1}, tile_floats / stride) : 1;
+  const bool narrow = stride <= max_of<std::int64_t>(group * lanes, 2 * line_floats) && stride % lanes == 0;
+  const std::int64_t rows = narrow || cached ? max_of(std::int64_t{1}, tile_floats / stride) : 1;
   const std::int64_t ahead = rows > 1 && stride >= 4 * line_floats ? rows * stride : 0;
   for (std::int64_t px = first; px < last; px += rows) {
     const std::int64_t at = px * stride;
