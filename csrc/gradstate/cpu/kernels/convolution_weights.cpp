@@ -293,8 +293,11 @@ void pack_groups(const GroupedGeometry& gg, const float* dy, const float* x, std
     std::memset(pdy, 0, sizeof(float) * gg.dy_floats());
     std::memset(px, 0, sizeof(float) * gg.x_floats());
   }
+  // The block reads a few lines of each pixel, a pixel apart, which the prefetchers do not follow: it asks
+  // for them pack_ahead pixels ahead (grp3x3_g32 dW on AVX2, 2 threads: 1.0-1.27 -> 0.80-1.0 ms).
   for (std::int64_t pix = 0; pix < gg.out_pixels; ++pix) {
     const float* src = dy + gg.geo.y_offset(n, pix / p.out_w, pix % p.out_w, g0 * gg.og);
+    ask_for_lines(src + pack_ahead * gg.geo.y.w, groups * gg.og);
     unpack_groups(src, groups, gg.og, dy_plane, pdy + pix * group_block);
     for (std::int64_t c = 0; c < groups * gg.og; ++c) db_part[g0 * gg.og + c] += src[c];
   }
@@ -314,9 +317,11 @@ void pack_groups(const GroupedGeometry& gg, const float* dy, const float* x, std
       std::memset(row + i * x_plane + right * group_block, 0,
                   sizeof(float) * (gg.padded_w - right) * group_block);
     }
-    for (std::int64_t c = left; c < right; ++c)
-      unpack_groups(x + gg.geo.x_offset(n, ih, c - p.pad_left, g0), groups, gg.ig, x_plane,
-                    row + c * group_block);
+    for (std::int64_t c = left; c < right; ++c) {
+      const float* src = x + gg.geo.x_offset(n, ih, c - p.pad_left, g0);
+      ask_for_lines(src + pack_ahead * gg.geo.x.w, groups * gg.ig);
+      unpack_groups(src, groups, gg.ig, x_plane, row + c * group_block);
+    }
   }
 }
 
