@@ -253,9 +253,10 @@ struct GroupedGeometry {
 // dst[j * plane + g] = src[g * count + j] for g < groups and j < count: the channels of one NHWC pixel,
 // group by group, into one plane per channel of a group. With a whole block of groups and a count fixed at
 // compile time, the compiler turns this transpose into vector shuffles (2.4x faster than a strided copy per
-// channel, for 4 channels per group).
+// channel, for 4 channels per group). src and dst never overlap; unmarked, the copy checked that at every
+// pixel.
 template <int Count>
-void unpack_block(const float* src, std::int64_t plane, float* dst) {
+void unpack_block(const float* __restrict src, std::int64_t plane, float* __restrict dst) {
   for (std::int64_t g = 0; g < group_block; ++g)
     for (int j = 0; j < Count; ++j) dst[j * plane + g] = src[g * Count + j];
 }
