@@ -121,12 +121,13 @@ CONV_PATHS = [
     # From 1 MiB of dU on, layers with few tiles transform them all up front and take dW in blocks of output
     # and input channels: 256 x 256 channels; 130 input channels (a partial last block, a partial last vector)
     # for 140 outputs (a partial last microkernel tile), 50 tiles (sums of dy over chunks of 16, the last
-    # partial); dilation with asymmetric padding; and 320 x 448 channels, whose 9 MiB of dU is past the
-    # other scheme's bound.
+    # partial); dilation with asymmetric padding; 320 x 448 channels, whose 9 MiB of dU is past the other
+    # scheme's bound; and 216 tiles, whose GEMMs run over 128 tiles and then add the last 88.
     pytest.param((1, 6, 5, 256, 256, 3, 1, 1, 1, "same"), id="winograd_weights_few_tiles_256"),
     pytest.param((2, 9, 9, 130, 140, 3, 1, 1, 1, "same"), id="winograd_weights_few_tiles_partial_blocks"),
     pytest.param((1, 9, 7, 128, 136, 3, 1, 2, 1, (2, 1, 0, 3)), id="winograd_weights_few_tiles_dilation2"),
     pytest.param((1, 4, 5, 320, 448, 3, 1, 1, 1, "same"), id="winograd_weights_few_tiles_large_du"),
+    pytest.param((3, 15, 17, 128, 130, 3, 1, 1, 1, "same"), id="winograd_weights_few_tiles_gemm_chunks"),
     # 7200 tiles of 17 input and 20 output channels: 8 parts of 900 tiles, each run in several equal blocks
     # that accumulate into its dU one after another, with channels that fill neither the microkernel's rows
     # nor its vectors.
