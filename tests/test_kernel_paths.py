@@ -12,10 +12,11 @@ input channels per group) with register tiles of 6 x 64 or 8 x 48 (AVX-512), 6 x
 there are few column blocks and many pixels, the pixel sum split into segments; depthwise, read in place pixel
 by pixel over sweeps of at most 3 taps of a kernel row, in the widest blocks of 8, 4 or 2 vectors of channels
 (4 or 2 on AVX2) the channels fill, border pixels reading zeros (3x3 at stride 1 or 2 without dilation on
-AVX-512: sweeps of two output rows, one vector of channels, in bands of an even number of rows but for the
-last; on AVX2, sweeps of one output row with all 9 taps, in groups of 4 pixels, all channels of a group in
-turn); and "vectors across groups" for the other small groups (at most 8 output and 8 input channels per
-group), which sweeps the taps 9 at a time. The forward pass of dense 3x3 layers of at least 16 channels runs
+AVX-512 and NEON: sweeps of two output rows, one vector of channels, in bands of an even number of rows but
+for the last; on AVX2 and at the scalar level, sweeps of one output row with all 9 taps, in groups of 4
+pixels, all channels of a group in turn); and "vectors across groups" for the other small groups (at most 8
+output and 8 input channels per group), which sweeps the taps 9 at a time.
+The forward pass of dense 3x3 layers of at least 16 channels runs
 Winograd's F(2x2, 3x3) at stride 1 and its stride-2 counterpart (25 products per 2x2 tile) at stride 2 without
 dilation; otherwise a GEMM when a group has at least 8 output channels; dx runs one at stride 1 as a forward
 pass (at least 8 input channels per group), and at larger strides in stride phases (forward GEMMs writing
@@ -188,12 +189,12 @@ CONV_PATHS = [
     pytest.param((2, 5, 6, 70, 70, 3, 1, 1, 70, 1), id="depthwise70_blocks_of_4_vectors"),
     pytest.param((1, 5, 7, 130, 130, 3, 1, 1, 130, 1), id="depthwise130_blocks_of_8_vectors"),
     pytest.param((2, 6, 5, 37, 37, 3, 1, 1, 37, (4, 0, 1, 1)), id="depthwise37_rows_of_padding_only"),
-    # The weight gradient's sweeps of two output rows (3x3, stride 1 or 2, AVX-512), or of one row in groups
-    # of 4 pixels where the registers would not hold the pairs' (AVX2), at each stride: a band of one row at
-    # the end (odd rows in bands of 2), and interior pixels that are not a multiple of 4; 33 channels (the
-    # last vector overlapping the one before) below 3 rows of top padding, whose first sweeps read only zero
-    # rows, and with 3 columns of right padding; a single column, not an interior one; left padding wider
-    # than the window (columns before the row); no padding.
+    # The weight gradient's sweeps of two output rows (3x3, stride 1 or 2, AVX-512 and NEON), or of one row
+    # in groups of 4 pixels where the registers would not hold the pairs' (AVX2, scalar), at each stride: a
+    # band of one row at the end (odd rows in bands of 2), and interior pixels that are not a multiple of 4;
+    # 33 channels (the last vector overlapping the one before) below 3 rows of top padding, whose first
+    # sweeps read only zero rows, and with 3 columns of right padding; a single column, not an interior one;
+    # left padding wider than the window (columns before the row); no padding.
     pytest.param((1, 7, 9, 48, 48, 3, 1, 1, 48, 1), id="depthwise48_row_pairs_odd_rows"),
     pytest.param((2, 6, 5, 33, 33, 3, 1, 1, 33, (3, 0, 0, 3)), id="depthwise33_row_pairs_wide_padding"),
     pytest.param((2, 5, 1, 32, 32, 3, 1, 1, 32, 1), id="depthwise32_row_pairs_one_column"),
@@ -209,9 +210,10 @@ CONV_PATHS = [
     pytest.param((2, 9, 20, 40, 40, 4, 2, (1, 2), 40, (1, 2, 3, 0)), id="depthwise40_4x4_sweeps_3_1"),
     pytest.param((1, 4, 3, 32, 32, (3, 7), 1, 1, 32, 3), id="depthwise32_kernel_wider_than_row"),
     pytest.param((1, 70, 8, 32, 32, 3, 1, 1, 32, 1), id="depthwise32_two_bands"),
-    # The forward pass's interior columns (four at a time, two vectors of channels at a time and then one)
-    # with stride and dilation, a 10x10 kernel (100 taps), and a kernel of 82 rows, more than the forward
-    # pass keeps at hand, that runs scalar code.
+    # The forward pass's interior columns (four at a time, two vectors of channels at a time; the one
+    # vector left of 40 channels on AVX2 and of 48 on AVX-512, below and among the streamed outputs) with
+    # stride and dilation, a 10x10 kernel (100 taps), and a kernel of 82 rows, more than the forward pass
+    # keeps at hand, that runs scalar code.
     pytest.param((2, 15, 17, 37, 37, 7, 2, 2, 37, 6), id="depthwise37_7x7_stride2_dilation2"),
     pytest.param((1, 12, 12, 16, 16, 10, 1, 1, 16, 0), id="depthwise16_10x10"),
     pytest.param((1, 84, 3, 16, 16, (82, 1), 1, 1, 16, 0), id="depthwise16_82x1_scalar"),

@@ -477,18 +477,19 @@ void depthwise_forward_row(const ConvParams& p, const Geometry& geo, const Index
             acc[v][q] += wv * load(first + q * step + kw * tap_step + v * lanes);
         }
     }
-    for (int v = 0; v < Vectors; ++v)
-      for (std::int64_t q = 0; q < depthwise_columns; ++q)
-        write(out + (ow + q) * channels + c + v * lanes, acc[v][q]);
+    // A pixel's vectors in turn, so that a streamed line is whole before the next pixel's.
+    for (std::int64_t q = 0; q < depthwise_columns; ++q)
+      for (int v = 0; v < Vectors; ++v) write(out + (ow + q) * channels + c + v * lanes, acc[v][q]);
   };
   // The input rows that the next output row reads and this one does not, asked for a share per column group.
-  const std::int64_t last_row = geo.input_row(oh, p.kernel_h - 1);
+  const std::int64_t first_new = max_of<std::int64_t>(geo.input_row(oh, p.kernel_h - 1) + 1, 0);
   const std::int64_t next_rows =
-      oh + 1 < p.out_h ? min_of<std::int64_t>(geo.input_row(oh + 1, p.kernel_h - 1), p.in_h - 1) - last_row
-                       : 0;
+      oh + 1 < p.out_h
+          ? min_of<std::int64_t>(geo.input_row(oh + 1, p.kernel_h - 1), p.in_h - 1) + 1 - first_new
+          : 0;
   LinesAhead ahead;
   if (next_rows > 0)
-    ahead = LinesAhead(x + geo.x_offset(n, last_row + 1, 0, 0), next_rows * geo.x.h,
+    ahead = LinesAhead(x + geo.x_offset(n, first_new, 0, 0), next_rows * geo.x.h,
                        (interior.end - interior.first) / depthwise_columns);
   std::int64_t ow = 0;
   for (; ow < interior.first; ++ow) border_column(ow);

@@ -298,7 +298,7 @@ void pack_groups(const GroupedGeometry& gg, const float* dy, const float* x, std
   // for them pack_ahead pixels ahead (grp3x3_g32 dW on AVX2, 2 threads: 1.0-1.27 -> 0.80-1.0 ms).
   for (std::int64_t pix = 0; pix < gg.out_pixels; ++pix) {
     const float* src = dy + gg.geo.y_offset(n, pix / p.out_w, pix % p.out_w, g0 * gg.og);
-    ask_for_lines(src + pack_ahead * gg.geo.y.w, groups * gg.og);
+    if (pix + pack_ahead < gg.out_pixels) ask_for_lines(src + pack_ahead * gg.geo.y.w, groups * gg.og);
     unpack_groups(src, groups, gg.og, dy_plane, pdy + pix * group_block);
     for (std::int64_t c = 0; c < groups * gg.og; ++c) db_part[g0 * gg.og + c] += src[c];
   }
@@ -320,7 +320,7 @@ void pack_groups(const GroupedGeometry& gg, const float* dy, const float* x, std
     }
     for (std::int64_t c = left; c < right; ++c) {
       const float* src = x + gg.geo.x_offset(n, ih, c - p.pad_left, g0);
-      ask_for_lines(src + pack_ahead * gg.geo.x.w, groups * gg.ig);
+      if (c + pack_ahead < right) ask_for_lines(src + pack_ahead * gg.geo.x.w, groups * gg.ig);
       unpack_groups(src, groups, gg.ig, x_plane, row + c * group_block);
     }
   }

@@ -342,9 +342,9 @@ void add_group(const float* const* columns, const std::int64_t* step, const floa
 }
 
 // Output row oh of image n: sums[block][tap][lane] and then sums[block][9][lane] (db) += the row's sums, for
-// every block of lanes channels (the last ending at the last channel). zeros: a row of x's width of zeros,
-// which kernel rows in the padding read. With `ahead`, asks for the rows of x and dy the next row reads
-// first.
+// every block of lanes channels (the last ending at the last channel). zeros: a pixel of zeros (one float
+// per channel), which kernel rows and columns in the padding read. With `ahead`, asks for the rows of x and
+// dy the next row reads first.
 template <int S>
 void sweep_row_in_groups(const Geometry& geo, const float* dy, const float* x, const float* zeros,
                          std::int64_t n, std::int64_t oh, bool ahead, float* sums) {
@@ -391,11 +391,11 @@ void sweep_row_in_groups(const Geometry& geo, const float* dy, const float* x, c
   const IndexRange inside = indices_between(p.pad_left, p.in_w - 1 + p.pad_left - (K - 1), S, p.out_w);
   const std::int64_t groups = (inside.end - inside.first) / group_pixels;
   // The next row reads S new rows of x below this one's last, and its own row of dy.
-  const std::int64_t last_row = geo.input_row(oh, K - 1);
-  const std::int64_t new_rows = min_of<std::int64_t>(last_row + S, p.in_h - 1) - last_row;
+  const std::int64_t last_row = geo.input_row(oh, K - 1), first_new = max_of<std::int64_t>(last_row + 1, 0);
+  const std::int64_t new_rows = min_of<std::int64_t>(last_row + S, p.in_h - 1) + 1 - first_new;
   LinesAhead next_x, next_dy;
   if (ahead && new_rows > 0)
-    next_x = LinesAhead(x + geo.x_offset(n, last_row + 1, 0, 0), new_rows * geo.x.h, groups);
+    next_x = LinesAhead(x + geo.x_offset(n, first_new, 0, 0), new_rows * geo.x.h, groups);
   if (ahead) next_dy = LinesAhead(d + geo.y.h, geo.y.h, groups);
   std::int64_t ow = 0;
   for (; ow < inside.first; ++ow) border_pixel(ow);
@@ -411,12 +411,15 @@ void sweep_row_in_groups(const Geometry& geo, const float* dy, const float* x, c
 // The band of output rows [oh_begin, oh_end) of image n a row at a time at stride S: part gets dW[c][tap]
 // then db[c].
 template <int S>
-void sweep_band_in_groups(const Geometry& geo, const float* dy, const float* x, const float* zeros,
-                          std::int64_t n, std::int64_t oh_begin, std::int64_t oh_end, float* part) {
+void sweep_band_in_groups(const Geometry& geo, const float* dy, const float* x, std::int64_t n,
+                          std::int64_t oh_begin, std::int64_t oh_end, float* part) {
   const ConvParams& p = geo.p;
   const std::int64_t blocks = ceil_div(p.out_c, std::int64_t{lanes}), block_floats = pair_sums * lanes;
-  float* sums = static_cast<float*>(thread_scratch(sizeof(float) * blocks * block_floats));
-  std::memset(sums, 0, sizeof(float) * blocks * block_floats);
+  // The sums, then a pixel of zeros.
+  const std::int64_t floats = blocks * block_floats + p.out_c;
+  float* sums = static_cast<float*>(thread_scratch(sizeof(float) * floats));
+  std::memset(sums, 0, sizeof(float) * floats);
+  const float* zeros = sums + blocks * block_floats;
   for (std::int64_t oh = oh_begin; oh < oh_end; ++oh)
     sweep_row_in_groups<S>(geo, dy, x, zeros, n, oh, oh + 1 < oh_end, sums);
   write_part(p, lanes, sums, part);
@@ -441,24 +444,17 @@ void depthwise_weights_gradient(const ConvParams& p, const float* dy, const floa
   // in the layer's channels.
   using Band =
       void (*)(const Geometry&, const float*, const float*, std::int64_t, std::int64_t, std::int64_t, float*);
-  const Band band = in_pairs ? (p.stride_x == 1 ? sweep_band_in_pairs<1> : sweep_band_in_pairs<2>)
+  const Band band = in_pairs    ? (p.stride_x == 1 ? sweep_band_in_pairs<1> : sweep_band_in_pairs<2>)
+                    : in_groups ? (p.stride_x == 1 ? sweep_band_in_groups<1> : sweep_band_in_groups<2>)
                     : channels >= max_block_vectors * lanes ? sweep_band<max_block_vectors>
                     : channels >= 4 * lanes                 ? sweep_band<4>
                                                             : sweep_band<2>;
   const Memory partials_memory(sizeof(float) * p.batch * bands * part);
   float* partials = partials_memory.floats();
-  const Memory zeros_memory(in_groups ? sizeof(float) * geo.x.h : 0);
-  if (in_groups) std::memset(zeros_memory.floats(), 0, sizeof(float) * geo.x.h);
   parallel_for(p.batch * bands, [&](std::int64_t task) {
     const std::int64_t n = task / bands, oh_begin = (task % bands) * band_rows;
-    const std::int64_t oh_end = min_of<std::int64_t>(p.out_h, oh_begin + band_rows);
-    if (in_groups) {
-      (p.stride_x == 1 ? sweep_band_in_groups<1> : sweep_band_in_groups<2>)(geo, dy, x, zeros_memory.floats(),
-                                                                            n, oh_begin, oh_end,
-                                                                            partials + task * part);
-    } else {
-      band(geo, dy, x, n, oh_begin, oh_end, partials + task * part);
-    }
+    band(geo, dy, x, n, oh_begin, min_of<std::int64_t>(p.out_h, oh_begin + band_rows),
+         partials + task * part);
   });
   sum_partials(partials, p.batch * bands, channels * taps, channels, dw, db, accumulate);
 }

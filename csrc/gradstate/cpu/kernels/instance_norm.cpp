@@ -224,9 +224,10 @@ void apply_group(std::int64_t c, G, const Tile& tile, const float* coef) {
 // group, a tile is swept one group at a time, out of address order, which the hardware prefetchers do not
 // follow: unless the inputs are cached, such wide pixels take one pixel per tile (longer tiles were up to 2x
 // slower from DRAM) but for pixels of at most two lines (AVX2's two groups of 32 channels: 2x32x256x256
-// backward, 2 threads, 3.3 -> 2.7 ms; with four lines, 8x64x128x128, 25% slower). Tiles of several pixels
-// at least four lines apart ask for the next tile's lines, which the prefetchers do not see coming either
-// (4x128x64x64 backward: 1.8 -> 1.3 ms; with pixels of two lines, 2x32x256x256, it was 5% slower).
+// backward, 2 threads, 3.3 -> 2.7 ms; with four lines, 8x64x128x128, 25% slower; measured on AVX2 only,
+// though the rule also widens the tiles of NEON's and the scalar level's narrower groups). Tiles of several
+// pixels at least four lines apart ask for the next tile's lines, which the prefetchers do not see coming
+// either (4x128x64x64 backward: 1.8 -> 1.3 ms; with pixels of two lines, 2x32x256x256, it was 5% slower).
 template <typename F>
 void for_each_tile(const float* u, const float* v, float* out, std::int64_t first, std::int64_t last,
                    std::int64_t stride, bool cached, F&& f) {
@@ -235,7 +236,7 @@ void for_each_tile(const float* u, const float* v, float* out, std::int64_t firs
   const std::int64_t ahead = rows > 1 && stride >= 4 * line_floats ? rows * stride : 0;
   for (std::int64_t px = first; px < last; px += rows) {
     const std::int64_t at = px * stride;
-    f(Tile{u + at, v + at, out + at, min_of(rows, last - px), stride, ahead});
+    f(Tile{u + at, v + at, out + at, min_of(rows, last - px), stride, px + rows < last ? ahead : 0});
   }
 }
 

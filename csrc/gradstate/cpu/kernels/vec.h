@@ -83,19 +83,21 @@ inline T max_of(T a, T b) {
 class LinesAhead {
  public:
   LinesAhead() = default;  // asks for nothing
+  // first need not start a line: the last ask is for the last float, which may lie on a line of its own.
   LinesAhead(const float* first, std::int64_t floats, std::int64_t steps)
       : first_(first),
-        lines_(ceil_div(floats, line_floats)),
+        last_(floats - 1),
+        lines_(ceil_div(floats, line_floats) + 1),
         per_step_(ceil_div(lines_, max_of<std::int64_t>(steps, 1))) {}
 
   void next() {
     for (const std::int64_t end = min_of(asked_ + per_step_, lines_); asked_ < end; ++asked_)
-      __builtin_prefetch(first_ + asked_ * line_floats);
+      __builtin_prefetch(first_ + min_of(asked_ * line_floats, last_));
   }
 
  private:
   const float* first_ = nullptr;
-  std::int64_t lines_ = 0, per_step_ = 0, asked_ = 0;
+  std::int64_t last_ = 0, lines_ = 0, per_step_ = 0, asked_ = 0;
 };
 
 }  // namespace gradstate::cpu::GRADSTATE_ISA_NAMESPACE
