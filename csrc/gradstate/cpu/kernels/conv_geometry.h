@@ -77,6 +77,18 @@ struct Geometry {
   std::int64_t in_per_group, out_per_group;
 };
 
+// NHWC: the lines of the rows of x that output row oh + 1 of image n reads and output row oh does not (none
+// after the last output row), asked for over `steps` calls of next() while row oh is swept.
+inline LinesAhead next_rows_ahead(const Geometry& geo, const float* x, std::int64_t n, std::int64_t oh,
+                                  std::int64_t steps) {
+  const ConvParams& p = geo.p;
+  if (oh + 1 >= p.out_h) return {};
+  const std::int64_t first = max_of<std::int64_t>(geo.input_row(oh, p.kernel_h - 1) + 1, 0);
+  const std::int64_t last = min_of<std::int64_t>(geo.input_row(oh + 1, p.kernel_h - 1), p.in_h - 1);
+  if (last < first) return {};
+  return LinesAhead(x + geo.x_offset(n, first, 0, 0), (last + 1 - first) * geo.x.h, steps);
+}
+
 // Along one dimension, the output line whose tap reads input line i (out * stride - pad + tap * dilation =
 // i), or -1 for none.
 inline std::int64_t output_reading(std::int64_t i, std::int64_t tap, std::int64_t stride, std::int64_t pad,

@@ -73,8 +73,9 @@ bool streams_lines(std::int64_t pixels, std::int64_t channels, const float* dst)
   return pixels * channels >= stream_floats && channels % line_floats == 0 && aligned(dst);
 }
 
-// The same for the GEMM paths, which stream with 64-byte vectors only, each store a whole line: at narrower
-// widths streaming them was not measured.
+// The same for the GEMM paths, which stream with 64-byte vectors only, each store a whole line: with 32-byte
+// vectors and tiles of 16 columns (whole lines), streaming made no difference to r1x1_256to64's dx or the
+// 7x7 stride-2 first layer's forward pass.
 bool streams_pixels(std::int64_t pixels, std::int64_t channels, const float* dst) {
   return sizeof(Vec) == 64 && streams_lines(pixels, channels, dst);
 }
@@ -482,15 +483,7 @@ void depthwise_forward_row(const ConvParams& p, const Geometry& geo, const Index
       for (int v = 0; v < Vectors; ++v) write(out + (ow + q) * channels + c + v * lanes, acc[v][q]);
   };
   // The input rows that the next output row reads and this one does not, asked for a share per column group.
-  const std::int64_t first_new = max_of<std::int64_t>(geo.input_row(oh, p.kernel_h - 1) + 1, 0);
-  const std::int64_t next_rows =
-      oh + 1 < p.out_h
-          ? min_of<std::int64_t>(geo.input_row(oh + 1, p.kernel_h - 1), p.in_h - 1) + 1 - first_new
-          : 0;
-  LinesAhead ahead;
-  if (next_rows > 0)
-    ahead = LinesAhead(x + geo.x_offset(n, first_new, 0, 0), next_rows * geo.x.h,
-                       (interior.end - interior.first) / depthwise_columns);
+  LinesAhead ahead = next_rows_ahead(geo, x, n, oh, (interior.end - interior.first) / depthwise_columns);
   std::int64_t ow = 0;
   for (; ow < interior.first; ++ow) border_column(ow);
   for (; ow + depthwise_columns <= interior.end; ow += depthwise_columns) {

@@ -391,12 +391,11 @@ void sweep_row_in_groups(const Geometry& geo, const float* dy, const float* x, c
   const IndexRange inside = indices_between(p.pad_left, p.in_w - 1 + p.pad_left - (K - 1), S, p.out_w);
   const std::int64_t groups = (inside.end - inside.first) / group_pixels;
   // The next row reads S new rows of x below this one's last, and its own row of dy.
-  const std::int64_t last_row = geo.input_row(oh, K - 1), first_new = max_of<std::int64_t>(last_row + 1, 0);
-  const std::int64_t new_rows = min_of<std::int64_t>(last_row + S, p.in_h - 1) + 1 - first_new;
   LinesAhead next_x, next_dy;
-  if (ahead && new_rows > 0)
-    next_x = LinesAhead(x + geo.x_offset(n, first_new, 0, 0), new_rows * geo.x.h, groups);
-  if (ahead) next_dy = LinesAhead(d + geo.y.h, geo.y.h, groups);
+  if (ahead) {
+    next_x = next_rows_ahead(geo, x, n, oh, groups);
+    next_dy = LinesAhead(d + geo.y.h, geo.y.h, groups);
+  }
   std::int64_t ow = 0;
   for (; ow < inside.first; ++ow) border_pixel(ow);
   for (; ow + group_pixels <= inside.end; ow += group_pixels) {
