@@ -85,9 +85,10 @@ CONV_SHAPES = [
     # 3200 columns: seven column blocks.
     pytest.param((2, 16, 16, 128, 24, 5, 1, 1), id="gemm_column_blocks"),
     # dx at stride 2 in stride phases, each a forward GEMM of many tasks writing every other pixel.
-    pytest.param((2, 33, 35, 64, 32, 3, 1, 2), id="dx_stride_phases"),
-    # Winograd: the forward pass's blocks shared out by thread count; the weight gradient's parts of the
-    # tiles, each with its own dU and db summed in order (4 parts here, 8 parts of several blocks next).
+    pytest.param((2, 33, 35, 64, 32, 5, 1, 2), id="dx_stride_phases"),
+    # Winograd: the forward pass's blocks shared out by thread count (at stride 2 also dx's, "same" padding
+    # being odd both ways); the weight gradient's parts of the tiles, each with its own dU and db summed in
+    # order (4 parts here, 8 parts of several blocks next).
     pytest.param((4, 20, 18, 24, 40, 3, 1, 1), id="winograd"),
     pytest.param((4, 20, 18, 24, 40, 3, 1, 2), id="winograd_stride2"),
     pytest.param((1, 120, 120, 17, 20, 3, 1, 1), id="winograd_weights_parts_of_blocks"),

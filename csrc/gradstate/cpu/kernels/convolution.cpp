@@ -7,7 +7,8 @@
 // microkernel reads in place from x where no tap reads the padding and from a packed panel elsewhere, and
 // accumulates MR pixels by NR output channels. The data gradient of stride-1 layers is such a
 // forward pass too (see convolution_data_gradient), and so is each stride phase of larger strides
-// (data_gradient_phases). Depthwise layers run vectors across channels (along rows for large
+// (data_gradient_phases) but for the 3x3 stride-2 layers that Winograd's scheme takes
+// (convolution_winograd.cpp). Depthwise layers run vectors across channels (along rows for large
 // stride-1 NCHW inputs, convolution_depthwise_nchw.cpp), layers with small groups vectors across groups
 // (convolution_grouped.cpp); the rest direct loops over the formulas.
 #include <algorithm>
@@ -694,6 +695,10 @@ void convolution_data_gradient(const ConvParams& p, const float* dy, const float
                           [&](const ConvParams& q, const float* dys, float* dxs) {
                             grouped_data_gradient_nhwc(q, dys, w, dxs);
                           });
+  }
+  if (winograd_data_gradient_applies(p)) {
+    const ConvParams t = dy_pass(p, p.in_h, p.in_w, 3, 3, p.pad_top, p.pad_left);
+    return forward_in_nhwc(winograd_stride_two_data_gradient_nhwc, t, dy, w, nullptr, dx);
   }
   if (p.out_c / p.groups >= min_gemm_channels || data_gradient_phases_apply(p))
     return data_gradient_gemm(p, dy, w, dx);

@@ -1,12 +1,13 @@
 // Winograd's minimal filtering F(2x2, 3x3) (Lavin and Gray, "Fast Algorithms for Convolutional Neural
 // Networks", 2016) for the forward pass of dense 3x3 stride-1 layers, NHWC, and its stride-2 counterpart
 // (see winograd.h). The data gradient of stride-1 layers is a forward pass too (convolution.cpp), so it runs
-// here as well.
+// here as well, and so does that of stride-2 layers, as the forward pass over dy that StrideTwoData computes.
 //
-// Each 2x2 block of output pixels (a "tile") is computed from the P x P input pixels d it reads (P = 4 at
-// stride 1, 5 at stride 2) as
+// Each block of output pixels (a "tile": 2x2, or 4x4 pixels of dx for StrideTwoData) is computed from the
+// input pixels d it reads (4x4 at stride 1, 5x5 at stride 2, 3x3 of dy for StrideTwoData) as
 //   Y = A^T [ U ⊙ V ] A,   U = G g G^T (the 3x3 kernel g transformed), V = B^T d B,
-// P^2 multiplications (16 or 25) per pair of input and output channels instead of 36. Summed over the input
+// P^2 multiplications (16 or 25, P the points of the scheme) per pair of input and output channels instead
+// of 36 (or 144 for the 16 pixels of StrideTwoData's tiles). Summed over the input
 // channels, the product at each of the P^2 positions xi of the transforms is a GEMM:
 //   M[xi][tile][o] = sum over c of V[xi][tile][c] * U[xi][c][o],
 // run by the convolution microkernel. U is transformed and packed once per call; blocks of tiles then go
@@ -219,23 +220,24 @@ struct Winograd {
 
   // The output pixels of `tile` inside the image from m[xi * block_tiles * ldm + o] = M[xi][tile][o].
   void transform_products(std::int64_t tile, const float* m) const {
-    float* out[4];  // null outside the output
+    constexpr int pixels = S::tile * S::tile;
+    float* out[pixels];  // null outside the output
     grid.output_pixels(geo, tile, y, out);
     const std::int64_t stride = block_tiles * ldm;
     std::int64_t o = 0;
     for (; o + lanes <= outputs; o += lanes) {
-      Vec mv[positions], yv[4];
+      Vec mv[positions], yv[pixels];
       for (int i = 0; i < positions; ++i) mv[i] = load(m + i * stride + o);
       transform_product<S>(mv, yv);
       const Vec bias = b ? load(b + o) : Vec{};
-      for (int i = 0; i < 4; ++i)
+      for (int i = 0; i < pixels; ++i)
         if (out[i]) store(out[i] + o, yv[i] + bias);
     }
     for (; o < outputs; ++o) {
-      float mv[positions], yv[4];
+      float mv[positions], yv[pixels];
       for (int i = 0; i < positions; ++i) mv[i] = m[i * stride + o];
       transform_product<S>(mv, yv);
-      for (int i = 0; i < 4; ++i)
+      for (int i = 0; i < pixels; ++i)
         if (out[i]) out[i][o] = yv[i] + (b ? b[o] : 0.0f);
     }
   }
@@ -246,7 +248,7 @@ struct Winograd {
   WinogradKernels kernels;
   const float* b;
   float* y;
-  TileGrid grid;
+  typename S::Grid grid;
   std::int64_t channels, outputs, o_blocks, ldv, ldm, tiles, block_tiles = 0, blocks = 0;
   bool shared = false;
   Memory u_memory;
@@ -275,6 +277,15 @@ void winograd_forward_nhwc(const ConvParams& p, const float* x, const float* w, 
 void winograd_data_gradient_pass_nhwc(const ConvParams& pass, const float* dy, const float* w, const float* b,
                                       float* dx) {
   run_winograd<StrideOne>(pass, dy, w, WinogradKernels::exchanged, b, dx);
+}
+
+bool winograd_data_gradient_applies(const ConvParams& p) {
+  return winograd_shape(p) && p.stride_y == 2 && p.pad_top % 2 == 1 && p.pad_left % 2 == 1;
+}
+
+void winograd_stride_two_data_gradient_nhwc(const ConvParams& pass, const float* dy, const float* w,
+                                            const float* b, float* dx) {
+  run_winograd<StrideTwoData>(pass, dy, w, WinogradKernels::exchanged, b, dx);
 }
 
 }  // namespace gradstate::cpu::GRADSTATE_ISA_NAMESPACE

@@ -1,5 +1,6 @@
-// Forward pass of dense 3x3 layers at stride 1 (any dilation) or 2, and weight gradient at stride 1, by
-// Winograd's minimal filtering, NHWC (see convolution_winograd.cpp and convolution_weights_winograd.cpp).
+// Forward pass of dense 3x3 layers at stride 1 (any dilation) or 2, data gradient at stride 2, and weight
+// gradient at stride 1, by Winograd's minimal filtering, NHWC (see convolution_winograd.cpp and
+// convolution_weights_winograd.cpp).
 #pragma once
 
 #include "gradstate/core/params.h"
@@ -18,6 +19,16 @@ void winograd_forward_nhwc(const ConvParams& p, const float* x, const float* w, 
 // passes' signature.
 void winograd_data_gradient_pass_nhwc(const ConvParams& pass, const float* dy, const float* w, const float* b,
                                       float* dx);
+
+// Whether the layer's data gradient is one the stride-2 scheme computes (StrideTwoData in winograd.h):
+// groups of 1, a 3x3 kernel, stride 2 without dilation, odd padding both ways, enough channels.
+bool winograd_data_gradient_applies(const ConvParams& p);
+
+// dx of such a layer from dy and its OHWI weights w. `pass` is the forward pass over dy that gives dx (its
+// input dy, its output dx, input and output channels exchanged) with the layer's padding, which places the
+// scheme's tiles; b (null) keeps the forward passes' signature.
+void winograd_stride_two_data_gradient_nhwc(const ConvParams& pass, const float* dy, const float* w,
+                                            const float* b, float* dx);
 
 // Whether the layer is such a layer at stride 1, in NHWC, whose weight gradient's transforms stay within
 // their memory bounds: dU (convolution_weights_winograd.cpp), or else the transformed tiles

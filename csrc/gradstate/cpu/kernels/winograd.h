@@ -1,6 +1,7 @@
-// The pieces of the Winograd schemes for 3x3 kernels (F(2x2, 3x3) at stride 1, its stride-2 counterpart)
-// shared by the forward pass (convolution_winograd.cpp) and the weight gradient
-// (convolution_weights_winograd.cpp): the transforms and the tiling of the output.
+// The pieces of the Winograd schemes for 3x3 kernels (F(2x2, 3x3) at stride 1, its stride-2 counterpart and
+// the data gradient's at stride 2) shared by the forward pass and the data gradient
+// (convolution_winograd.cpp) and the weight gradient (convolution_weights_winograd.cpp): the transforms and
+// the tilings.
 #pragma once
 
 #include <algorithm>
@@ -14,16 +15,21 @@ namespace gradstate::cpu::GRADSTATE_ISA_NAMESPACE {
 // Fewer channels than this leave the GEMMs too short to pay for the transforms.
 constexpr std::int64_t min_winograd_channels = 16;
 
-// A scheme computes 2 outputs of a 3-tap filter along a line from `patch` inputs with `patch` products, by
-// 1D transforms: input (B^T), kernel (G), output (A^T) and, for the weight gradient, the gradients of the
-// last two (A and G^T). Nested, rows then columns, they give the 2x2-output scheme, patch x patch products
-// per pair of input and output channels instead of 36; see separable.
+struct TileGrid;
+struct DataGradientGrid;
+
+// A scheme computes `tile` outputs of a 3-tap filter along a line from `patch` inputs with `points` products,
+// by 1D transforms: input (B^T, patch -> points), kernel (G, 3 -> points), output (A^T, points -> tile) and,
+// for the weight gradient, the gradients of the last two (A and G^T). Nested, rows then columns, they give
+// the 2D scheme, points x points products per pair of input and output channels for a tile x tile block of
+// outputs; see separable. Grid places the tiles and their patches in the tensors.
 //
 // Stride 1, Winograd's F(2, 3): 4 inputs d0..d3, B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1],
 // G = [1 0 0; 1/2 1/2 1/2; 1/2 -1/2 1/2; 0 0 1], A^T = [1 1 1 0; 0 1 -1 -1]. With dilation d, the inputs
 // and the tile's two outputs are d apart.
 struct StrideOne {
-  static constexpr int patch = 4, positions = patch * patch;
+  using Grid = TileGrid;
+  static constexpr int patch = 4, points = 4, tile = 2, positions = points * points;
   template <typename T>
   static void input(const T (&d)[4], T (&v)[4]) {
     v[0] = d[0] - d[2], v[1] = d[1] + d[2], v[2] = d[2] - d[1], v[3] = d[1] - d[3];
@@ -55,7 +61,8 @@ struct StrideOne {
 // B^T = [1 0 -1 0 0; 0 0 1 0 0; 0 0 -1 0 1; 0 1 0 0 0; 0 0 0 1 0], G = [1 0 0; 1 0 1; 0 0 1; 0 1 0; 0 1 0],
 // A^T = [1 1 0 1 0; 0 1 1 0 1].
 struct StrideTwo {
-  static constexpr int patch = 5, positions = patch * patch;
+  using Grid = TileGrid;
+  static constexpr int patch = 5, points = 5, tile = 2, positions = points * points;
   template <typename T>
   static void input(const T (&d)[5], T (&v)[5]) {
     v[0] = d[0] - d[2], v[1] = d[2], v[2] = d[4] - d[2], v[3] = d[1], v[4] = d[3];
@@ -67,6 +74,31 @@ struct StrideTwo {
   template <typename T>
   static void output(const T (&m)[5], T (&y)[2]) {
     y[0] = m[0] + m[1] + m[3], y[1] = m[1] + m[2] + m[4];
+  }
+};
+
+// The data gradient at stride 2 (no dilation), the forward pass over dy that gives dx, for odd padding: dx
+// line i = 4t + j (j < 4) of tile t reads the taps k with i + pad - k even, from dy line (i + pad - k) / 2.
+// With q = 4t + pad (odd) and dy lines a, b, c from s = (q - 1) / 2 on, the lines are g1 a, g2 a + g0 b,
+// g1 b, g2 b + g0 c: the even taps over (a, b, c) are F(2, 2), 3 products for 4, and the middle tap one
+// product per odd line, 5 products for 6 (25 for 36 in 2D, 16 pixels of dx from 3x3 pixels of dy). In the
+// kernels h of the pass, the layer's flipped (h0 = g2, h1 = g1, h2 = g0; see
+// winograd_data_gradient_pass_nhwc): B^T = [1 -1 0; 0 1 0; 0 -1 1; 1 0 0; 0 1 0], G as StrideTwo's,
+// A^T = [0 0 0 1 0; 1 1 0 0 0; 0 0 0 0 1; 0 1 1 0 0].
+struct StrideTwoData {
+  using Grid = DataGradientGrid;
+  static constexpr int patch = 3, points = 5, tile = 4, positions = points * points;
+  template <typename T>
+  static void input(const T (&d)[3], T (&v)[5]) {
+    v[0] = d[0] - d[1], v[1] = d[1], v[2] = d[2] - d[1], v[3] = d[0], v[4] = d[1];
+  }
+  template <typename T>
+  static void kernel(const T (&h)[3], T (&u)[5]) {
+    StrideTwo::kernel(h, u);
+  }
+  template <typename T>
+  static void output(const T (&m)[5], T (&y)[4]) {
+    y[0] = m[3], y[1] = m[0] + m[1], y[2] = m[4], y[3] = m[1] + m[2];
   }
 };
 
@@ -90,34 +122,37 @@ __attribute__((always_inline)) inline void separable(const T (&in)[In * In], T (
 
 // V = B^T d B for a patch d of inputs.
 template <typename S, typename T>
-__attribute__((always_inline)) inline void transform_patch(const T (&d)[S::positions], T (&v)[S::positions]) {
-  separable<S::patch, S::patch>(d, v, [](const T(&a)[S::patch], T(&b)[S::patch]) { S::input(a, b); });
+__attribute__((always_inline)) inline void transform_patch(const T (&d)[S::patch * S::patch],
+                                                           T (&v)[S::positions]) {
+  separable<S::patch, S::points>(d, v, [](const T(&a)[S::patch], T(&b)[S::points]) { S::input(a, b); });
 }
 
-// y (2x2) = A^T m A for a product m.
+// y (a tile of outputs) = A^T m A for a product m.
 template <typename S, typename T>
-__attribute__((always_inline)) inline void transform_product(const T (&m)[S::positions], T (&y)[4]) {
-  separable<S::patch, 2>(m, y, [](const T(&a)[S::patch], T(&b)[2]) { S::output(a, b); });
+__attribute__((always_inline)) inline void transform_product(const T (&m)[S::positions],
+                                                             T (&y)[S::tile * S::tile]) {
+  separable<S::points, S::tile>(m, y, [](const T(&a)[S::points], T(&b)[S::tile]) { S::output(a, b); });
 }
 
 // U = G g G^T for a 3x3 kernel g.
 template <typename S, typename T>
 __attribute__((always_inline)) inline void transform_kernel(const T (&g)[9], T (&u)[S::positions]) {
-  separable<3, S::patch>(g, u, [](const T(&a)[3], T(&b)[S::patch]) { S::kernel(a, b); });
+  separable<3, S::points>(g, u, [](const T(&a)[3], T(&b)[S::points]) { S::kernel(a, b); });
 }
 
-// dZ = A dy A^T for a 2x2 dy, the gradient of the product whose transform gave y (see transform_product).
+// dZ = A dy A^T for a tile dy, the gradient of the product whose transform gave y (see transform_product).
 template <typename S, typename T>
-__attribute__((always_inline)) inline void transform_output_gradient(const T (&dy)[4],
+__attribute__((always_inline)) inline void transform_output_gradient(const T (&dy)[S::tile * S::tile],
                                                                      T (&dz)[S::positions]) {
-  separable<2, S::patch>(dy, dz, [](const T(&a)[2], T(&b)[S::patch]) { S::output_gradient(a, b); });
+  separable<S::tile, S::points>(dy, dz,
+                                [](const T(&a)[S::tile], T(&b)[S::points]) { S::output_gradient(a, b); });
 }
 
 // dg = G^T dU G, the gradient of the 3x3 kernel whose transform is U (see transform_kernel).
 template <typename S, typename T>
 __attribute__((always_inline)) inline void transform_kernel_gradient(const T (&du)[S::positions],
                                                                      T (&dg)[9]) {
-  separable<S::patch, 3>(du, dg, [](const T(&a)[S::patch], T(&b)[3]) { S::kernel_gradient(a, b); });
+  separable<S::points, 3>(du, dg, [](const T(&a)[S::points], T(&b)[3]) { S::kernel_gradient(a, b); });
 }
 
 // Whether a scheme computes the layer's forward pass: groups of 1, a 3x3 kernel, enough channels, and
@@ -159,6 +194,65 @@ struct TileGrid {
     for (int i = 0; i < 4; ++i) {
       const std::int64_t row = oh + i / 2 * p.dilation_y, col = ow + i % 2 * p.dilation_x;
       at[i] = row < p.out_h && col < p.out_w ? out + geo.y_offset(n, row, col, 0) : nullptr;
+    }
+  }
+
+  // src[i] = where input pixel i of the tile's Patch x Patch patch (row-major) starts in x, an NHWC
+  // activation; `zeros` (a pixel of zeros) for those in the padding.
+  template <int Patch>
+  void patch_pixels(const Geometry& geo, const float* x, const float* zeros, std::int64_t tile,
+                    const float* (&src)[Patch * Patch]) const {
+    std::int64_t n, oh, ow;
+    locate(tile, n, oh, ow);
+    for (int i = 0; i < Patch * Patch; ++i) {
+      const std::int64_t ih = geo.input_row(oh, i / Patch), iw = geo.input_col(ow, i % Patch);
+      src[i] = geo.row_inside(ih) && geo.col_inside(iw) ? x + geo.x_offset(n, ih, iw, 0) : zeros;
+    }
+  }
+
+  const ConvParams& p;
+  std::int64_t rows, cols, count;
+};
+
+// The tiles of StrideTwoData: dx in blocks of 4x4 pixels from (4 * row, 4 * column), each reading 3x3
+// pixels of dy from line (4t + pad - 1) / 2 on along each axis. `pass` is the forward pass over dy that
+// gives dx (its input dy, its output dx, its channels the layer's exchanged) with the layer's padding.
+struct DataGradientGrid {
+  explicit DataGradientGrid(const ConvParams& pass)
+      : p(pass),
+        rows(ceil_div(pass.out_h, 4)),
+        cols(ceil_div(pass.out_w, 4)),
+        count(pass.batch * rows * cols) {}
+
+  // Tile `tile`'s image and its row and column in the grid.
+  void locate(std::int64_t tile, std::int64_t& n, std::int64_t& row, std::int64_t& col) const {
+    n = tile / (rows * cols);
+    row = tile / cols % rows;
+    col = tile % cols;
+  }
+
+  // Where the tile's 16 pixels of dx (row-major) are in `out`, null for those past dx.
+  void output_pixels(const Geometry& geo, std::int64_t tile, float* out, float* (&at)[16]) const {
+    std::int64_t n, row, col;
+    locate(tile, n, row, col);
+    for (int i = 0; i < 16; ++i) {
+      const std::int64_t ih = 4 * row + i / 4, iw = 4 * col + i % 4;
+      at[i] = ih < p.out_h && iw < p.out_w ? out + geo.y_offset(n, ih, iw, 0) : nullptr;
+    }
+  }
+
+  // src[i] = where pixel i of the tile's 3x3 patch of dy (row-major) starts in dy; `zeros` for those past
+  // its borders.
+  template <int Patch>
+  void patch_pixels(const Geometry& geo, const float* dy, const float* zeros, std::int64_t tile,
+                    const float* (&src)[Patch * Patch]) const {
+    static_assert(Patch == 3);
+    std::int64_t n, row, col;
+    locate(tile, n, row, col);
+    const std::int64_t top = (4 * row + p.pad_top - 1) / 2, left = (4 * col + p.pad_left - 1) / 2;
+    for (int i = 0; i < 9; ++i) {
+      const std::int64_t oh = top + i / 3, ow = left + i % 3;
+      src[i] = oh < p.in_h && ow < p.in_w ? dy + geo.x_offset(n, oh, ow, 0) : zeros;
     }
   }
 
@@ -206,33 +300,20 @@ __attribute__((always_inline)) inline void transform_tile_gradients(const float*
   }
 }
 
-// src[i] = where input pixel i of the tile's patch (row-major) starts in x, an NHWC activation; `zeros` (a
-// pixel of zeros) for those in the padding.
-template <typename S>
-void patch_pixels(const Geometry& geo, const TileGrid& grid, const float* x, const float* zeros,
-                  std::int64_t tile, const float* (&src)[S::positions]) {
-  std::int64_t n, oh, ow;
-  grid.locate(tile, n, oh, ow);
-  for (int i = 0; i < S::positions; ++i) {
-    const std::int64_t ih = geo.input_row(oh, i / S::patch), iw = geo.input_col(ow, i % S::patch);
-    src[i] = geo.row_inside(ih) && geo.col_inside(iw) ? x + geo.x_offset(n, ih, iw, 0) : zeros;
-  }
-}
-
 // Transforms the input patches of consecutive tiles, from a first one: v[xi * stride + c] = V[xi][tile][c] =
 // (B^T d B)[xi] for every channel c of the tile's input patch d (an NHWC x; `zeros` holds a pixel of zeros
-// for the padding). The patch's pixels are as many streams as it has positions, too many for the hardware
+// for the padding). The patch's pixels are as many streams as it has pixels, too many for the hardware
 // prefetchers to follow: the next tile's are asked for meanwhile, a vector of channels at a time, and their
 // places carried over to that tile.
 template <typename S>
 class TilePatches {
  public:
-  static constexpr int positions = S::positions;
+  static constexpr int pixels = S::patch * S::patch, positions = S::positions;
 
-  TilePatches(const Geometry& geo, const TileGrid& grid, const float* x, const float* zeros,
+  TilePatches(const Geometry& geo, const typename S::Grid& grid, const float* x, const float* zeros,
               std::int64_t tile)
       : geo_(geo), grid_(grid), x_(x), zeros_(zeros), tile_(tile) {
-    if (tile_ < grid_.count) patch_pixels<S>(geo_, grid_, x_, zeros_, tile_, next_);  // none for empty ranges
+    if (tile_ < grid_.count) locate_next();  // none for empty ranges
   }
 
   // Transforms the next tile's patch into v (the tile must be in the grid).
@@ -243,33 +324,35 @@ class TilePatches {
   // The same into at(xi, c), where the `lanes` values of a vector of channels from c lie contiguous.
   template <typename At>
   void transform_next_to(const At& at) {
-    const float* src[positions];
-    std::copy_n(next_, positions, src);
-    if (++tile_ < grid_.count) patch_pixels<S>(geo_, grid_, x_, zeros_, tile_, next_);
+    const float* src[pixels];
+    std::copy_n(next_, pixels, src);
+    if (++tile_ < grid_.count) locate_next();
     const std::int64_t channels = geo_.p.in_c;
     std::int64_t c = 0;
     for (; c + lanes <= channels; c += lanes) {
-      Vec d[positions], t[positions];
-      for (int i = 0; i < positions; ++i) __builtin_prefetch(next_[i] + c);
-      for (int i = 0; i < positions; ++i) d[i] = load(src[i] + c);
+      Vec d[pixels], t[positions];
+      for (int i = 0; i < pixels; ++i) __builtin_prefetch(next_[i] + c);
+      for (int i = 0; i < pixels; ++i) d[i] = load(src[i] + c);
       transform_patch<S>(d, t);
       for (int i = 0; i < positions; ++i) store(at(i, c), t[i]);
     }
     for (; c < channels; ++c) {
-      float d[positions], t[positions];
-      for (int i = 0; i < positions; ++i) d[i] = src[i][c];
+      float d[pixels], t[positions];
+      for (int i = 0; i < pixels; ++i) d[i] = src[i][c];
       transform_patch<S>(d, t);
       for (int i = 0; i < positions; ++i) *at(i, c) = t[i];
     }
   }
 
  private:
+  void locate_next() { grid_.template patch_pixels<S::patch>(geo_, x_, zeros_, tile_, next_); }
+
   const Geometry& geo_;
-  const TileGrid& grid_;
+  const typename S::Grid& grid_;
   const float* x_;
   const float* zeros_;
   std::int64_t tile_;  // the next tile to transform
-  const float* next_[positions] = {};
+  const float* next_[pixels] = {};
 };
 
 }  // namespace gradstate::cpu::GRADSTATE_ISA_NAMESPACE
