@@ -696,7 +696,7 @@ void convolution_data_gradient(const ConvParams& p, const float* dy, const float
                             grouped_data_gradient_nhwc(q, dys, w, dxs);
                           });
   }
-  if (winograd_data_gradient_applies(p)) {
+  if (winograd_stride_two_data_gradient_applies(p)) {
     const ConvParams t = dy_pass(p, p.in_h, p.in_w, 3, 3, p.pad_top, p.pad_left);
     return forward_in_nhwc(winograd_stride_two_data_gradient_nhwc, t, dy, w, nullptr, dx);
   }

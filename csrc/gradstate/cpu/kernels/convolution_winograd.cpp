@@ -7,7 +7,8 @@
 // input pixels d it reads (4x4 at stride 1, 5x5 at stride 2, 3x3 of dy for StrideTwoData) as
 //   Y = A^T [ U ⊙ V ] A,   U = G g G^T (the 3x3 kernel g transformed), V = B^T d B,
 // P^2 multiplications (16 or 25, P the points of the scheme) per pair of input and output channels instead
-// of 36 (or 144 for the 16 pixels of StrideTwoData's tiles). Summed over the input
+// of the 36 of the direct sums (9 taps for each of 4 outputs; for StrideTwoData's 16 pixels of dx too, each
+// dy pixel reaching them through 9 taps). Summed over the input
 // channels, the product at each of the P^2 positions xi of the transforms is a GEMM:
 //   M[xi][tile][o] = sum over c of V[xi][tile][c] * U[xi][c][o],
 // run by the convolution microkernel. U is transformed and packed once per call; blocks of tiles then go
@@ -279,7 +280,7 @@ void winograd_data_gradient_pass_nhwc(const ConvParams& pass, const float* dy, c
   run_winograd<StrideOne>(pass, dy, w, WinogradKernels::exchanged, b, dx);
 }
 
-bool winograd_data_gradient_applies(const ConvParams& p) {
+bool winograd_stride_two_data_gradient_applies(const ConvParams& p) {
   return winograd_shape(p) && p.stride_y == 2 && p.pad_top % 2 == 1 && p.pad_left % 2 == 1;
 }
 

@@ -1,6 +1,6 @@
-// Forward pass of dense 3x3 layers at stride 1 (any dilation) or 2, data gradient at stride 2, and weight
-// gradient at stride 1, by Winograd's minimal filtering, NHWC (see convolution_winograd.cpp and
-// convolution_weights_winograd.cpp).
+// Forward pass of dense 3x3 layers at stride 1 (any dilation) or 2, data gradient at stride 1 (a forward
+// pass) or 2, and weight gradient at stride 1, by Winograd's minimal filtering, NHWC (see
+// convolution_winograd.cpp and convolution_weights_winograd.cpp).
 #pragma once
 
 #include "gradstate/core/params.h"
@@ -22,7 +22,7 @@ void winograd_data_gradient_pass_nhwc(const ConvParams& pass, const float* dy, c
 
 // Whether the layer's data gradient is one the stride-2 scheme computes (StrideTwoData in winograd.h):
 // groups of 1, a 3x3 kernel, stride 2 without dilation, odd padding both ways, enough channels.
-bool winograd_data_gradient_applies(const ConvParams& p);
+bool winograd_stride_two_data_gradient_applies(const ConvParams& p);
 
 // dx of such a layer from dy and its OHWI weights w. `pass` is the forward pass over dy that gives dx (its
 // input dy, its output dx, input and output channels exchanged) with the layer's padding, which places the

@@ -16,7 +16,7 @@ namespace gradstate::cpu::GRADSTATE_ISA_NAMESPACE {
 constexpr std::int64_t min_winograd_channels = 16;
 
 struct TileGrid;
-struct DataGradientGrid;
+struct StrideTwoDataGrid;
 
 // A scheme computes `tile` outputs of a 3-tap filter along a line from `patch` inputs with `points` products,
 // by 1D transforms: input (B^T, patch -> points), kernel (G, 3 -> points), output (A^T, points -> tile) and,
@@ -81,12 +81,12 @@ struct StrideTwo {
 // line i = 4t + j (j < 4) of tile t reads the taps k with i + pad - k even, from dy line (i + pad - k) / 2.
 // With q = 4t + pad (odd) and dy lines a, b, c from s = (q - 1) / 2 on, the lines are g1 a, g2 a + g0 b,
 // g1 b, g2 b + g0 c: the even taps over (a, b, c) are F(2, 2), 3 products for 4, and the middle tap one
-// product per odd line, 5 products for 6 (25 for 36 in 2D, 16 pixels of dx from 3x3 pixels of dy). In the
-// kernels h of the pass, the layer's flipped (h0 = g2, h1 = g1, h2 = g0; see
+// product per line with i + pad odd, 5 products for 6 (25 for 36 in 2D, 16 pixels of dx from 3x3 pixels of
+// dy). In the kernels h of the pass, the layer's flipped (h0 = g2, h1 = g1, h2 = g0; see
 // winograd_data_gradient_pass_nhwc): B^T = [1 -1 0; 0 1 0; 0 -1 1; 1 0 0; 0 1 0], G as StrideTwo's,
 // A^T = [0 0 0 1 0; 1 1 0 0 0; 0 0 0 0 1; 0 1 1 0 0].
 struct StrideTwoData {
-  using Grid = DataGradientGrid;
+  using Grid = StrideTwoDataGrid;
   static constexpr int patch = 3, points = 5, tile = 4, positions = points * points;
   template <typename T>
   static void input(const T (&d)[3], T (&v)[5]) {
@@ -216,9 +216,10 @@ struct TileGrid {
 
 // The tiles of StrideTwoData: dx in blocks of 4x4 pixels from (4 * row, 4 * column), each reading 3x3
 // pixels of dy from line (4t + pad - 1) / 2 on along each axis. `pass` is the forward pass over dy that
-// gives dx (its input dy, its output dx, its channels the layer's exchanged) with the layer's padding.
-struct DataGradientGrid {
-  explicit DataGradientGrid(const ConvParams& pass)
+// gives dx (its input dy, its output dx, its channels the layer's exchanged) with the layer's padding, odd
+// both ways (see winograd_stride_two_data_gradient_applies); only its sizes and padding are read.
+struct StrideTwoDataGrid {
+  explicit StrideTwoDataGrid(const ConvParams& pass)
       : p(pass),
         rows(ceil_div(pass.out_h, 4)),
         cols(ceil_div(pass.out_w, 4)),
