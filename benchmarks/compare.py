@@ -325,19 +325,38 @@ class Contender:
     layout: str
     run: Callable
     result: Callable
+    threads: int | None = None  # gradstate's threads while this one runs (only 1 is used), if not the run's
     samples: list = field(default_factory=list)
     output: Any = None
+
+    @property
+    def label(self):
+        return f"{self.library} {self.layout}" + (f" {self.threads} thread" if self.threads else "")
 
     @property
     def median(self):
         return statistics.median(self.samples)
 
 
-def contenders_for(op, case, data, args):
+# The thread scaling of gradstate: the ops (--scaling) whose dense layers are also timed on one thread, in
+# this layout, interleaved with the other contenders.
+SCALING_LAYOUT = "NHWC"
+
+
+def times_scaling(op_name, case, args):
+    return op_name in args.scaling and case.kind == "dense conv" and args.threads > 1 and args.device == "cpu"
+
+
+def contenders_for(op_name, op, case, data, args):
     found = []
     for layout in LAYOUTS:
         run, result = op.gradstate(*op.family.gs_inputs(case, data, layout, args.device), layout)
         found.append(Contender("gradstate", layout, run, result))
+    if times_scaling(op_name, case, args):
+        run, result = op.gradstate(
+            *op.family.gs_inputs(case, data, SCALING_LAYOUT, args.device), SCALING_LAYOUT
+        )
+        found.append(Contender("gradstate", SCALING_LAYOUT, run, result, threads=1))
     for fmt in TORCH_FORMATS if torch is not None else ():
         inputs = op.family.torch_inputs(case, data, fmt, args.torch_device)
         if inputs is not None:
@@ -359,9 +378,15 @@ def synchronized(run, device):
     return run_and_wait
 
 
-def time_interleaved(contenders, timing):
+def gradstate_threads(contender, threads):
+    """Sets gradstate's thread count for the contender's runs (outside the timed calls)."""
+    gs.set_num_threads(contender.threads or threads)
+
+
+def time_interleaved(contenders, timing, threads):
     """Rounds in which every contender runs in turn, so that load on the machine hits them all alike."""
     for c in contenders:
+        gradstate_threads(c, threads)
         for _ in range(timing["warmup"]):
             c.output = c.run()
     rounds = timing["rounds"]
@@ -369,6 +394,7 @@ def time_interleaved(contenders, timing):
     for r in range(rounds):
         # Alternate the order so that no contender always runs right after the same other one.
         for c in contenders if r % 2 == 0 else contenders[::-1]:
+            gradstate_threads(c, threads)
             spent, runs = 0.0, 0
             while spent < time_per_round or runs < runs_per_round:
                 start = time.perf_counter()
@@ -376,6 +402,7 @@ def time_interleaved(contenders, timing):
                 elapsed = time.perf_counter() - start
                 c.samples.append(elapsed)
                 spent, runs = spent + elapsed, runs + 1
+    gs.set_num_threads(threads)
 
 
 def relative_error(outputs, reference):
@@ -387,8 +414,9 @@ def relative_error(outputs, reference):
 
 
 # ----------------------------------------------------------------------------------------- machine peak
-def measure_peak(source, threads, has_avx512, repeats=5):
-    """(FMA GFLOP/s, read GB/s, note) from the peak program, which prints figures for 1 and 2 threads.
+def measure_peak(source, has_avx512, repeats=5):
+    """({threads: (FMA GFLOP/s, read GB/s)}, note) from the peak program, which prints figures for 1 and 2
+    threads.
 
     It runs several times and keeps the best figure of each, as other load on the machine only lowers them.
     On a CPU without AVX-512 the program would stop at its first AVX-512 instruction (and -mavx512f lets the
@@ -396,7 +424,7 @@ def measure_peak(source, threads, has_avx512, repeats=5):
     its AVX2 figures are read.
     """
     if source is None or not Path(source).is_file():
-        return None, None, f"peak program not found ({source}); give --peak-gflops/--peak-gbps"
+        return {}, f"peak program not found ({source}); give --peak-gflops/--peak-gbps"
     text = Path(source).read_text()
     fma_pattern = r"fma\s+threads=(\d+):\s*([\d.]+) GFLOP/s"  # the AVX-512 or AVX2 loop, the faster
     flags = ["-O3", "-ffast-math", "-mavx512f", "-mavx2", "-mfma", "-fopenmp"]
@@ -415,18 +443,18 @@ def measure_peak(source, threads, has_avx512, repeats=5):
                 for _ in range(repeats)
             )
         except (OSError, subprocess.SubprocessError) as e:
-            return None, None, f"peak program failed to build or run: {e}"
+            return {}, f"peak program failed to build or run: {e}"
 
     def best(pattern):
-        found = [float(v) for t, v in re.findall(pattern, out) if int(t) == threads]
-        return max(found, default=None)
+        found = {}
+        for t, v in re.findall(pattern, out):
+            found[int(t)] = max(found.get(int(t), 0.0), float(v))
+        return found
 
-    gflops = best(fma_pattern)
-    gbps = best(r"read bandwidth threads=(\d+):\s*([\d.]+) GB/s")
-    if gflops is None or gbps is None:
-        return None, None, f"peak program prints no figures for {threads} threads"
+    gflops, gbps = best(fma_pattern), best(r"read bandwidth threads=(\d+):\s*([\d.]+) GB/s")
     loops = "" if has_avx512 else ", its AVX2 loop only (this CPU has no AVX-512)"
-    return gflops, gbps, f"best of {repeats} runs of the peak program{loops}"
+    figures = {t: (gflops[t], gbps[t]) for t in gflops if t in gbps}
+    return figures, f"best of {repeats} runs of the peak program{loops}"
 
 
 # ------------------------------------------------------------------------------------------- reporting
@@ -436,13 +464,28 @@ def work(op, case):
 
 
 def speedups(contenders):
-    """torch's best median over gradstate's best median, and over each gradstate layout."""
+    """torch's best median over gradstate's best median, and over each gradstate layout (at the run's
+    thread count)."""
     torch_times = [c.median for c in contenders if c.library == "torch"]
     if not torch_times:
         return {}
     best_torch = min(torch_times)
-    by_layout = {c.layout: best_torch / c.median for c in contenders if c.library == "gradstate"}
+    by_layout = {
+        c.layout: best_torch / c.median for c in contenders if c.library == "gradstate" and not c.threads
+    }
     return {"best": max(by_layout.values()), **by_layout}
+
+
+def scaling(contenders):
+    """gradstate's median on one thread over its median on the run's threads, in SCALING_LAYOUT; None
+    without a one-thread contender."""
+    one = next((c for c in contenders if c.threads == 1), None)
+    if one is None:
+        return None
+    many = next(
+        c for c in contenders if c.library == "gradstate" and c.layout == one.layout and not c.threads
+    )
+    return one.median / many.median
 
 
 def record(c, amount, peak, error):
@@ -450,6 +493,8 @@ def record(c, amount, peak, error):
     return {
         "library": c.library,
         "layout": c.layout,
+        "threads": c.threads,
+        "label": c.label,
         "samples_s": c.samples,
         "median_s": c.median,
         "min_s": min(c.samples),
@@ -463,7 +508,7 @@ def print_record(rec, unit):
     fraction = "  n/a" if rec["fraction_of_peak"] is None else f"{100 * rec['fraction_of_peak']:5.1f}"
     flag = "" if rec["relative_error"] <= TOLERANCE else "  ! differs from the reference"
     print(
-        f"  {rec['library'] + ' ' + rec['layout']:<23} {rec['median_s'] * 1e3:9.2f} ms"
+        f"  {rec['label']:<23} {rec['median_s'] * 1e3:9.2f} ms"
         f" (min {rec['min_s'] * 1e3:9.2f}, {len(rec['samples_s']):3d} runs)"
         f" {rec['rate']:8.1f} {unit:<7} {fraction} % peak   err {rec['relative_error']:.0e}{flag}"
     )
@@ -471,26 +516,34 @@ def print_record(rec, unit):
 
 def run_case(op_name, op, case, args, peak):
     data = op.family.data(case, np.random.default_rng(20240531))
-    contenders = contenders_for(op, case, data, args)
-    time_interleaved(contenders, args.timing)
+    contenders = contenders_for(op_name, op, case, data, args)
+    time_interleaved(contenders, args.timing, args.threads)
     outputs = [c.result(c.output) for c in contenders]
     # PyTorch's contiguous result is the reference when there is one; its channels-last instance-norm dx is
     # known to be wrong in some versions.
     libraries = [c.library for c in contenders]
     reference = outputs[libraries.index("torch") if "torch" in libraries else 0]
     unit = op.family.unit
-    peak_value = peak["gflops"] if unit == "GFLOP/s" else peak["gbps"]
+
+    def peak_of(c):
+        figures = peak["one_thread"] if c.threads == 1 else peak
+        return figures["gflops"] if unit == "GFLOP/s" else figures["gbps"]
+
     records = [
-        record(c, work(op, case), peak_value, relative_error(out, reference))
+        record(c, work(op, case), peak_of(c), relative_error(out, reference))
         for c, out in zip(contenders, outputs)
     ]
-    ratio = speedups(contenders)
+    ratio, scale = speedups(contenders), scaling(contenders)
 
     print(f"\n{op_name} {case.name}: {case.describe()}")
     for rec in records:
         print_record(rec, unit)
     if ratio:
         print("  speedup (torch best / gradstate): " + "  ".join(f"{k} {v:.2f}x" for k, v in ratio.items()))
+    if scale is not None:
+        print(
+            f"  thread scaling (gradstate {SCALING_LAYOUT}, 1 thread / {args.threads} threads): {scale:.2f}x"
+        )
     return {
         "op": op_name,
         "case": case.name,
@@ -501,6 +554,7 @@ def run_case(op_name, op, case, args, peak):
         "rate_unit": unit,
         "contenders": records,
         "speedup": ratio,
+        "scaling": scale,
     }
 
 
@@ -526,6 +580,31 @@ def summarize(results):
             row[f"worst_{key}"] = min(s[key] for s in ratios)
         parts = "  ".join(f"{k} {row[k]:.2f}x [{row['worst_' + k]:.2f}x]" for k in ("best", *LAYOUTS))
         print(f"  {op_name:<14} {kind:<24} {len(ratios):2d} cases  {parts}")
+        summary.append(row)
+    return summary
+
+
+def summarize_scaling(results, threads):
+    """Geomean and worst case of the thread scaling per op and group, where it was timed."""
+    groups = {}
+    for r in results:
+        if r["scaling"] is not None:
+            groups.setdefault((r["op"], r["kind"]), []).append(r["scaling"])
+    if groups:
+        what = f"gradstate {SCALING_LAYOUT}, 1 thread / {threads} threads"
+        print(f"\nThread scaling of {what} (worst case in brackets):")
+    summary = []
+    for (op_name, kind), values in groups.items():
+        row = {
+            "op": op_name,
+            "kind": kind,
+            "cases": len(values),
+            "geomean": geomean(values),
+            "worst": min(values),
+        }
+        print(
+            f"  {op_name:<14} {kind:<24} {len(values):2d} cases  {row['geomean']:.2f}x [{row['worst']:.2f}x]"
+        )
         summary.append(row)
     return summary
 
@@ -572,6 +651,12 @@ def parse_args(argv):
     p.add_argument("--peak-source", type=Path, default=default_peak, help="C source of the peak program")
     p.add_argument("--peak-gflops", type=float, help="FMA peak in GFLOP/s (skips the peak program)")
     p.add_argument("--peak-gbps", type=float, help="read bandwidth in GB/s (skips the peak program)")
+    p.add_argument(
+        "--scaling",
+        default="conv_weights",
+        help="comma-separated ops whose dense layers gradstate also runs on one thread, to report its thread "
+        "scaling (default conv_weights; 'none' for none)",
+    )
     p.add_argument("--json", type=Path, help="write every raw number here")
     p.add_argument("--png", type=Path, help="write a bar chart of the speedups here (needs matplotlib)")
     args = p.parse_args(argv)
@@ -579,6 +664,10 @@ def parse_args(argv):
     unknown = [o for o in args.ops if o not in OPS]
     if unknown:
         p.error(f"--ops: unknown {unknown}; expected some of {list(OPS)}")
+    args.scaling = [] if args.scaling == "none" else [o.strip() for o in args.scaling.split(",") if o.strip()]
+    unknown = [o for o in args.scaling if o not in OPS]
+    if unknown:
+        p.error(f"--scaling: unknown {unknown}; expected some of {list(OPS)} or 'none'")
     args.patterns = [c.strip() for c in args.cases.split(",")] if args.cases else ["*"]
     args.timing = (
         {"warmup": 1, "rounds": 1, "min_time": 0.0, "min_runs": 2}
@@ -594,8 +683,7 @@ def load_libraries(args):
     import gradstate
 
     gs = gradstate
-    if hasattr(gs, "set_num_threads"):
-        gs.set_num_threads(args.threads)
+    gs.set_num_threads(args.threads)
     device = next((d for d in gs.devices() if d.type == args.device), None)
     if device is None or not device.available:
         sys.exit(f"gradstate device {args.device!r} is unavailable: {device and device.unavailable_reason}")
@@ -630,11 +718,25 @@ def main(argv=None):
         sys.exit(f"no case matches --cases {args.cases!r} for --ops {','.join(args.ops)}")
     load_libraries(args)
     if args.peak_gflops or args.peak_gbps:
-        peak = {"gflops": args.peak_gflops, "gbps": args.peak_gbps, "note": "given on the command line"}
+        peak = {
+            "gflops": args.peak_gflops,
+            "gbps": args.peak_gbps,
+            "one_thread": {"gflops": None, "gbps": None},  # a one-thread contender's fraction prints n/a
+            "note": "given on the command line",
+        }
     else:
         has_avx512 = "x86_v4" in gs.cpu_info().get("usable", ()) if hasattr(gs, "cpu_info") else True
-        gflops, gbps, note = measure_peak(args.peak_source, args.threads, has_avx512)
-        peak = {"gflops": gflops, "gbps": gbps, "note": note}
+        figures, note = measure_peak(args.peak_source, has_avx512)
+        if figures and args.threads not in figures:
+            note = f"peak program prints no figures for {args.threads} threads"
+        gflops, gbps = figures.get(args.threads, (None, None))
+        one = figures.get(1, (None, None))
+        peak = {
+            "gflops": gflops,
+            "gbps": gbps,
+            "one_thread": {"gflops": one[0], "gbps": one[1]},
+            "note": note,
+        }
     config = {
         "threads": args.threads,
         "device": args.device,
@@ -656,6 +758,9 @@ def main(argv=None):
     if config["gradstate_cpu"]:
         print(f"gradstate CPU backend: {config['gradstate_cpu']}")
     print(f"peak: {peak['gflops'] or 'n/a'} GFLOP/s FMA, {peak['gbps'] or 'n/a'} GB/s read ({peak['note']})")
+    if any(times_scaling(op_name, case, args) for op_name, case in todo):
+        one = peak["one_thread"]
+        print(f"one-thread peak (for the one-thread runs): {one['gflops'] or 'n/a'} GFLOP/s FMA")
     print("times are medians; speedup = torch's faster format / gradstate (best layout and each layout)")
 
     results = []
@@ -664,9 +769,10 @@ def main(argv=None):
         if op.note and (i == 0 or todo[i - 1][0] != op_name):
             print(f"\n[{op_name}: {op.note}]")
         results.append(run_case(op_name, op, case, args, peak))
-    summary = summarize(results)
+    summary, scaling_summary = summarize(results), summarize_scaling(results, args.threads)
     if args.json:
-        args.json.write_text(json.dumps({"config": config, "results": results, "summary": summary}, indent=1))
+        everything = {"config": config, "results": results, "summary": summary, "scaling": scaling_summary}
+        args.json.write_text(json.dumps(everything, indent=1))
         print(f"raw numbers written to {args.json}")
     if args.png:
         plot(results, args.png)
