@@ -242,12 +242,15 @@ CONV_PATHS = [
     # Streamed with 48 channels: three vectors at AVX-512 (a pair and then one), six at AVX2 (three pairs).
     pytest.param((1, 210, 211, 48, 48, 3, 1, 1, 48, "same"), id="depthwise48_streamed_output"),
     pytest.param((2, 64, 64, 256, 256, 3, 2, 1, 256, 1), id="depthwise256_stride2_streamed_dx"),
-    # NCHW at stride 1 with at least 2^21 input values: the plane kernel (zero-padded rows, vectors along
-    # the output row), here with rows of 62, 70 and 65 outputs (a partial last vector at every level),
-    # dilation 2 and asymmetric padding, a 7x7 kernel, a 1x1 kernel; the forward pass also gives dx.
+    # NCHW at stride 1 with at least 2^21 input values: the plane kernel (zero-padded rows, blocks of 8
+    # vectors along the output row, then one block of the vectors left), here with rows of 62, 70 and 65
+    # outputs (a partial last vector at every level), dilation 2 and asymmetric padding, a 7x7 kernel, a 1x1
+    # kernel; the forward pass also gives dx. Small inputs take it too when their output rows are at least 4
+    # vectors long: 75 outputs are 10 vectors at AVX2, 5 at AVX-512, 75 floats in scalar code.
     pytest.param((1, 67, 62, 512, 512, 3, 1, 2, 512, (2, 1, 0, 3)), id="depthwise512_planes_dilation2"),
     pytest.param((1, 64, 70, 480, 480, 7, 1, 1, 480, "same"), id="depthwise480_planes_7x7"),
     pytest.param((2, 33, 65, 512, 512, 1, 1, 1, 512, 0), id="depthwise512_planes_1x1"),
+    pytest.param((2, 6, 75, 24, 24, 3, 1, 1, 24, (1, 0, 2, 1)), id="depthwise24_planes_long_rows"),
     # 8 output and 8 input channels per group: the largest groups on the grouped path.
     pytest.param((2, 7, 9, 40, 40, 3, 1, 1, 5, "same"), id="grouped_8_8_per_group"),
     # The weight gradient packs whole blocks of groups (32 at AVX-512, 8 at AVX2 and on NEON, 1 in scalar

@@ -1,5 +1,5 @@
 // The depthwise forward pass in NCHW at stride 1: each (image, channel) plane is an independent 2-D
-// convolution, run with vectors along the output row.
+// convolution, run with vectors along the output row, several vectors of a row at once.
 //
 // A task copies its plane once into zero-padded rows, so that the pixels a tap reads for consecutive output
 // columns are consecutive there: every tap is then one unaligned vector load and one FMA per output
@@ -41,42 +41,79 @@ void fill_padded_rows(const ConvParams& p, const float* plane, const PaddedRows&
   }
 }
 
+// Output row oh from column ow on, Count vectors: as many independent sums, so that consecutive taps' FMAs
+// need not wait for each other (one sum per vector waited on the FMA latency at every tap: 3x3 over
+// 8x128x56x56, 2 threads, 2.5 ms).
+template <int Count>
+void forward_vectors(const ConvParams& p, const Vec* weight, float bias, const PaddedRows& rows,
+                     std::int64_t oh, std::int64_t ow, float* y) {
+  Vec acc[Count];
+  for (int v = 0; v < Count; ++v) acc[v] = broadcast(bias);
+  for (std::int64_t kh = 0; kh < p.kernel_h; ++kh) {
+    const std::int64_t ih = oh - p.pad_top + kh * p.dilation_y;
+    if (ih < 0 || ih >= p.in_h) continue;
+    for (std::int64_t kw = 0; kw < p.kernel_w; ++kw) {
+      const Vec wv = weight[kh * p.kernel_w + kw];
+      const float* in = rows.row(ih) + ow + kw * p.dilation_x;
+      for (int v = 0; v < Count; ++v) acc[v] += wv * load(in + v * lanes);
+    }
+  }
+  for (int v = 0; v < Count; ++v) {
+    const std::int64_t at = ow + v * lanes;
+    if (at + lanes <= p.out_w) {
+      store(y + at, acc[v]);
+    } else {
+      for (std::int64_t l = 0; l < p.out_w - at; ++l) y[at + l] = acc[v][l];
+    }
+  }
+}
+
+// Output vectors summed at once: with AVX2's 16 registers, 8 sums leave room for the weight and the loads.
+constexpr int row_block = 8;
+
+// forward_vectors<count>, for a count below Max.
+template <int Max>
+void forward_last_vectors(int count, const ConvParams& p, const Vec* weight, float bias,
+                          const PaddedRows& rows, std::int64_t oh, std::int64_t ow, float* y) {
+  if constexpr (Max > 1) {
+    if (count == Max - 1) return forward_vectors<Max - 1>(p, weight, bias, rows, oh, ow, y);
+    forward_last_vectors<Max - 1>(count, p, weight, bias, rows, oh, ow, y);
+  }
+}
+
 void forward_plane(const ConvParams& p, const float* plane, const float* w, float bias, float* out,
                    const PaddedRows& rows) {
   const std::int64_t taps = static_cast<std::int64_t>(p.kernel_h) * p.kernel_w;
+  const std::int64_t vectors = ceil_div(p.out_w, lanes);
   Vec weight[max_vector_taps];
   for (std::int64_t t = 0; t < taps; ++t) weight[t] = broadcast(w[t]);
   fill_padded_rows(p, plane, rows);
   for (std::int64_t oh = 0; oh < p.out_h; ++oh) {
     float* y = out + oh * p.out_w;
-    for (std::int64_t ow = 0; ow < p.out_w; ow += lanes) {
-      Vec acc = broadcast(bias);
-      for (std::int64_t kh = 0; kh < p.kernel_h; ++kh) {
-        const std::int64_t ih = oh - p.pad_top + kh * p.dilation_y;
-        if (ih < 0 || ih >= p.in_h) continue;
-        for (std::int64_t kw = 0; kw < p.kernel_w; ++kw)
-          acc += weight[kh * p.kernel_w + kw] * load(rows.row(ih) + ow + kw * p.dilation_x);
-      }
-      if (ow + lanes <= p.out_w) {
-        store(y + ow, acc);
-      } else {
-        for (std::int64_t l = 0; l < p.out_w - ow; ++l) y[ow + l] = acc[l];
-      }
-    }
+    std::int64_t v = 0;
+    for (; v + row_block <= vectors; v += row_block)
+      forward_vectors<row_block>(p, weight, bias, rows, oh, v * lanes, y);
+    forward_last_vectors<row_block>(static_cast<int>(vectors - v), p, weight, bias, rows, oh, v * lanes, y);
   }
 }
 
 }  // namespace
 
-// Copying each plane into padded rows and filling vectors along its output rows pays off only at stride 1
-// on inputs too large for the caches: there the copies that the NHWC kernel needs cost more (3x3 over
-// 8x128x56x56: 2.6 ms here, 3.3 ms through NHWC copies; 6 images: 3.5 against 3.7 ms). Elsewhere those
-// copies stay in cache and the NHWC kernel wins (8x256x28x28 at stride 2: 0.32 against 0.96 ms;
-// 16x64x56x56 at stride 2: 1.3 against 1.8 ms; 3x128x56x56 at stride 1: 1.4 against 1.7 ms; 8x512x7x7:
-// 0.11 against 0.37 ms; 2 threads).
+// Copying each plane into padded rows and filling vectors along its output rows pays off at stride 1 where
+// the output rows are at least min_row_vectors vectors long, and on inputs too large for the caches, where
+// the copies that the NHWC kernel needs cost more (3x3 over 8x128x56x56: 2.6 ms here with one sum per
+// vector, 3.3 ms through NHWC copies). Over short rows the planes' copies and the rows' last vectors cost
+// more than the NHWC copies (2 threads, AVX2, 3x3: 3x128x56x56 0.48-0.52 ms here against 1.9-2.0 through
+// NHWC copies; 8x64x28x28 0.26 against 0.27-0.35; 8x512x7x7 0.34-0.58 against 0.16-0.18). Elsewhere the
+// NHWC kernel wins (8x256x28x28 at stride 2: 0.32 against 0.96 ms; 16x64x56x56 at stride 2: 1.3 against
+// 1.8 ms).
+constexpr std::int64_t min_row_vectors = 4;
+
 bool depthwise_nchw_forward_applies(const ConvParams& p) {
+  const bool long_rows = p.out_w >= min_row_vectors * lanes,
+             large = static_cast<std::int64_t>(p.batch) * p.in_c * p.in_h * p.in_w >= stream_floats;
   return static_cast<std::int64_t>(p.kernel_h) * p.kernel_w <= max_vector_taps && p.stride_y == 1 &&
-         p.stride_x == 1 && static_cast<std::int64_t>(p.batch) * p.in_c * p.in_h * p.in_w >= stream_floats;
+         p.stride_x == 1 && (long_rows || large);
 }
 
 void depthwise_forward_nchw(const ConvParams& p, const float* x, const float* w, const float* b, float* y) {
