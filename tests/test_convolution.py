@@ -210,3 +210,19 @@ def test_nan_and_inf_in_x_propagate(layout, rng):
     assert_close(dx, case.dx_ref(), what="dx")
     assert_close(dw, case.dw_ref(), what="dW")
     assert_close(db, case.db_ref(), what="db")
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_inf_in_x_reaches_only_the_depthwise_taps_that_read_it(layout, rng):
+    """With no padding x's last column is read by the last kernel column only: an Inf there leaves the
+    other columns' weight gradients finite. Rows of 75 outputs are whole vectors and a rest at every vector
+    level; in NCHW they take the plane kernel, whose rest must not multiply dy by pixels its taps skip."""
+    case = ConvCase(rng, 2, 6, 77, 24, 24, 3, groups=24, padding=0)
+    case.x[0, 2, -1, 5] = np.inf
+    case.y_ref = ref.conv2d(case.x, case.w, case.b, 1, 1, 24, case.pads)
+    y, dx, dw, db = run_conv(case, layout)
+    assert not np.isfinite(dw[5, :, 2]).all() and np.isfinite(dw[:, :, :2]).all()
+    assert_close(y, case.y_ref, what="y")
+    assert_close(dx, case.dx_ref(), what="dx")
+    assert_close(dw, case.dw_ref(), what="dW")
+    assert_close(db, case.db_ref(), what="db")

@@ -251,6 +251,10 @@ CONV_PATHS = [
     pytest.param((1, 64, 70, 480, 480, 7, 1, 1, 480, "same"), id="depthwise480_planes_7x7"),
     pytest.param((2, 33, 65, 512, 512, 1, 1, 1, 512, 0), id="depthwise512_planes_1x1"),
     pytest.param((2, 6, 75, 24, 24, 3, 1, 1, 24, (1, 0, 2, 1)), id="depthwise24_planes_long_rows"),
+    # The weight gradient in NCHW takes the planes too, one channel through all the images, for kernels of
+    # up to 7 columns (above: 1, 3 and 7, dilated, with a rest past the whole vectors of 62, 65, 70 and 75
+    # outputs); 9 columns go through NHWC copies.
+    pytest.param((1, 5, 70, 16, 16, (2, 9), 1, 1, 16, "same"), id="depthwise16_planes_9_columns"),
     # 8 output and 8 input channels per group: the largest groups on the grouped path.
     pytest.param((2, 7, 9, 40, 40, 3, 1, 1, 5, "same"), id="grouped_8_8_per_group"),
     # The weight gradient packs whole blocks of groups (32 at AVX-512, 8 at AVX2 and on NEON, 1 in scalar

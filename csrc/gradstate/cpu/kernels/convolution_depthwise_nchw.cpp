@@ -97,6 +97,55 @@ void forward_plane(const ConvParams& p, const float* plane, const float* w, floa
   }
 }
 
+// ---- weight gradient ------------------------------------------------------------------------------------
+
+// The widest kernel rows the weight gradient takes: each tap of a kernel row has its own sums in registers.
+constexpr int max_weights_kernel_w = 7;
+
+// sums[kw] += the sum over the plane of dy * x at tap (kh, kw), for the KW taps of kernel row kh: V whole
+// vectors of a row at a time, V * KW independent sums (at least 8), so that the FMAs need not wait for each
+// other; then the columns past the last whole vector one by one into lane 0, so that no product of dy and
+// x at a pixel that the tap does not read (an Inf there would make a NaN) enters the sums.
+template <int KW>
+void add_kernel_row(const ConvParams& p, const PaddedRows& x_rows, const float* dy, std::int64_t kh,
+                    Vec* sums) {
+  constexpr int V = (8 + KW - 1) / KW;
+  const std::int64_t whole = p.out_w / lanes * lanes;
+  Vec acc[V][KW] = {};
+  float rest[KW] = {};
+  for (std::int64_t oh = 0; oh < p.out_h; ++oh) {
+    const std::int64_t ih = oh - p.pad_top + kh * p.dilation_y;
+    if (ih < 0 || ih >= p.in_h) continue;
+    const float* x = x_rows.row(ih);
+    const float* d = dy + oh * p.out_w;
+    const auto add = [&](auto count, std::int64_t at) {
+      for (int u = 0; u < decltype(count)::value; ++u) {
+        const Vec dv = load(d + at + u * lanes);
+        for (int kw = 0; kw < KW; ++kw) acc[u][kw] += dv * load(x + at + u * lanes + kw * p.dilation_x);
+      }
+    };
+    std::int64_t ow = 0;
+    for (; ow + V * lanes <= whole; ow += V * lanes) add(std::integral_constant<int, V>{}, ow);
+    for (; ow < whole; ow += lanes) add(std::integral_constant<int, 1>{}, ow);
+    for (; ow < p.out_w; ++ow)
+      for (int kw = 0; kw < KW; ++kw) rest[kw] += d[ow] * x[ow + kw * p.dilation_x];
+  }
+  for (int kw = 0; kw < KW; ++kw) {
+    for (int u = 0; u < V; ++u) sums[kw] += acc[u][kw];
+    sums[kw][0] += rest[kw];
+  }
+}
+
+// add_kernel_row<KW> for the layer's kernel width KW, at most Max.
+template <int Max = max_weights_kernel_w>
+void add_kernel_row_of(const ConvParams& p, const PaddedRows& x_rows, const float* dy, std::int64_t kh,
+                       Vec* sums) {
+  if constexpr (Max > 0) {
+    if (p.kernel_w == Max) return add_kernel_row<Max>(p, x_rows, dy, kh, sums);
+    add_kernel_row_of<Max - 1>(p, x_rows, dy, kh, sums);
+  }
+}
+
 }  // namespace
 
 // Copying each plane into padded rows and filling vectors along its output rows pays off at stride 1 where
@@ -125,6 +174,40 @@ void depthwise_forward_nchw(const ConvParams& p, const float* x, const float* w,
     float* scratch = static_cast<float*>(thread_scratch(sizeof(float) * padded_rows_floats(p)));
     forward_plane(p, x + plane * in_plane, w + c * taps, b ? b[c] : 0.0f, y + plane * out_plane,
                   padded_rows_of(p, scratch));
+  });
+}
+
+bool depthwise_nchw_weights_gradient_applies(const ConvParams& p) {
+  return p.layout == Layout::NCHW && p.groups == p.in_c && p.groups == p.out_c &&
+         p.kernel_w <= max_weights_kernel_w && depthwise_nchw_forward_applies(p);
+}
+
+// A task takes one channel through all the images in order, so the sums do not depend on the thread count.
+void depthwise_weights_gradient_nchw(const ConvParams& p, const float* dy, const float* x, float* dw,
+                                     float* db, bool accumulate) {
+  const std::int64_t taps = static_cast<std::int64_t>(p.kernel_h) * p.kernel_w;
+  const std::int64_t in_plane = static_cast<std::int64_t>(p.in_h) * p.in_w,
+                     out_plane = static_cast<std::int64_t>(p.out_h) * p.out_w;
+  parallel_for(p.out_c, [&](std::int64_t c) {
+    const PaddedRows x_rows =
+        padded_rows_of(p, static_cast<float*>(thread_scratch(sizeof(float) * padded_rows_floats(p))));
+    Vec sums[max_vector_taps] = {};
+    float dy_sum = 0.0f;
+    for (std::int64_t n = 0; n < p.batch; ++n) {
+      const std::int64_t plane = n * p.out_c + c;
+      const float* dys = dy + plane * out_plane;
+      fill_padded_rows(p, x + plane * in_plane, x_rows);
+      for (std::int64_t kh = 0; kh < p.kernel_h; ++kh)
+        add_kernel_row_of(p, x_rows, dys, kh, sums + kh * p.kernel_w);
+      Vec total{};
+      std::int64_t i = 0;
+      for (; i + lanes <= out_plane; i += lanes) total += load(dys + i);
+      dy_sum += sum_lanes(total);
+      for (; i < out_plane; ++i) dy_sum += dys[i];
+    }
+    for (std::int64_t t = 0; t < taps; ++t)
+      dw[c * taps + t] = (accumulate ? dw[c * taps + t] : 0.0f) + sum_lanes(sums[t]);
+    db[c] = (accumulate ? db[c] : 0.0f) + dy_sum;
   });
 }
 

@@ -11,4 +11,11 @@ bool depthwise_nchw_forward_applies(const ConvParams& p);
 
 void depthwise_forward_nchw(const ConvParams& p, const float* x, const float* w, const float* b, float* y);
 
+// The weight gradient of the depthwise NCHW layers the forward pass takes, up to 7 kernel columns: dw and db
+// summed over the batch, added to the existing values when accumulate.
+bool depthwise_nchw_weights_gradient_applies(const ConvParams& p);
+
+void depthwise_weights_gradient_nchw(const ConvParams& p, const float* dy, const float* x, float* dw,
+                                     float* db, bool accumulate);
+
 }  // namespace gradstate::cpu::GRADSTATE_ISA_NAMESPACE

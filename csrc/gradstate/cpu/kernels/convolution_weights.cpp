@@ -9,6 +9,7 @@
 #include <cstring>
 
 #include "gradstate/cpu/kernels/conv_geometry.h"
+#include "gradstate/cpu/kernels/convolution_depthwise_nchw.h"
 #include "gradstate/cpu/kernels/convolution_weights_paths.h"
 #include "gradstate/cpu/kernels/convolution_winograd.h"
 #include "gradstate/cpu/kernels/gemm.h"
@@ -453,6 +454,8 @@ void weights_gradient_on_nhwc_copies(const ConvParams& p, const float* dy, const
 void convolution_weights_gradient(const ConvParams& p, const float* dy, const float* x, float* dw, float* db,
                                   bool accumulate) {
   const std::int64_t og = p.out_c / p.groups, ig = p.in_c / p.groups;
+  if (depthwise_nchw_weights_gradient_applies(p))
+    return depthwise_weights_gradient_nchw(p, dy, x, dw, db, accumulate);
   if (p.layout == Layout::NCHW) return weights_gradient_on_nhwc_copies(p, dy, x, dw, db, accumulate);
   // Groups of a few channels leave most of a GEMM tile empty; vectors across groups fill them.
   if (winograd_weights_gradient_applies(p)) {
