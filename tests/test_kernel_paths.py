@@ -16,7 +16,8 @@ AVX-512 and NEON: sweeps of two output rows, one vector of channels, in bands of
 for the last; on AVX2 and at the scalar level, sweeps of one output row with all 9 taps, in groups of 4
 pixels, all channels of a group in turn); and "vectors across groups" for the other small groups (at most 8
 output and 8 input channels per group), which sweeps the taps 9 at a time.
-The forward pass of dense 3x3 layers of at least 16 channels runs
+The forward pass of 1x1 stride-1 layers without padding in NCHW is a GEMM per image on the tensors as they
+lie. The forward pass of dense 3x3 layers of at least 16 channels runs
 Winograd's F(2x2, 3x3) at stride 1 and its stride-2 counterpart (25 products per 2x2 tile) at stride 2 without
 dilation; otherwise a GEMM when a group has at least 8 output channels; dx runs one at stride 1 as a forward
 pass (at least 8 input channels per group), the data-gradient counterpart of the stride-2 scheme (25 products
@@ -89,6 +90,12 @@ CONV_PATHS = [
     # 34 images whose partial dW (240 x 256) would outgrow the 8 MiB bound, one each: tasks of two images.
     pytest.param((34, 1, 32, 240, 256, 1, 1, 1, 1, 0), id="in_place_1x1_tasks_of_two_images"),
     pytest.param((2, 9, 9, 24, 20, 1, 1, 1, 1, 0), id="gemm_1x1"),
+    # In NCHW, 1x1 stride-1 layers without padding run the forward pass (and so dx) as a GEMM per image, in
+    # tasks of about 128 pixels and panels of up to 256 input channels: 300 channels make two panels, the
+    # second adding to the first's sums and bias; 13 and 70 output channels leave a partial tile of rows,
+    # 35 and 323 pixels a partial block of pixels; dx of 24 channels from 70 through the same GEMM.
+    pytest.param((2, 5, 7, 300, 13, 1, 1, 1, 1, 0), id="pointwise_nchw_two_panels"),
+    pytest.param((3, 17, 19, 24, 70, 1, 1, 1, 1, 0), id="pointwise_nchw_tasks"),
     # Dilation turns off the contiguous-row packing of NHWC.
     pytest.param((2, 11, 10, 8, 12, 3, 1, 2, 1, "same"), id="gemm_dilation2_same"),
     # Winograd F(2x2, 3x3) for dense 3x3 stride-1 layers of at least 16 channels, forward and dx: odd output

@@ -24,6 +24,7 @@
 #include "gradstate/cpu/kernels/conv_geometry.h"
 #include "gradstate/cpu/kernels/convolution_depthwise_nchw.h"
 #include "gradstate/cpu/kernels/convolution_grouped.h"
+#include "gradstate/cpu/kernels/convolution_pointwise_nchw.h"
 #include "gradstate/cpu/kernels/convolution_winograd.h"
 #include "gradstate/cpu/kernels/gemm.h"
 #include "gradstate/cpu/kernels/kernels.h"
@@ -643,6 +644,7 @@ void convolution_forward(const ConvParams& p, const float* x, const float* w, co
       return depthwise_forward_nchw(p, x, w, b, y);
     return forward_in_nhwc(depthwise_forward_nhwc, p, x, w, b, y);
   }
+  if (pointwise_nchw_forward_applies(p)) return pointwise_forward_nchw(p, x, w, b, y);
   if (grouped_forward_applies(p)) return forward_in_nhwc(grouped_forward_nhwc, p, x, w, b, y);
   if (winograd_forward_applies(p)) return forward_in_nhwc(winograd_forward_nhwc, p, x, w, b, y);
   if (p.out_c / p.groups >= min_gemm_channels) return forward_in_nhwc(forward_gemm_nhwc, p, x, w, b, y);

@@ -393,13 +393,6 @@ void grouped_weights_gradient(const ConvParams& p, const float* dy, const float*
   sum_partials(partials, p.batch, dw_size, p.out_c, dw, db, accumulate);
 }
 
-// Padded tile area per useful element when the tile's MR rows run over `rows` values and its NV vectors
-// over `cols` values.
-double tile_waste(std::int64_t rows, std::int64_t cols, const int (&tile)[2]) {
-  const std::int64_t mr = tile[0], nr = tile[1] * lanes;
-  return static_cast<double>(round_up(rows, mr)) * round_up(cols, nr) / (static_cast<double>(rows) * cols);
-}
-
 // The GEMM with the tile and orientation that waste the least (the first of equals). The transposed
 // orientation packs X into narrower blocks and transposes its result, so it must save more than that costs.
 void gemm_weights_gradient(const ConvParams& p, const float* dy, const float* x, float* dw, float* db,

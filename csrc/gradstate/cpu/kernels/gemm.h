@@ -30,6 +30,13 @@ inline bool tile_a_pads_least(std::int64_t count) {
   return padded(tile_a) <= padded(tile_b);
 }
 
+// Padded tile area per useful element when the tile's MR rows run over `rows` values and its NV vectors
+// over `cols` values.
+inline double tile_waste(std::int64_t rows, std::int64_t cols, const int (&tile)[2]) {
+  const std::int64_t mr = tile[0], nr = tile[1] * lanes;
+  return static_cast<double>(round_up(rows, mr)) * round_up(cols, nr) / (static_cast<double>(rows) * cols);
+}
+
 // acc (MR x NR) += a (kc x MR) * b (kc x NR), row k of b at b[k * ldb] (row by row when packed). a is
 // k-major (a[k * lda + m]), or m-major with RowMajorA (a[m * lda + k]).
 template <int MR, int NV, bool RowMajorA>
