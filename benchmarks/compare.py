@@ -378,15 +378,20 @@ def synchronized(run, device):
     return run_and_wait
 
 
-def gradstate_threads(contender, threads):
-    """Sets gradstate's thread count for the contender's runs (outside the timed calls)."""
-    gs.set_num_threads(contender.threads or threads)
-
-
 def time_interleaved(contenders, timing, threads):
     """Rounds in which every contender runs in turn, so that load on the machine hits them all alike."""
+    current = threads
+
+    def take_threads(c):
+        """gradstate's thread count for c's runs; after a change (the pool starts anew), one untimed run."""
+        nonlocal current
+        if (c.threads or threads) != current:
+            current = c.threads or threads
+            gs.set_num_threads(current)
+            c.output = c.run()
+
     for c in contenders:
-        gradstate_threads(c, threads)
+        take_threads(c)
         for _ in range(timing["warmup"]):
             c.output = c.run()
     rounds = timing["rounds"]
@@ -394,7 +399,7 @@ def time_interleaved(contenders, timing, threads):
     for r in range(rounds):
         # Alternate the order so that no contender always runs right after the same other one.
         for c in contenders if r % 2 == 0 else contenders[::-1]:
-            gradstate_threads(c, threads)
+            take_threads(c)
             spent, runs = 0.0, 0
             while spent < time_per_round or runs < runs_per_round:
                 start = time.perf_counter()
@@ -402,7 +407,8 @@ def time_interleaved(contenders, timing, threads):
                 elapsed = time.perf_counter() - start
                 c.samples.append(elapsed)
                 spent, runs = spent + elapsed, runs + 1
-    gs.set_num_threads(threads)
+    if current != threads:
+        gs.set_num_threads(threads)
 
 
 def relative_error(outputs, reference):

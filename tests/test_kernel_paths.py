@@ -1,33 +1,33 @@
 """Shapes that steer the CPU kernels down each of their paths and through each of their tails.
 
-The weight gradient has five paths, all on NHWC data (NCHW layers run them on NHWC copies of x and dy, whole
-images, at most 8 MiB or one, at a time): Winograd's F(2x2, 3x3) for dense 3x3 stride-1 layers, up to 8 MiB of
-transformed gradient dU in 8 or fewer work items (parts of the tiles times groups of output channels) that
-each run their tiles in blocks, or, from 1 MiB of dU on (past 8 MiB too) where the transformed tiles take at
-most 16 MiB, all tiles transformed up front and dW taken in blocks of output and input channels; kernel rows
-read in place for layers of one group, no dilation across and at most 4 input channels, or 1x1 with output
-rows of at least 32 pixels (up to 256 KiB of dW); a GEMM per group (groups == 1, or more than 8 output or
-input channels per group) with register tiles of 6 x 64 or 8 x 48 (AVX-512), 6 x 16 or 4 x 24 (AVX2), 4 x 4
-(scalar), possibly transposed, column blocks of at most 512 columns (KH * KW * I / groups of them) and, when
-there are few column blocks and many pixels, the pixel sum split into segments; depthwise, read in place pixel
-by pixel over sweeps of at most 3 taps of a kernel row, in the widest blocks of 8, 4 or 2 vectors of channels
-(4 or 2 on AVX2) the channels fill, border pixels reading zeros (3x3 at stride 1 or 2 without dilation on
-AVX-512 and NEON: sweeps of two output rows, one vector of channels, in bands of an even number of rows but
-for the last; on AVX2 and at the scalar level, sweeps of one output row with all 9 taps, in groups of 4
-pixels, all channels of a group in turn); and "vectors across groups" for the other small groups (at most 8
-output and 8 input channels per group), which sweeps the taps 9 at a time.
-The forward pass of 1x1 stride-1 layers without padding in NCHW is a GEMM per image on the tensors as they
-lie. The forward pass of dense 3x3 layers of at least 16 channels runs
-Winograd's F(2x2, 3x3) at stride 1 and its stride-2 counterpart (25 products per 2x2 tile) at stride 2 without
-dilation; otherwise a GEMM when a group has at least 8 output channels; dx runs one at stride 1 as a forward
-pass (at least 8 input channels per group), the data-gradient counterpart of the stride-2 scheme (25 products
-per 4x4 tile of dx) for such layers at stride 2 with odd padding both ways, and at other strides in stride
-phases (forward GEMMs writing every stride-th pixel; at least 32 input channels per group, no dilation) or
-else through col2im (at least 8 output channels per group); with fewer channels per group, vectors across
-groups (one shuffle of the source pixel's vectors per source channel of a group), when a block of lanes'
-sources fit two vectors. Instance norm sums blocks of 512 pixels, one plane per task in NCHW and 256 channels
-per task in NHWC. Every case is checked against the float64 reference in both layouts; test_cpu_isa.py runs
-this file at every instruction-set level.
+The weight gradient has five paths on NHWC data (NCHW layers run them on NHWC copies of x and dy, whole
+images, at most 8 MiB or one, at a time, but for depthwise layers at stride 1 with output rows of at least 32
+values and kernels of at most 7 columns, which take their planes in place): Winograd's F(2x2, 3x3) for dense
+3x3 stride-1 layers, up to 8 MiB of transformed gradient dU in 8 or fewer work items (parts of the tiles times
+groups of output channels) that each run their tiles in blocks, or, from 1 MiB of dU on (past 8 MiB too) where
+the transformed tiles take at most 16 MiB, all tiles transformed up front and dW taken in blocks of output and
+input channels; kernel rows read in place for layers of one group, no dilation across and at most 4 input
+channels, or 1x1 with output rows of at least 32 pixels (up to 256 KiB of dW); a GEMM per group (groups == 1,
+or more than 8 output or input channels per group) with register tiles of 6 x 64 or 8 x 48 (AVX-512), 6 x 16
+or 4 x 24 (AVX2), 4 x 4 (scalar), possibly transposed, column blocks of at most 512 columns (KH * KW * I /
+groups of them) and, when there are few column blocks and many pixels, the pixel sum split into segments;
+depthwise, read in place pixel by pixel over sweeps of at most 3 taps of a kernel row, in the widest blocks of
+8, 4 or 2 vectors of channels (4 or 2 on AVX2) the channels fill, border pixels reading zeros (3x3 at stride 1
+or 2 without dilation on AVX-512 and NEON: sweeps of two output rows, one vector of channels, in bands of an
+even number of rows but for the last; on AVX2 and at the scalar level, sweeps of one output row with all 9
+taps, in groups of 4 pixels, all channels of a group in turn); and "vectors across groups" for the other small
+groups (at most 8 output and 8 input channels per group), which sweeps the taps 9 at a time. The forward pass
+of 1x1 stride-1 layers without padding in NCHW is a GEMM per image on the tensors as they lie. The forward
+pass of dense 3x3 layers of at least 16 channels runs Winograd's F(2x2, 3x3) at stride 1 and its stride-2
+counterpart (25 products per 2x2 tile) at stride 2 without dilation; otherwise a GEMM when a group has at
+least 8 output channels; dx runs one at stride 1 as a forward pass (at least 8 input channels per group), the
+data-gradient counterpart of the stride-2 scheme (25 products per 4x4 tile of dx) for such layers at stride 2
+with odd padding both ways, and at other strides in stride phases (forward GEMMs writing every stride-th
+pixel; at least 32 input channels per group, no dilation) or else through col2im (at least 8 output channels
+per group); with fewer channels per group, vectors across groups (one shuffle of the source pixel's vectors
+per source channel of a group), when a block of lanes' sources fit two vectors. Instance norm sums blocks of
+512 pixels, one plane per task in NCHW and 256 channels per task in NHWC. Every case is checked against the
+float64 reference in both layouts; test_cpu_isa.py runs this file at every instruction-set level.
 """
 
 import gradstate as gs
@@ -58,7 +58,8 @@ CONV_PATHS = [
     pytest.param((2, 8, 7, 5, 13, 3, 1, 1, 1, "same"), id="gemm_tile_tails_o13_i5"),
     # More than 2^21 output values: the forward GEMM streams its full tiles past the caches and stores the
     # others (272 output channels: five tiles of 48 and one of 32 at AVX-512; 3906 pixels per image, not a
-    # multiple of the tile's rows); dx at stride 1 likewise (272 input channels).
+    # multiple of the tile's rows); dx at stride 1 likewise (272 input channels) in NHWC, where in NCHW it is
+    # the GEMM per image, which does not stream.
     pytest.param((2, 62, 63, 8, 272, 5, 1, 1, 1, "same"), id="gemm_streamed_output_tails"),
     pytest.param((2, 62, 63, 272, 8, 1, 1, 1, 1, 0), id="gemm_streamed_dx_1x1"),
     # 2^21 dx values at stride 2: the stride phases stream their copies out of the scratch.
@@ -250,17 +251,22 @@ CONV_PATHS = [
     pytest.param((1, 210, 211, 48, 48, 3, 1, 1, 48, "same"), id="depthwise48_streamed_output"),
     pytest.param((2, 64, 64, 256, 256, 3, 2, 1, 256, 1), id="depthwise256_stride2_streamed_dx"),
     # NCHW at stride 1 with at least 2^21 input values: the plane kernel (zero-padded rows, blocks of 8
-    # vectors along the output row, then one block of the vectors left), here with rows of 62, 70 and 65
-    # outputs (a partial last vector at every level), dilation 2 and asymmetric padding, a 7x7 kernel, a 1x1
-    # kernel; the forward pass also gives dx. Small inputs take it too when their output rows are at least 4
-    # vectors long: 75 outputs are 10 vectors at AVX2, 5 at AVX-512, 75 floats in scalar code.
+    # vectors along the output row, then one block of the vectors left), here with rows of 61, 70 and 65
+    # outputs (a partial last vector at AVX2 and AVX-512), dilation 2 and asymmetric padding, a 7x7 kernel, a
+    # 1x1 kernel; the forward pass also gives dx. Small inputs take it too when their output rows are at
+    # least 32 values long: 76 outputs are 10 vectors at AVX2 and 5 at AVX-512, the last partial.
     pytest.param((1, 67, 62, 512, 512, 3, 1, 2, 512, (2, 1, 0, 3)), id="depthwise512_planes_dilation2"),
     pytest.param((1, 64, 70, 480, 480, 7, 1, 1, 480, "same"), id="depthwise480_planes_7x7"),
     pytest.param((2, 33, 65, 512, 512, 1, 1, 1, 512, 0), id="depthwise512_planes_1x1"),
     pytest.param((2, 6, 75, 24, 24, 3, 1, 1, 24, (1, 0, 2, 1)), id="depthwise24_planes_long_rows"),
-    # The weight gradient in NCHW takes the planes too, one channel through all the images, for kernels of
-    # up to 7 columns (above: 1, 3 and 7, dilated, with a rest past the whole vectors of 62, 65, 70 and 75
-    # outputs); 9 columns go through NHWC copies.
+    # The weight gradient in NCHW takes the planes of rows of at least 32 values too, one channel through all
+    # the images, for kernels of up to 7 columns (above: 1, 3 and 7, dilated, with a rest past the whole
+    # vectors of 61, 65, 70 and 76 outputs at AVX2 and AVX-512; here 2, 4, 5 and 6); 9 columns go through NHWC
+    # copies.
+    pytest.param((1, 5, 70, 16, 16, (3, 2), 1, 1, 16, "same"), id="depthwise16_planes_2_columns"),
+    pytest.param((2, 4, 41, 16, 16, (1, 4), 1, 1, 16, 0), id="depthwise16_planes_4_columns"),
+    pytest.param((1, 6, 37, 16, 16, (2, 5), 1, 2, 16, "same"), id="depthwise16_planes_5_columns"),
+    pytest.param((1, 5, 40, 16, 16, (3, 6), 1, 1, 16, (1, 1, 3, 2)), id="depthwise16_planes_6_columns"),
     pytest.param((1, 5, 70, 16, 16, (2, 9), 1, 1, 16, "same"), id="depthwise16_planes_9_columns"),
     # 8 output and 8 input channels per group: the largest groups on the grouped path.
     pytest.param((2, 7, 9, 40, 40, 3, 1, 1, 5, "same"), id="grouped_8_8_per_group"),
@@ -313,6 +319,8 @@ ACCUMULATE_PATHS = [
     pytest.param((1, 12, 12, 8, 13, 3, 1, 1, 1, "same"), id="gemm_one_segment"),
     pytest.param((2, 40, 40, 8, 8, 3, 1, 1, 1, "same"), id="gemm_pixel_segments"),
     pytest.param((3, 9, 8, 37, 37, 3, 1, 1, 37, "same"), id="depthwise"),
+    # In NCHW, rows of 40 values: the planes' sums added to dW and db.
+    pytest.param((3, 5, 40, 16, 16, 3, 1, 1, 16, "same"), id="depthwise_planes"),
     # Winograd's weight gradient: dU summed over the tiles, transformed, then added to dW; or with few tiles,
     # dU's blocks transformed and added to dW, and the chunks' sums of dy added to db.
     pytest.param((2, 31, 29, 24, 70, 3, 1, 1, 1, "same"), id="winograd"),

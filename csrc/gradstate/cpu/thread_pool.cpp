@@ -67,8 +67,10 @@ class ThreadPool {
 
   int threads() const { return static_cast<int>(workers_.size()) + 1; }
 
+  // A count equal to the current one keeps the workers (and their scratch) as they are.
   void resize(int threads) {
     std::lock_guard<std::mutex> job_lock(job_mutex_);
+    if (threads == this->threads()) return;
     stop();
     start(threads);
   }

@@ -1,8 +1,8 @@
-// The depthwise forward pass in NCHW at stride 1: each (image, channel) plane is an independent 2-D
-// convolution, run with vectors along the output row, several vectors of a row at once.
+// The depthwise forward pass and weight gradient in NCHW at stride 1: each (image, channel) plane is an
+// independent 2-D convolution, run with vectors along the output row, several vectors of a row at once.
 //
-// A task copies its plane once into zero-padded rows, so that the pixels a tap reads for consecutive output
-// columns are consecutive there: every tap is then one unaligned vector load and one FMA per output
+// A task copies its plane of x once into zero-padded rows, so that the pixels a tap reads for consecutive
+// output columns are consecutive there: every tap is then one unaligned vector load and one FMA per output
 // vector, with no bounds checks.
 #include "gradstate/cpu/kernels/convolution_depthwise_nchw.h"
 
@@ -149,20 +149,24 @@ void add_kernel_row_of(const ConvParams& p, const PaddedRows& x_rows, const floa
 }  // namespace
 
 // Copying each plane into padded rows and filling vectors along its output rows pays off at stride 1 where
-// the output rows are at least min_row_vectors vectors long, and on inputs too large for the caches, where
-// the copies that the NHWC kernel needs cost more (3x3 over 8x128x56x56: 2.6 ms here with one sum per
-// vector, 3.3 ms through NHWC copies). Over short rows the planes' copies and the rows' last vectors cost
-// more than the NHWC copies (2 threads, AVX2, 3x3: 3x128x56x56 0.48-0.52 ms here against 1.9-2.0 through
-// NHWC copies; 8x64x28x28 0.26 against 0.27-0.35; 8x512x7x7 0.34-0.58 against 0.16-0.18). Elsewhere the
-// NHWC kernel wins (8x256x28x28 at stride 2: 0.32 against 0.96 ms; 16x64x56x56 at stride 2: 1.3 against
-// 1.8 ms).
-constexpr std::int64_t min_row_vectors = 4;
+// the output rows are at least min_row_floats long, and on inputs too large for the caches, where the
+// copies that the NHWC kernel needs cost more (3x3 over 8x128x56x56: 2.6 ms here with one sum per vector,
+// 3.3 ms through NHWC copies). Measured on AVX2, 2 threads, 3x3: 3x128x56x56 0.48-0.52 ms here against
+// 1.9-2.0 through NHWC copies; rows of 28, 8x64x28x28, about even (0.26 against 0.27-0.35); rows of 7,
+// 8x512x7x7, 0.34-0.58 against 0.16-0.18. Elsewhere the NHWC kernel wins (8x256x28x28 at stride 2: 0.32
+// against 0.96 ms; 16x64x56x56 at stride 2: 1.3 against 1.8 ms).
+namespace {
+
+constexpr std::int64_t min_row_floats = 32;
+
+bool long_rows(const ConvParams& p) { return p.out_w >= min_row_floats; }
+
+}  // namespace
 
 bool depthwise_nchw_forward_applies(const ConvParams& p) {
-  const bool long_rows = p.out_w >= min_row_vectors * lanes,
-             large = static_cast<std::int64_t>(p.batch) * p.in_c * p.in_h * p.in_w >= stream_floats;
+  const bool large = static_cast<std::int64_t>(p.batch) * p.in_c * p.in_h * p.in_w >= stream_floats;
   return static_cast<std::int64_t>(p.kernel_h) * p.kernel_w <= max_vector_taps && p.stride_y == 1 &&
-         p.stride_x == 1 && (long_rows || large);
+         p.stride_x == 1 && (long_rows(p) || large);
 }
 
 void depthwise_forward_nchw(const ConvParams& p, const float* x, const float* w, const float* b, float* y) {
@@ -177,9 +181,12 @@ void depthwise_forward_nchw(const ConvParams& p, const float* x, const float* w,
   });
 }
 
+// Long rows only: large inputs with short rows spend the sweeps in the columns past the last whole vector,
+// one by one (42x1024x7x7 on 1 thread: 11-12 ms, against 6.5-7.6 through NHWC copies).
 bool depthwise_nchw_weights_gradient_applies(const ConvParams& p) {
   return p.layout == Layout::NCHW && p.groups == p.in_c && p.groups == p.out_c &&
-         p.kernel_w <= max_weights_kernel_w && depthwise_nchw_forward_applies(p);
+         static_cast<std::int64_t>(p.kernel_h) * p.kernel_w <= max_vector_taps &&
+         p.kernel_w <= max_weights_kernel_w && p.stride_y == 1 && p.stride_x == 1 && long_rows(p);
 }
 
 // A task takes one channel through all the images in order, so the sums do not depend on the thread count.

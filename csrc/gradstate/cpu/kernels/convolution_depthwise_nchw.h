@@ -1,4 +1,4 @@
-// The depthwise forward pass in NCHW at stride 1 (see convolution_depthwise_nchw.cpp).
+// The depthwise forward pass and weight gradient in NCHW at stride 1 (see convolution_depthwise_nchw.cpp).
 #pragma once
 
 #include "gradstate/core/params.h"
@@ -11,8 +11,8 @@ bool depthwise_nchw_forward_applies(const ConvParams& p);
 
 void depthwise_forward_nchw(const ConvParams& p, const float* x, const float* w, const float* b, float* y);
 
-// The weight gradient of the depthwise NCHW layers the forward pass takes, up to 7 kernel columns: dw and db
-// summed over the batch, added to the existing values when accumulate.
+// The weight gradient of depthwise NCHW layers at stride 1 with long output rows, kernels of at most
+// max_vector_taps taps and 7 columns: dw and db summed over the batch, added to them when accumulate.
 bool depthwise_nchw_weights_gradient_applies(const ConvParams& p);
 
 void depthwise_weights_gradient_nchw(const ConvParams& p, const float* dy, const float* x, float* dw,

@@ -247,11 +247,40 @@ inline void transpose_elements(const float* src, std::int64_t rows, std::int64_t
 
 constexpr std::int64_t transpose_tile = 16;
 
+#if GRADSTATE_VECTOR_BYTES == 32 && defined(__AVX__)
+// transpose_elements for 8 x 8 values, in registers: pairs of rows interleaved, then pairs of pairs, then
+// the 128-bit halves exchanged (8 loads, 24 shuffles, 8 stores).
+inline void transpose_8x8(const float* src, std::int64_t src_stride, float* dst, std::int64_t dst_stride) {
+  __m256 r[8], t[8];
+  for (int i = 0; i < 8; ++i) r[i] = _mm256_loadu_ps(src + i * src_stride);
+  for (int i = 0; i < 8; i += 2) {
+    t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
+    t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
+  }
+  // r[4h + q]: in each 128-bit half, column q (and q + 4) of rows 4h..4h+3.
+  for (int h = 0; h < 2; ++h) {
+    const __m256 *a = t + 4 * h, *b = t + 4 * h + 2;
+    r[4 * h] = _mm256_shuffle_ps(a[0], b[0], 0x44);
+    r[4 * h + 1] = _mm256_shuffle_ps(a[0], b[0], 0xEE);
+    r[4 * h + 2] = _mm256_shuffle_ps(a[1], b[1], 0x44);
+    r[4 * h + 3] = _mm256_shuffle_ps(a[1], b[1], 0xEE);
+  }
+  for (int q = 0; q < 4; ++q) {
+    _mm256_storeu_ps(dst + q * dst_stride, _mm256_permute2f128_ps(r[q], r[4 + q], 0x20));
+    _mm256_storeu_ps(dst + (4 + q) * dst_stride, _mm256_permute2f128_ps(r[q], r[4 + q], 0x31));
+  }
+}
+#endif
+
 // transpose_elements for one tile of 16 x 16 values: in registers on AVX-512 (16 rows loaded whole, 64
-// shuffles, 16 stores).
+// shuffles, 16 stores) and, in four blocks of 8 x 8, on AVX2.
 inline void transpose_tile_of_16(const float* src, std::int64_t src_stride, float* dst,
                                  std::int64_t dst_stride) {
-#if GRADSTATE_VECTOR_BYTES == 64 && defined(__AVX512F__)
+#if GRADSTATE_VECTOR_BYTES == 32 && defined(__AVX__)
+  for (int i = 0; i < 16; i += 8)
+    for (int j = 0; j < 16; j += 8)
+      transpose_8x8(src + i * src_stride + j, src_stride, dst + j * dst_stride + i, dst_stride);
+#elif GRADSTATE_VECTOR_BYTES == 64 && defined(__AVX512F__)
   __m512 r[16], t[16];
   for (int i = 0; i < 16; ++i) r[i] = _mm512_loadu_ps(src + i * src_stride);
   // Within each 128-bit block: pairs of rows interleaved, then groups of four (block k of r[4i + j] holds
