@@ -268,6 +268,12 @@ CONV_PATHS = [
     pytest.param((1, 6, 37, 16, 16, (2, 5), 1, 2, 16, "same"), id="depthwise16_planes_5_columns"),
     pytest.param((1, 5, 40, 16, 16, (3, 6), 1, 1, 16, (1, 1, 3, 2)), id="depthwise16_planes_6_columns"),
     pytest.param((1, 5, 70, 16, 16, (2, 9), 1, 1, 16, "same"), id="depthwise16_planes_9_columns"),
+    # At strides above 1 the forward pass splits each padded row into its stride phases (the weight gradient
+    # takes NHWC copies there, and dx gathers in NHWC): 39 outputs at stride 2, 32 at stride 3, dilation 2.
+    pytest.param((2, 7, 77, 16, 16, 3, 2, 1, 16, "same"), id="depthwise16_planes_stride2"),
+    pytest.param(
+        (1, 9, 100, 16, 16, (3, 5), 3, 2, 16, (1, 2, 3, 0)), id="depthwise16_planes_stride3_dilation2"
+    ),
     # 8 output and 8 input channels per group: the largest groups on the grouped path.
     pytest.param((2, 7, 9, 40, 40, 3, 1, 1, 5, "same"), id="grouped_8_8_per_group"),
     # The weight gradient packs whole blocks of groups (32 at AVX-512, 8 at AVX2 and on NEON, 1 in scalar

@@ -1,4 +1,4 @@
-// The depthwise forward pass and weight gradient in NCHW at stride 1: each (image, channel) plane is an
+// The depthwise forward pass and weight gradient in NCHW: each (image, channel) plane is an
 // independent 2-D convolution, run with vectors along the output row, several vectors of a row at once.
 //
 // A task copies its plane of x once into zero-padded rows, so that the pixels a tap reads for consecutive
@@ -15,29 +15,46 @@
 namespace gradstate::cpu::GRADSTATE_ISA_NAMESPACE {
 namespace {
 
-// Where the padded rows of one plane live, and how long each is.
+// The zero-padded rows of one plane of x, each split into its stride phases: phase f of a row holds its
+// padded columns f, f + S, f + 2S, ... (S the stride along rows), so that the pixels a tap reads for
+// consecutive output columns are consecutive there.
 struct PaddedRows {
-  std::int64_t length;  // floats per row: whole output vectors plus the farthest tap's offset
-  float* rows;          // [in_h][length]
+  std::int64_t length;  // floats per phase: whole output vectors plus the farthest tap's offset in the phase
+  std::int64_t phases;  // S
+  float* rows;          // [in_h][phases][length]
 
-  const float* row(std::int64_t ih) const { return rows + ih * length; }
+  // Where output column 0 reads in input row ih at the tap `offset` padded columns right of the first.
+  const float* at(std::int64_t ih, std::int64_t offset) const {
+    return rows + (ih * phases + offset % phases) * length + offset / phases;
+  }
 };
 
 PaddedRows padded_rows_of(const ConvParams& p, float* memory) {
-  const std::int64_t vectors = ceil_div(p.out_w, lanes);
-  return {vectors * lanes + static_cast<std::int64_t>(p.kernel_w - 1) * p.dilation_x + 1, memory};
+  const std::int64_t vectors = ceil_div(p.out_w, lanes), farthest = (p.kernel_w - 1) * p.dilation_x;
+  return {vectors * lanes + farthest / p.stride_x + 1, p.stride_x, memory};
 }
 
-std::int64_t padded_rows_floats(const ConvParams& p) { return p.in_h * padded_rows_of(p, nullptr).length; }
+std::int64_t padded_rows_floats(const ConvParams& p) {
+  const PaddedRows rows = padded_rows_of(p, nullptr);
+  return p.in_h * rows.phases * rows.length;
+}
 
-// rows[ih][i] = plane[ih][i - pad_left], zero outside the plane.
+// Phase f of row ih holds plane[ih][j * S + f - pad_left] at j, zero outside the plane.
 void fill_padded_rows(const ConvParams& p, const float* plane, const PaddedRows& rows) {
-  const auto [first, end] = indices_between(p.pad_left, p.in_w - 1 + p.pad_left, 1, rows.length);
+  const std::int64_t S = rows.phases;
   for (std::int64_t ih = 0; ih < p.in_h; ++ih) {
-    float* out = rows.rows + ih * rows.length;
-    std::memset(out, 0, sizeof(float) * first);
-    std::memcpy(out + first, plane + ih * p.in_w + (first - p.pad_left), sizeof(float) * (end - first));
-    std::memset(out + end, 0, sizeof(float) * (rows.length - end));
+    for (std::int64_t f = 0; f < S; ++f) {
+      float* out = rows.rows + (ih * S + f) * rows.length;
+      const auto [first, end] = indices_between(p.pad_left - f, p.in_w - 1 + p.pad_left - f, S, rows.length);
+      const float* in = plane + ih * p.in_w + f - p.pad_left;  // column j of the phase at in[j * S]
+      std::memset(out, 0, sizeof(float) * first);
+      if (S == 1) {
+        std::memcpy(out + first, in + first, sizeof(float) * (end - first));
+      } else {
+        for (std::int64_t j = first; j < end; ++j) out[j] = in[j * S];
+      }
+      std::memset(out + end, 0, sizeof(float) * (rows.length - end));
+    }
   }
 }
 
@@ -50,11 +67,11 @@ void forward_vectors(const ConvParams& p, const Vec* weight, float bias, const P
   Vec acc[Count];
   for (int v = 0; v < Count; ++v) acc[v] = broadcast(bias);
   for (std::int64_t kh = 0; kh < p.kernel_h; ++kh) {
-    const std::int64_t ih = oh - p.pad_top + kh * p.dilation_y;
+    const std::int64_t ih = oh * p.stride_y - p.pad_top + kh * p.dilation_y;
     if (ih < 0 || ih >= p.in_h) continue;
     for (std::int64_t kw = 0; kw < p.kernel_w; ++kw) {
       const Vec wv = weight[kh * p.kernel_w + kw];
-      const float* in = rows.row(ih) + ow + kw * p.dilation_x;
+      const float* in = rows.at(ih, kw * p.dilation_x) + ow;
       for (int v = 0; v < Count; ++v) acc[v] += wv * load(in + v * lanes);
     }
   }
@@ -114,21 +131,22 @@ void add_kernel_row(const ConvParams& p, const PaddedRows& x_rows, const float* 
   Vec acc[V][KW] = {};
   float rest[KW] = {};
   for (std::int64_t oh = 0; oh < p.out_h; ++oh) {
-    const std::int64_t ih = oh - p.pad_top + kh * p.dilation_y;
+    const std::int64_t ih = oh * p.stride_y - p.pad_top + kh * p.dilation_y;
     if (ih < 0 || ih >= p.in_h) continue;
-    const float* x = x_rows.row(ih);
+    const float* x[KW];  // where output column 0 reads at each tap
+    for (int kw = 0; kw < KW; ++kw) x[kw] = x_rows.at(ih, kw * p.dilation_x);
     const float* d = dy + oh * p.out_w;
     const auto add = [&](auto count, std::int64_t at) {
       for (int u = 0; u < decltype(count)::value; ++u) {
         const Vec dv = load(d + at + u * lanes);
-        for (int kw = 0; kw < KW; ++kw) acc[u][kw] += dv * load(x + at + u * lanes + kw * p.dilation_x);
+        for (int kw = 0; kw < KW; ++kw) acc[u][kw] += dv * load(x[kw] + at + u * lanes);
       }
     };
     std::int64_t ow = 0;
     for (; ow + V * lanes <= whole; ow += V * lanes) add(std::integral_constant<int, V>{}, ow);
     for (; ow < whole; ow += lanes) add(std::integral_constant<int, 1>{}, ow);
     for (; ow < p.out_w; ++ow)
-      for (int kw = 0; kw < KW; ++kw) rest[kw] += d[ow] * x[ow + kw * p.dilation_x];
+      for (int kw = 0; kw < KW; ++kw) rest[kw] += d[ow] * x[kw][ow];
   }
   for (int kw = 0; kw < KW; ++kw) {
     for (int u = 0; u < V; ++u) sums[kw] += acc[u][kw];
@@ -148,13 +166,13 @@ void add_kernel_row_of(const ConvParams& p, const PaddedRows& x_rows, const floa
 
 }  // namespace
 
-// Copying each plane into padded rows and filling vectors along its output rows pays off at stride 1 where
-// the output rows are at least min_row_floats long, and on inputs too large for the caches, where the
-// copies that the NHWC kernel needs cost more (3x3 over 8x128x56x56: 2.6 ms here with one sum per vector,
-// 3.3 ms through NHWC copies). Measured on AVX2, 2 threads, 3x3: 3x128x56x56 0.48-0.52 ms here against
-// 1.9-2.0 through NHWC copies; rows of 28, 8x64x28x28, about even (0.26 against 0.27-0.35); rows of 7,
-// 8x512x7x7, 0.34-0.58 against 0.16-0.18. Elsewhere the NHWC kernel wins (8x256x28x28 at stride 2: 0.32
-// against 0.96 ms; 16x64x56x56 at stride 2: 1.3 against 1.8 ms).
+// Copying each plane into padded rows and filling vectors along its output rows pays off where the output
+// rows are at least min_row_floats long, and at stride 1 on inputs too large for the caches, where the copies
+// that the NHWC kernel needs cost more (3x3 over 8x128x56x56: 2.6 ms here with one sum per vector, 3.3 ms
+// through NHWC copies). Measured on AVX2, 2 threads, 3x3: 3x128x56x56 0.48-0.52 ms here against 1.9-2.0
+// through NHWC copies; rows of 28, 8x64x28x28, about even (0.26 against 0.27-0.35); rows of 7, 8x512x7x7,
+// 0.34-0.58 against 0.16-0.18. At stride 2, 8x64x112x112 took 4.2 ms here against 6.0-6.7, and the large
+// 16x64x56x56 (rows of 28) 2.6-3.8 against 2.8-3.0.
 namespace {
 
 constexpr std::int64_t min_row_floats = 32;
@@ -165,8 +183,9 @@ bool long_rows(const ConvParams& p) { return p.out_w >= min_row_floats; }
 
 bool depthwise_nchw_forward_applies(const ConvParams& p) {
   const bool large = static_cast<std::int64_t>(p.batch) * p.in_c * p.in_h * p.in_w >= stream_floats;
-  return static_cast<std::int64_t>(p.kernel_h) * p.kernel_w <= max_vector_taps && p.stride_y == 1 &&
-         p.stride_x == 1 && (long_rows(p) || large);
+  const bool stride_one = p.stride_y == 1 && p.stride_x == 1;
+  return static_cast<std::int64_t>(p.kernel_h) * p.kernel_w <= max_vector_taps &&
+         (long_rows(p) || (large && stride_one));
 }
 
 void depthwise_forward_nchw(const ConvParams& p, const float* x, const float* w, const float* b, float* y) {
@@ -181,8 +200,9 @@ void depthwise_forward_nchw(const ConvParams& p, const float* x, const float* w,
   });
 }
 
-// Long rows only: large inputs with short rows spend the sweeps in the columns past the last whole vector,
-// one by one (42x1024x7x7 on 1 thread: 11-12 ms, against 6.5-7.6 through NHWC copies).
+// Long rows at stride 1 only: large inputs with short rows spend the sweeps in the columns past the last
+// whole vector, one by one (42x1024x7x7 on 1 thread: 11-12 ms, against 6.5-7.6 through NHWC copies), and at
+// stride 2 the planes' phases cost what the sweeps save (8x64x112x112: 3.8-4.4 against 3.7-3.9 ms).
 bool depthwise_nchw_weights_gradient_applies(const ConvParams& p) {
   return p.layout == Layout::NCHW && p.groups == p.in_c && p.groups == p.out_c &&
          static_cast<std::int64_t>(p.kernel_h) * p.kernel_w <= max_vector_taps &&

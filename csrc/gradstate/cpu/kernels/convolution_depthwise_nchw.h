@@ -1,11 +1,11 @@
-// The depthwise forward pass and weight gradient in NCHW at stride 1 (see convolution_depthwise_nchw.cpp).
+// The depthwise forward pass and weight gradient in NCHW (see convolution_depthwise_nchw.cpp).
 #pragma once
 
 #include "gradstate/core/params.h"
 
 namespace gradstate::cpu::GRADSTATE_ISA_NAMESPACE {
 
-// Kernels of at most max_vector_taps taps (conv_geometry.h) at stride 1, with long output rows or on inputs
+// Kernels of at most max_vector_taps taps (conv_geometry.h), with long output rows, or at stride 1 on inputs
 // the caches cannot hold; other NCHW layers run the NHWC kernel on copies of x and y.
 bool depthwise_nchw_forward_applies(const ConvParams& p);
 
