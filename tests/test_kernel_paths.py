@@ -17,17 +17,18 @@ or 2 without dilation on AVX-512 and NEON: sweeps of two output rows, one vector
 even number of rows but for the last; on AVX2 and at the scalar level, sweeps of one output row with all 9
 taps, in groups of 4 pixels, all channels of a group in turn); and "vectors across groups" for the other small
 groups (at most 8 output and 8 input channels per group), which sweeps the taps 9 at a time. The forward pass
-of 1x1 stride-1 layers without padding in NCHW is a GEMM per image on the tensors as they lie. The forward
-pass of dense 3x3 layers of at least 16 channels runs Winograd's F(2x2, 3x3) at stride 1 and its stride-2
-counterpart (25 products per 2x2 tile) at stride 2 without dilation; otherwise a GEMM when a group has at
-least 8 output channels; dx runs one at stride 1 as a forward pass (at least 8 input channels per group), the
-data-gradient counterpart of the stride-2 scheme (25 products per 4x4 tile of dx) for such layers at stride 2
-with odd padding both ways, and at other strides in stride phases (forward GEMMs writing every stride-th
-pixel; at least 32 input channels per group, no dilation) or else through col2im (at least 8 output channels
-per group); with fewer channels per group, vectors across groups (one shuffle of the source pixel's vectors
-per source channel of a group), when a block of lanes' sources fit two vectors. Instance norm sums blocks of
-512 pixels, one plane per task in NCHW and 256 channels per task in NHWC. Every case is checked against the
-float64 reference in both layouts; test_cpu_isa.py runs this file at every instruction-set level.
+of 1x1 stride-1 layers without padding in NCHW is a GEMM per image on the tensors as they lie, and so is their
+weight gradient for planes of at least 256 pixels (with dy copied into NHWC). The forward pass of dense 3x3
+layers of at least 16 channels runs Winograd's F(2x2, 3x3) at stride 1 and its stride-2 counterpart (25
+products per 2x2 tile) at stride 2 without dilation; otherwise a GEMM when a group has at least 8 output
+channels; dx runs one at stride 1 as a forward pass (at least 8 input channels per group), the data-gradient
+counterpart of the stride-2 scheme (25 products per 4x4 tile of dx) for such layers at stride 2 with odd
+padding both ways, and at other strides in stride phases (forward GEMMs writing every stride-th pixel; at
+least 32 input channels per group, no dilation) or else through col2im (at least 8 output channels per group);
+with fewer channels per group, vectors across groups (one shuffle of the source pixel's vectors per source
+channel of a group), when a block of lanes' sources fit two vectors. Instance norm sums blocks of 512 pixels,
+one plane per task in NCHW and 256 channels per task in NHWC. Every case is checked against the float64
+reference in both layouts; test_cpu_isa.py runs this file at every instruction-set level.
 """
 
 import gradstate as gs
@@ -97,6 +98,13 @@ CONV_PATHS = [
     # 35 and 323 pixels a partial block of pixels; dx of 24 channels from 70 through the same GEMM.
     pytest.param((2, 5, 7, 300, 13, 1, 1, 1, 1, 0), id="pointwise_nchw_two_panels"),
     pytest.param((3, 17, 19, 24, 70, 1, 1, 1, 1, 0), id="pointwise_nchw_tasks"),
+    # Their weight gradient, from planes of 256 pixels on, sums x times dy copied into NHWC, in steps of 256
+    # pixels and tasks of 64 input by 64 output channels: 420 pixels (a step and a part), 13 input channels (a
+    # partial tile, read from a zero-padded copy), 37 and 130 output channels (a partial tile, two tasks);
+    # dy of 8 MiB an image, copied one image at a time.
+    pytest.param((3, 20, 21, 13, 37, 1, 1, 1, 1, 0), id="pointwise_nchw_weights_steps"),
+    pytest.param((2, 16, 16, 70, 130, 1, 1, 1, 1, 0), id="pointwise_nchw_weights_tasks"),
+    pytest.param((2, 64, 64, 8, 512, 1, 1, 1, 1, 0), id="pointwise_nchw_weights_chunks"),
     # Dilation turns off the contiguous-row packing of NHWC.
     pytest.param((2, 11, 10, 8, 12, 3, 1, 2, 1, "same"), id="gemm_dilation2_same"),
     # Winograd F(2x2, 3x3) for dense 3x3 stride-1 layers of at least 16 channels, forward and dx: odd output

@@ -1,4 +1,5 @@
-// The forward pass of 1x1 layers in NCHW as one GEMM per image (see convolution_pointwise_nchw.cpp).
+// The forward pass and weight gradient of 1x1 layers in NCHW as GEMMs on the tensors as they lie (see
+// convolution_pointwise_nchw.cpp).
 #pragma once
 
 #include "gradstate/core/params.h"
@@ -11,5 +12,12 @@ namespace gradstate::cpu::GRADSTATE_ISA_NAMESPACE {
 bool pointwise_nchw_forward_applies(const ConvParams& p);
 
 void pointwise_forward_nchw(const ConvParams& p, const float* x, const float* w, const float* b, float* y);
+
+// The weight gradient of those layers with planes of at least 256 pixels: dw and db summed over the batch,
+// added to them when accumulate.
+bool pointwise_nchw_weights_gradient_applies(const ConvParams& p);
+
+void pointwise_weights_gradient_nchw(const ConvParams& p, const float* dy, const float* x, float* dw,
+                                     float* db, bool accumulate);
 
 }  // namespace gradstate::cpu::GRADSTATE_ISA_NAMESPACE

@@ -10,6 +10,7 @@
 
 #include "gradstate/cpu/kernels/conv_geometry.h"
 #include "gradstate/cpu/kernels/convolution_depthwise_nchw.h"
+#include "gradstate/cpu/kernels/convolution_pointwise_nchw.h"
 #include "gradstate/cpu/kernels/convolution_weights_paths.h"
 #include "gradstate/cpu/kernels/convolution_winograd.h"
 #include "gradstate/cpu/kernels/gemm.h"
@@ -449,6 +450,8 @@ void convolution_weights_gradient(const ConvParams& p, const float* dy, const fl
   const std::int64_t og = p.out_c / p.groups, ig = p.in_c / p.groups;
   if (depthwise_nchw_weights_gradient_applies(p))
     return depthwise_weights_gradient_nchw(p, dy, x, dw, db, accumulate);
+  if (pointwise_nchw_weights_gradient_applies(p))
+    return pointwise_weights_gradient_nchw(p, dy, x, dw, db, accumulate);
   if (p.layout == Layout::NCHW) return weights_gradient_on_nhwc_copies(p, dy, x, dw, db, accumulate);
   // Groups of a few channels leave most of a GEMM tile empty; vectors across groups fill them.
   if (winograd_weights_gradient_applies(p)) {
