@@ -2,33 +2,34 @@
 
 The weight gradient has five paths on NHWC data (NCHW layers run them on NHWC copies of x and dy, whole
 images, at most 8 MiB or one, at a time, but for depthwise layers at stride 1 with output rows of at least 32
-values and kernels of at most 7 columns, which take their planes in place): Winograd's F(2x2, 3x3) for dense
-3x3 stride-1 layers, up to 8 MiB of transformed gradient dU in 8 or fewer work items (parts of the tiles times
-groups of output channels) that each run their tiles in blocks, or, from 1 MiB of dU on (past 8 MiB too) where
-the transformed tiles take at most 16 MiB, all tiles transformed up front and dW taken in blocks of output and
-input channels; kernel rows read in place for layers of one group, no dilation across and at most 4 input
-channels, or 1x1 with output rows of at least 32 pixels (up to 256 KiB of dW); a GEMM per group (groups == 1,
-or more than 8 output or input channels per group) with register tiles of 6 x 64 or 8 x 48 (AVX-512), 6 x 16
-or 4 x 24 (AVX2), 4 x 4 (scalar), possibly transposed, column blocks of at most 512 columns (KH * KW * I /
-groups of them) and, when there are few column blocks and many pixels, the pixel sum split into segments;
-depthwise, read in place pixel by pixel over sweeps of at most 3 taps of a kernel row, in the widest blocks of
-8, 4 or 2 vectors of channels (4 or 2 on AVX2) the channels fill, border pixels reading zeros (3x3 at stride 1
-or 2 without dilation on AVX-512 and NEON: sweeps of two output rows, one vector of channels, in bands of an
-even number of rows but for the last; on AVX2 and at the scalar level, sweeps of one output row with all 9
-taps, in groups of 4 pixels, all channels of a group in turn); and "vectors across groups" for the other small
-groups (at most 8 output and 8 input channels per group), which sweeps the taps 9 at a time. The forward pass
-of 1x1 stride-1 layers without padding in NCHW is a GEMM per image on the tensors as they lie, and so is their
-weight gradient for planes of at least 256 pixels (with dy copied into NHWC). The forward pass of dense 3x3
-layers of at least 16 channels runs Winograd's F(2x2, 3x3) at stride 1 and its stride-2 counterpart (25
-products per 2x2 tile) at stride 2 without dilation; otherwise a GEMM when a group has at least 8 output
-channels; dx runs one at stride 1 as a forward pass (at least 8 input channels per group), the data-gradient
-counterpart of the stride-2 scheme (25 products per 4x4 tile of dx) for such layers at stride 2 with odd
-padding both ways, and at other strides in stride phases (forward GEMMs writing every stride-th pixel; at
-least 32 input channels per group, no dilation) or else through col2im (at least 8 output channels per group);
-with fewer channels per group, vectors across groups (one shuffle of the source pixel's vectors per source
-channel of a group), when a block of lanes' sources fit two vectors. Instance norm sums blocks of 512 pixels,
-one plane per task in NCHW and 256 channels per task in NHWC. Every case is checked against the float64
-reference in both layouts; test_cpu_isa.py runs this file at every instruction-set level.
+values and kernels of at most 7 columns, which take their planes in place, and 1x1 layers, see below):
+Winograd's F(2x2, 3x3) for dense 3x3 stride-1 layers, up to 8 MiB of transformed gradient dU in 8 or fewer
+work items (parts of the tiles times groups of output channels) that each run their tiles in blocks, or, from
+1 MiB of dU on (past 8 MiB too) where the transformed tiles take at most 16 MiB, all tiles transformed up
+front and dW taken in blocks of output and input channels; kernel rows read in place for layers of one group,
+no dilation across and at most 4 input channels, or 1x1 with output rows of at least 32 pixels (up to 256 KiB
+of dW); a GEMM per group (groups == 1, or more than 8 output or input channels per group) with register tiles
+of 6 x 64 or 8 x 48 (AVX-512), 6 x 16 or 4 x 24 (AVX2), 4 x 4 (scalar), possibly transposed, column blocks of
+at most 512 columns (KH * KW * I / groups of them) and, when there are few column blocks and many pixels, the
+pixel sum split into segments; depthwise, read in place pixel by pixel over sweeps of at most 3 taps of a
+kernel row, in the widest blocks of 8, 4 or 2 vectors of channels (4 or 2 on AVX2) the channels fill, border
+pixels reading zeros (3x3 at stride 1 or 2 without dilation on AVX-512 and NEON: sweeps of two output rows,
+one vector of channels, in bands of an even number of rows but for the last; on AVX2 and at the scalar level,
+sweeps of one output row with all 9 taps, in groups of 4 pixels, all channels of a group in turn); and
+"vectors across groups" for the other small groups (at most 8 output and 8 input channels per group), which
+sweeps the taps 9 at a time. The forward pass of 1x1 stride-1 layers without padding in NCHW is a GEMM per
+image on the tensors as they lie, and so is their weight gradient for planes of at least 256 pixels (with dy
+copied into NHWC). The forward pass of dense 3x3 layers of at least 16 channels runs Winograd's F(2x2, 3x3) at
+stride 1 and its stride-2 counterpart (25 products per 2x2 tile) at stride 2 without dilation; otherwise a
+GEMM when a group has at least 8 output channels; dx runs one at stride 1 as a forward pass (at least 8 input
+channels per group), the data-gradient counterpart of the stride-2 scheme (25 products per 4x4 tile of dx) for
+such layers at stride 2 with odd padding both ways, and at other strides in stride phases (forward GEMMs
+writing every stride-th pixel; at least 32 input channels per group, no dilation) or else through col2im (at
+least 8 output channels per group); with fewer channels per group, vectors across groups (one shuffle of the
+source pixel's vectors per source channel of a group), when a block of lanes' sources fit two vectors.
+Instance norm sums blocks of 512 pixels, one plane per task in NCHW and 256 channels per task in NHWC. Every
+case is checked against the float64 reference in both layouts; test_cpu_isa.py runs this file at every
+instruction-set level.
 """
 
 import gradstate as gs
@@ -99,9 +100,10 @@ CONV_PATHS = [
     pytest.param((2, 5, 7, 300, 13, 1, 1, 1, 1, 0), id="pointwise_nchw_two_panels"),
     pytest.param((3, 17, 19, 24, 70, 1, 1, 1, 1, 0), id="pointwise_nchw_tasks"),
     # Their weight gradient, from planes of 256 pixels on, sums x times dy copied into NHWC, in steps of 256
-    # pixels and tasks of 64 input by 64 output channels: 420 pixels (a step and a part), 13 input channels (a
-    # partial tile, read from a zero-padded copy), 37 and 130 output channels (a partial tile, two tasks);
-    # dy of 8 MiB an image, copied one image at a time.
+    # pixels and tasks of about 64 input by 64 output channels (whole tiles): 420 pixels (a step and a part),
+    # 13 and 70 input channels (a partial tile, read from a zero-padded copy; 70 make two blocks), 37 and 130
+    # output channels (a partial tile; 130 make two or three blocks); dy of 8 MiB an image, copied one image
+    # at a time.
     pytest.param((3, 20, 21, 13, 37, 1, 1, 1, 1, 0), id="pointwise_nchw_weights_steps"),
     pytest.param((2, 16, 16, 70, 130, 1, 1, 1, 1, 0), id="pointwise_nchw_weights_tasks"),
     pytest.param((2, 64, 64, 8, 512, 1, 1, 1, 1, 0), id="pointwise_nchw_weights_chunks"),
@@ -279,6 +281,8 @@ CONV_PATHS = [
     # At strides above 1 the forward pass splits each padded row into its stride phases (the weight gradient
     # takes NHWC copies there, and dx gathers in NHWC): 39 outputs at stride 2, 32 at stride 3, dilation 2.
     pytest.param((2, 7, 77, 16, 16, 3, 2, 1, 16, "same"), id="depthwise16_planes_stride2"),
+    # Strides 1 down and 3 across a kernel 2 wide: phases that no tap reads.
+    pytest.param((1, 6, 100, 16, 16, (2, 2), (1, 3), 1, 16, 0), id="depthwise16_planes_stride1x3"),
     pytest.param(
         (1, 9, 100, 16, 16, (3, 5), 3, 2, 16, (1, 2, 3, 0)), id="depthwise16_planes_stride3_dilation2"
     ),
@@ -335,6 +339,8 @@ ACCUMULATE_PATHS = [
     pytest.param((3, 9, 8, 37, 37, 3, 1, 1, 37, "same"), id="depthwise"),
     # In NCHW, rows of 40 values: the planes' sums added to dW and db.
     pytest.param((3, 5, 40, 16, 16, 3, 1, 1, 16, "same"), id="depthwise_planes"),
+    # In NCHW, 1x1 on planes of 256 pixels: dW^T's sums added to dW, the planes' sums of dy to db.
+    pytest.param((2, 16, 16, 13, 20, 1, 1, 1, 1, 0), id="pointwise_nchw"),
     # Winograd's weight gradient: dU summed over the tiles, transformed, then added to dW; or with few tiles,
     # dU's blocks transformed and added to dW, and the chunks' sums of dy added to db.
     pytest.param((2, 31, 29, 24, 70, 3, 1, 1, 1, "same"), id="winograd"),

@@ -46,34 +46,50 @@ void fill_padded_rows(const ConvParams& p, const float* plane, const PaddedRows&
     for (std::int64_t f = 0; f < S; ++f) {
       float* out = rows.rows + (ih * S + f) * rows.length;
       const auto [first, end] = indices_between(p.pad_left - f, p.in_w - 1 + p.pad_left - f, S, rows.length);
-      const float* in = plane + ih * p.in_w + f - p.pad_left;  // column j of the phase at in[j * S]
+      // Column j of the phase is plane[ih][j * S + f - pad_left], inside the plane for j in [first, end).
+      const float* in = plane + ih * p.in_w + (first * S + f - p.pad_left);
       std::memset(out, 0, sizeof(float) * first);
       if (S == 1) {
-        std::memcpy(out + first, in + first, sizeof(float) * (end - first));
+        std::memcpy(out + first, in, sizeof(float) * (end - first));
       } else {
-        for (std::int64_t j = first; j < end; ++j) out[j] = in[j * S];
+        for (std::int64_t j = first; j < end; ++j) out[j] = in[(j - first) * S];
       }
       std::memset(out + end, 0, sizeof(float) * (rows.length - end));
     }
   }
 }
 
+// The taps of one output row that read inside the plane: each one's weight and where output column 0
+// reads it, found once per row.
+struct RowTaps {
+  int count = 0;
+  Vec weight[max_vector_taps];
+  const float* at[max_vector_taps];
+};
+
+RowTaps row_taps(const ConvParams& p, const Vec* weight, const PaddedRows& rows, std::int64_t oh) {
+  RowTaps taps;
+  for (std::int64_t kh = 0; kh < p.kernel_h; ++kh) {
+    const std::int64_t ih = oh * p.stride_y - p.pad_top + kh * p.dilation_y;
+    if (ih < 0 || ih >= p.in_h) continue;
+    for (std::int64_t kw = 0; kw < p.kernel_w; ++kw, ++taps.count) {
+      taps.weight[taps.count] = weight[kh * p.kernel_w + kw];
+      taps.at[taps.count] = rows.at(ih, kw * p.dilation_x);
+    }
+  }
+  return taps;
+}
+
 // Output row oh from column ow on, Count vectors: as many independent sums, so that consecutive taps' FMAs
 // need not wait for each other (one sum per vector waited on the FMA latency at every tap: 3x3 over
 // 8x128x56x56, 2 threads, 2.5 ms).
 template <int Count>
-void forward_vectors(const ConvParams& p, const Vec* weight, float bias, const PaddedRows& rows,
-                     std::int64_t oh, std::int64_t ow, float* y) {
+void forward_vectors(const ConvParams& p, const RowTaps& taps, float bias, std::int64_t ow, float* y) {
   Vec acc[Count];
   for (int v = 0; v < Count; ++v) acc[v] = broadcast(bias);
-  for (std::int64_t kh = 0; kh < p.kernel_h; ++kh) {
-    const std::int64_t ih = oh * p.stride_y - p.pad_top + kh * p.dilation_y;
-    if (ih < 0 || ih >= p.in_h) continue;
-    for (std::int64_t kw = 0; kw < p.kernel_w; ++kw) {
-      const Vec wv = weight[kh * p.kernel_w + kw];
-      const float* in = rows.at(ih, kw * p.dilation_x) + ow;
-      for (int v = 0; v < Count; ++v) acc[v] += wv * load(in + v * lanes);
-    }
+  for (int t = 0; t < taps.count; ++t) {
+    const float* in = taps.at[t] + ow;
+    for (int v = 0; v < Count; ++v) acc[v] += taps.weight[t] * load(in + v * lanes);
   }
   for (int v = 0; v < Count; ++v) {
     const std::int64_t at = ow + v * lanes;
@@ -90,11 +106,11 @@ constexpr int row_block = 8;
 
 // forward_vectors<count>, for a count below Max.
 template <int Max>
-void forward_last_vectors(int count, const ConvParams& p, const Vec* weight, float bias,
-                          const PaddedRows& rows, std::int64_t oh, std::int64_t ow, float* y) {
+void forward_last_vectors(int count, const ConvParams& p, const RowTaps& taps, float bias, std::int64_t ow,
+                          float* y) {
   if constexpr (Max > 1) {
-    if (count == Max - 1) return forward_vectors<Max - 1>(p, weight, bias, rows, oh, ow, y);
-    forward_last_vectors<Max - 1>(count, p, weight, bias, rows, oh, ow, y);
+    if (count == Max - 1) return forward_vectors<Max - 1>(p, taps, bias, ow, y);
+    forward_last_vectors<Max - 1>(count, p, taps, bias, ow, y);
   }
 }
 
@@ -107,10 +123,10 @@ void forward_plane(const ConvParams& p, const float* plane, const float* w, floa
   fill_padded_rows(p, plane, rows);
   for (std::int64_t oh = 0; oh < p.out_h; ++oh) {
     float* y = out + oh * p.out_w;
+    const RowTaps taps = row_taps(p, weight, rows, oh);
     std::int64_t v = 0;
-    for (; v + row_block <= vectors; v += row_block)
-      forward_vectors<row_block>(p, weight, bias, rows, oh, v * lanes, y);
-    forward_last_vectors<row_block>(static_cast<int>(vectors - v), p, weight, bias, rows, oh, v * lanes, y);
+    for (; v + row_block <= vectors; v += row_block) forward_vectors<row_block>(p, taps, bias, v * lanes, y);
+    forward_last_vectors<row_block>(static_cast<int>(vectors - v), p, taps, bias, v * lanes, y);
   }
 }
 
@@ -171,8 +187,8 @@ void add_kernel_row_of(const ConvParams& p, const PaddedRows& x_rows, const floa
 // that the NHWC kernel needs cost more (3x3 over 8x128x56x56: 2.6 ms here with one sum per vector, 3.3 ms
 // through NHWC copies). Measured on AVX2, 2 threads, 3x3: 3x128x56x56 0.48-0.52 ms here against 1.9-2.0
 // through NHWC copies; rows of 28, 8x64x28x28, about even (0.26 against 0.27-0.35); rows of 7, 8x512x7x7,
-// 0.34-0.58 against 0.16-0.18. At stride 2, 8x64x112x112 took 4.2 ms here against 6.0-6.7, and the large
-// 16x64x56x56 (rows of 28) 2.6-3.8 against 2.8-3.0.
+// 0.34-0.58 against 0.16-0.18. At stride 2, 8x64x112x112 took 4.2 ms here against 6.0-6.7; large inputs with
+// short rows stay with the NHWC kernel there (16x64x56x56, rows of 28: 2.6-3.8 here against 2.8-3.0).
 namespace {
 
 constexpr std::int64_t min_row_floats = 32;

@@ -77,9 +77,9 @@ void pointwise_forward(const ConvParams& p, const float* x, const float* w, cons
 //
 // dW^T (I x O) = the sum over the images of x (I x P) times dy^T (P x O): x is the microkernel's A operand in
 // place (a row per input channel, contiguous along the pixels), and dy, copied into NHWC a chunk of images
-// at a time (the smaller of the two copies the NHWC path makes), its B operand (a row per pixel). A task
-// owns a block of input and output channels and sums over the pixels in order, so the sums do not depend on
-// the thread count.
+// at a time (the one of the NHWC path's two copies that this path makes), its B operand (a row per pixel). A
+// task owns a block of input and output channels and sums over the pixels in order, so the sums do not depend
+// on the thread count.
 
 constexpr std::int64_t step_pixels = 256;            // pixels of a step, whose rows of dy stay in cache
 constexpr std::int64_t task_rows = 64;               // input channels of a task, rounded up to whole tiles
@@ -97,9 +97,11 @@ void pointwise_weights(const ConvParams& p, const float* dy, const float* x, flo
   const std::int64_t block_cols = round_up(task_cols, NR), col_blocks = ceil_div(cols, block_cols);
   const std::int64_t per_chunk =
       min_of<std::int64_t>(p.batch, max_of<std::int64_t>(1, max_dy_copy_bytes / (4 * out_c * pixels)));
-  // dy's copy, and NR floats past it, which the last pixel's tile of the last columns reads (never stored).
+  // dy's copy, and NR zeros past it, which the last pixel's tile of the last columns reads (into sums'
+  // padding columns, which are never read).
   const Memory copy_memory(sizeof(float) * (per_chunk * pixels * out_c + NR));
   float* dy_copy = copy_memory.floats();
+  std::memset(dy_copy + per_chunk * pixels * out_c, 0, sizeof(float) * NR);
   const Memory sums_memory(sizeof(float) * round_up(in_c, MR) * cols, true);
   // dW^T, cols floats a row: whole tiles, whose extra rows and columns are never read.
   float* sums = sums_memory.floats();
