@@ -180,6 +180,11 @@ void add_kernel_row_of(const ConvParams& p, const PaddedRows& x_rows, const floa
   }
 }
 
+// Output rows at least this long take the planes (see depthwise_nchw_forward_applies).
+constexpr std::int64_t min_row_floats = 32;
+
+bool long_rows(const ConvParams& p) { return p.out_w >= min_row_floats; }
+
 }  // namespace
 
 // Copying each plane into padded rows and filling vectors along its output rows pays off where the output
@@ -189,14 +194,6 @@ void add_kernel_row_of(const ConvParams& p, const PaddedRows& x_rows, const floa
 // through NHWC copies; rows of 28, 8x64x28x28, about even (0.26 against 0.27-0.35); rows of 7, 8x512x7x7,
 // 0.34-0.58 against 0.16-0.18. At stride 2, 8x64x112x112 took 4.2 ms here against 6.0-6.7; large inputs with
 // short rows stay with the NHWC kernel there (16x64x56x56, rows of 28: 2.6-3.8 here against 2.8-3.0).
-namespace {
-
-constexpr std::int64_t min_row_floats = 32;
-
-bool long_rows(const ConvParams& p) { return p.out_w >= min_row_floats; }
-
-}  // namespace
-
 bool depthwise_nchw_forward_applies(const ConvParams& p) {
   const bool large = static_cast<std::int64_t>(p.batch) * p.in_c * p.in_h * p.in_w >= stream_floats;
   const bool stride_one = p.stride_y == 1 && p.stride_x == 1;
@@ -242,11 +239,7 @@ void depthwise_weights_gradient_nchw(const ConvParams& p, const float* dy, const
       fill_padded_rows(p, x + plane * in_plane, x_rows);
       for (std::int64_t kh = 0; kh < p.kernel_h; ++kh)
         add_kernel_row_of(p, x_rows, dys, kh, sums + kh * p.kernel_w);
-      Vec total{};
-      std::int64_t i = 0;
-      for (; i + lanes <= out_plane; i += lanes) total += load(dys + i);
-      dy_sum += sum_lanes(total);
-      for (; i < out_plane; ++i) dy_sum += dys[i];
+      dy_sum += sum_of(dys, out_plane);
     }
     for (std::int64_t t = 0; t < taps; ++t)
       dw[c * taps + t] = (accumulate ? dw[c * taps + t] : 0.0f) + sum_lanes(sums[t]);

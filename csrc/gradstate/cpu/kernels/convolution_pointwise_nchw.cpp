@@ -151,14 +151,7 @@ void pointwise_weights(const ConvParams& p, const float* dy, const float* x, flo
     for (std::int64_t i = 0; i < in_c; ++i)
       dw[o * in_c + i] = (add_to_dw ? dw[o * in_c + i] : 0.0f) + sums[i * cols + o];
     float total = 0.0f;
-    for (std::int64_t n = 0; n < p.batch; ++n) {
-      const float* plane = dy + (n * out_c + o) * pixels;
-      Vec part{};
-      std::int64_t j = 0;
-      for (; j + lanes <= pixels; j += lanes) part += load(plane + j);
-      total += sum_lanes(part);
-      for (; j < pixels; ++j) total += plane[j];
-    }
+    for (std::int64_t n = 0; n < p.batch; ++n) total += sum_of(dy + (n * out_c + o) * pixels, pixels);
     db[o] = (add_to_dw ? db[o] : 0.0f) + total;
   });
 }

@@ -66,6 +66,16 @@ inline float sum_lanes(Vec v) {
   return sum;
 }
 
+// The sum of count contiguous floats: whole vectors, their lanes, then the rest.
+inline float sum_of(const float* p, std::int64_t count) {
+  Vec total{};
+  std::int64_t i = 0;
+  for (; i + lanes <= count; i += lanes) total += load(p + i);
+  float sum = sum_lanes(total);
+  for (; i < count; ++i) sum += p[i];
+  return sum;
+}
+
 template <typename T>
 inline T min_of(T a, T b) {
   return b < a ? b : a;
