@@ -24,8 +24,6 @@
 namespace gradstate::cpu::GRADSTATE_ISA_NAMESPACE {
 namespace {
 
-typedef int VecIndex __attribute__((vector_size(GRADSTATE_VECTOR_BYTES)));
-
 constexpr std::int64_t pixels_per_block = 4;  // destination pixels sharing each weight vector load
 constexpr std::int64_t max_groups_channels = 8;
 
@@ -67,8 +65,9 @@ struct LanePlan {
   std::int64_t dst_channels, src_channels, k, blocks;
   bool fits = true;          // every lane's sources lie within two vectors of its block's base
   bool two_vectors = false;  // some block needs the second vector
-  // Groups of k source and k destination channels with k dividing the lanes: every block's mask j is lane l
-  // taking source l - l % k + j, known when the kernel is compiled.
+  // Groups of k source and k destination channels with k dividing the lanes: every block's mask j is
+  // group_mask<k>(j), known when the kernel is compiled (measured 20% faster for groups of 4 than a mask
+  // loaded from the plan).
   bool aligned_groups = false;
   Memory masks, bases;
 };
@@ -86,16 +85,6 @@ SourceVectors source_vectors(const LanePlan& plan, const float* pixel, std::int6
   float padded[2 * lanes] = {};
   std::memcpy(padded, pixel + base, sizeof(float) * (plan.src_channels - base));
   return {load(padded), load(padded + lanes)};
-}
-
-// The mask of source channel j of groups of K channels that start at multiples of K in both vectors: a
-// constant, which the compiler turns into a shuffle within 128-bit lanes, cheaper than one by a mask loaded
-// from the plan (measured 20% faster for groups of 4).
-template <int K>
-VecIndex aligned_mask(int j) {
-  VecIndex mask;
-  for (int l = 0; l < lanes; ++l) mask[l] = l - l % K + j;
-  return mask;
 }
 
 template <bool TwoVectors>
@@ -142,7 +131,7 @@ void gather_row_with(const LanePlan& plan, std::int64_t taps, const std::int64_t
         const float* wt = weights + (b * taps + tap_ids[i]) * plan.k * lanes;
         for (std::int64_t j = 0; j < (AlignedK > 0 ? AlignedK : plan.k); ++j) {
           const Vec wv = load(wt + j * lanes);
-          const VecIndex mask = AlignedK > 0 ? aligned_mask<AlignedK>(static_cast<int>(j)) : plan.mask(b, j);
+          const VecIndex mask = AlignedK > 0 ? group_mask<AlignedK>(static_cast<int>(j)) : plan.mask(b, j);
           for (std::int64_t q = 0; q < pixels_per_block; ++q)
             acc[q] += lane_sources<TwoVectors>(v[q], mask) * wv;
         }

@@ -11,14 +11,15 @@
 // before it but for one new row of x or dy, and a single stream fetched on demand leaves the loads waiting on
 // memory (dw3x3_128 dW 1.06 -> 0.70-0.73 ms on 2 threads). 3x3 kernels at stride 1 or 2 without dilation
 // sweep two output rows at once instead (sweep_rows, below), or where the registers would not hold that,
-// one row in groups of pixels (sweep_row_in_groups). A task takes a band of output rows of one image
-// and leaves a partial dW and db; the partials are summed in task order, so the result does not depend on the
-// thread count.
+// one row in groups of pixels (sweep_row_in_groups), which also take small groups of channels on AVX2. A
+// task takes a band of output rows of one image and leaves a partial dW and db; the partials are summed in
+// task order, so the result does not depend on the thread count.
 #include "gradstate/cpu/kernels/convolution_weights_paths.h"
 
 #include <cstdint>
 #include <cstring>
 #include <type_traits>
+#include <utility>
 
 #include "gradstate/cpu/kernels/conv_geometry.h"
 #include "gradstate/cpu/kernels/partial_sums.h"
@@ -119,17 +120,22 @@ void sum_dy_row(const Geometry& geo, const float* dy, std::int64_t n, std::int64
   for (int v = 0; v < V; ++v) store(dy_sum + v * lanes, total[v]);
 }
 
-// part = dW[c][tap] then db[c] from the sums of each block of `width` channels ([block][tap][channel], the
-// sums of dy after the taps'), the last block ending at the last channel.
-void write_part(const ConvParams& p, std::int64_t width, const float* sums, float* part) {
+// part = dW[o][tap][i] then db[c] from the sums of each block of `width` channels, the last block ending at
+// the last channel, in groups of `group` channels (1 for depthwise layers). A block's sums lie
+// [j][tap][channel] and then, for j = 0, [channel] the sums of dy: the sums of x at the block's channel
+// c = (its group's first) + i times dy at channel o = (its group's first) + j.
+void write_part(const ConvParams& p, std::int64_t width, std::int64_t group, const float* sums, float* part) {
   const std::int64_t channels = p.out_c, taps = static_cast<std::int64_t>(p.kernel_h) * p.kernel_w;
-  const std::int64_t blocks = ceil_div(channels, width), block_floats = (taps + 1) * width;
+  const std::int64_t blocks = ceil_div(channels, width), j_floats = (taps + 1) * width;
   for (std::int64_t b = 0; b < blocks; ++b) {
     const std::int64_t c0 = min_of(b * width, channels - width);
-    const float* block_sums = sums + b * block_floats;
-    for (std::int64_t c = 0; c < width; ++c) {
-      for (std::int64_t t = 0; t < taps; ++t) part[(c0 + c) * taps + t] = block_sums[t * width + c];
-      part[channels * taps + c0 + c] = block_sums[taps * width + c];
+    const float* block_sums = sums + b * group * j_floats;
+    for (std::int64_t c = c0; c < c0 + width; ++c) {
+      const std::int64_t i = c % group;
+      for (std::int64_t j = 0; j < group; ++j)
+        for (std::int64_t t = 0; t < taps; ++t)
+          part[((c - i + j) * taps + t) * group + i] = block_sums[j * j_floats + t * width + c - c0];
+      part[channels * taps * group + c] = block_sums[taps * width + c - c0];
     }
   }
 }
@@ -179,7 +185,7 @@ void sweep_band(const Geometry& geo, const float* dy, const float* x, std::int64
       sum_dy_row<V>(geo, dy, n, oh, min_of(b * width, channels - width),
                     sums + b * block_floats + taps * width);
   }
-  write_part(p, width, sums, part);
+  write_part(p, width, 1, sums, part);
 }
 
 // 3x3 kernels at stride 1 or 2 without dilation (most depthwise layers) take sweeps of two output rows at
@@ -299,7 +305,7 @@ void sweep_band_in_pairs(const Geometry& geo, const float* dy, const float* x, s
       }
     }
   }
-  write_part(p, lanes, sums, part);
+  write_part(p, lanes, 1, sums, part);
 }
 
 // Where the pairs' registers do not fit (AVX2's 16), 3x3 kernels at stride 1 or 2 without dilation sweep one
@@ -310,48 +316,63 @@ void sweep_band_in_pairs(const Geometry& geo, const float* dy, const float* x, s
 // sweeps loaded x once per product and dy once per kernel row). The sums, 4 vectors of dy and a column of x
 // take 15 registers. A group reads its pixels of x and dy whole, all their channels before the next group,
 // in the order they lie in memory, and asks for the lines the next row reads first (LinesAhead).
+//
+// Layers with groups of Group channels in and out (Group dividing the lanes, so a vector holds whole groups)
+// take the same sweeps, once for each channel j of a group: dy's vector shuffled so that every lane holds
+// channel j of its own group (group_mask), times x at the lane's own channel, sums dW[group's first + j, tap,
+// lane's channel in its group]. The sweeps for j = 1, 2, ... find the group's columns of x in L1, so x and
+// dy are read from memory once, as for depthwise layers, and nothing is packed (grp3x3_g32's dW, groups of
+// 4, AVX2, 2 threads: 0.65-0.81 ms packed as other small groups are, 0.57-0.60 ms here).
 constexpr int group_pixels = 4;
+constexpr int group_span = (group_pixels - 1) * 2 + pair_kernel;  // the columns a group reads, at most
+constexpr std::int64_t max_sweep_group = 8;  // the largest group band_in_groups has a sweep for
 
 bool groups_apply(const ConvParams& p) { return !pairs_fit && three_by_three_small_stride(p); }
 
-// P output pixels from the one whose taps read columns[r] + ... of x (kernel row r, S * step[r] floats per
-// pixel, step[r] floats per column) and whose dy is at d (geo.y.w floats per pixel): sums[tap][lane] and
-// then sums[9][lane] (db) += their products, for the channels [c, c + lanes).
-template <int P, int S>
-void add_group(const float* const* columns, const std::int64_t* step, const float* d, std::int64_t d_step,
-               std::int64_t c, float* sums) {
+// Calls f(std::integral_constant<int, j>) for j = 0, ..., Count - 1.
+template <typename F, int... J>
+void call_with_each(F& f, std::integer_sequence<int, J...>) {
+  (f(std::integral_constant<int, J>{}), ...);
+}
+template <int Count, typename F>
+void for_each_constant(F&& f) {
+  call_with_each(f, std::make_integer_sequence<int, Count>{});
+}
+
+// The floats of one vector of channels' sums in the groups path: per channel j of a group, 9 taps' and
+// then dy's (used for j = 0 only).
+template <int Group>
+constexpr std::int64_t group_block_floats = Group * pair_sums * lanes;
+
+// acc[tap] += dv[q] * x at pixel q's tap, for P pixels whose taps in kernel row r read the columns
+// column(r, 0), column(r, 1), ... of x (pixel q reads column q * S + kw at tap kw), channels [c, c + lanes).
+template <int P, int S, typename Column>
+void add_products(Vec (&acc)[pair_sums - 1], const Vec (&dv)[P], Column column, std::int64_t c) {
   constexpr int K = pair_kernel, span = (P - 1) * S + K;  // span: the columns the group's taps read
-  Vec dv[P];
-  for (int q = 0; q < P; ++q) dv[q] = load(d + q * d_step + c);
-  Vec acc[K * K], db = load(sums + K * K * lanes);
-  for (int t = 0; t < K * K; ++t) acc[t] = load(sums + t * lanes);
-  for (int q = 0; q < P; ++q) db += dv[q];
   for (int r = 0; r < K; ++r) {
 #pragma GCC unroll 16
-    for (int j = 0; j < span; ++j) {
-      const Vec xv = load(columns[r] + j * step[r] + c);
+    for (int col = 0; col < span; ++col) {
+      const Vec xv = load(column(r, col) + c);
 #pragma GCC unroll 3
       for (int kw = 0; kw < K; ++kw) {
-        // Pixel q reads column j at tap kw when j = q * S + kw.
-        if (j >= kw && (j - kw) % S == 0 && (j - kw) / S < P) acc[r * K + kw] += dv[(j - kw) / S] * xv;
+        if (col >= kw && (col - kw) % S == 0 && (col - kw) / S < P)
+          acc[r * K + kw] += dv[(col - kw) / S] * xv;
       }
     }
   }
-  for (int t = 0; t < K * K; ++t) store(sums + t * lanes, acc[t]);
-  store(sums + K * K * lanes, db);
 }
 
-// Output row oh of image n: sums[block][tap][lane] and then sums[block][9][lane] (db) += the row's sums, for
-// every block of lanes channels (the last ending at the last channel). zeros: a pixel of zeros (one float
-// per channel), which kernel rows and columns in the padding read. With `ahead`, asks for the rows of x and
-// dy the next row reads first.
-template <int S>
+// Output row oh of image n: each block of lanes channels (the last ending at the last channel) adds the row's
+// products to its sums (sums + block * group_block_floats<Group>: for each channel j of a group, 9 vectors
+// of sums of x times dy at channel j of the lane's group, and one of dy, used for j = 0). zeros: group_span
+// pixels of zeros, which kernel rows and columns in the padding read. With `ahead`, asks for
+// the rows of x and dy the next row reads first.
+template <int S, int Group>
 void sweep_row_in_groups(const Geometry& geo, const float* dy, const float* x, const float* zeros,
                          std::int64_t n, std::int64_t oh, bool ahead, float* sums) {
   constexpr int K = pair_kernel;
   const ConvParams& p = geo.p;
   const std::int64_t channels = p.out_c, blocks = ceil_div(channels, std::int64_t{lanes});
-  const std::int64_t block_floats = pair_sums * lanes;
   const float* row[K];
   std::int64_t step[K];
   for (int r = 0; r < K; ++r) {
@@ -362,89 +383,135 @@ void sweep_row_in_groups(const Geometry& geo, const float* dy, const float* x, c
   const float* d = dy + geo.y_offset(n, oh, 0, 0);
   const auto each_block = [&](auto add) {
     for (std::int64_t b = 0; b < blocks; ++b)
-      add(min_of<std::int64_t>(b * lanes, channels - lanes), sums + b * block_floats);
-  };
-  // A border pixel reads zeros at the taps that fall in the padding.
-  const auto border_pixel = [&](std::int64_t ow) {
-    const float* at[K * K];
-    for (int r = 0; r < K; ++r)
-      for (int kw = 0; kw < K; ++kw) {
-        const std::int64_t iw = geo.input_col(ow, kw);
-        at[r * K + kw] = geo.col_inside(iw) ? row[r] + iw * step[r] : zeros;
-      }
-    each_block([&](std::int64_t c, float* block) {
-      const Vec dv = load(d + ow * geo.y.w + c);
-      for (int t = 0; t < K * K; ++t)
-        store(block + t * lanes, load(block + t * lanes) + dv * load(at[t] + c));
-      store(block + K * K * lanes, load(block + K * K * lanes) + dv);
-    });
-  };
-  const auto interior_group = [&](auto pixels, std::int64_t ow) {
-    constexpr int P = decltype(pixels)::value;
-    const float* columns[K];
-    for (int r = 0; r < K; ++r) columns[r] = row[r] + geo.input_col(ow, 0) * step[r];
-    each_block([&](std::int64_t c, float* block) {
-      add_group<P, S>(columns, step, d + ow * geo.y.w, geo.y.w, c, block);
-    });
+      add(min_of<std::int64_t>(b * lanes, channels - lanes), sums + b * group_block_floats<Group>);
   };
   // Output columns whose taps all read inside the row.
   const IndexRange inside = indices_between(p.pad_left, p.in_w - 1 + p.pad_left - (K - 1), S, p.out_w);
-  const std::int64_t groups = (inside.end - inside.first) / group_pixels;
+  const std::int64_t groups = p.out_w / group_pixels;
   // The next row reads S new rows of x below this one's last, and its own row of dy.
   LinesAhead next_x, next_dy;
   if (ahead) {
     next_x = next_rows_ahead(geo, x, n, oh, groups);
     next_dy = LinesAhead(d + geo.y.h, geo.y.h, groups);
   }
-  std::int64_t ow = 0;
-  for (; ow < inside.first; ++ow) border_pixel(ow);
-  for (; ow + group_pixels <= inside.end; ow += group_pixels) {
-    next_x.next();
-    next_dy.next();
-    interior_group(std::integral_constant<int, group_pixels>{}, ow);
-  }
-  for (; ow < inside.end; ++ow) interior_group(std::integral_constant<int, 1>{}, ow);
-  for (; ow < p.out_w; ++ow) border_pixel(ow);
+  // visit(P, ow, column) for each group of P pixels from ow along the row, group_pixels at a time and the
+  // last few alone. Interior groups read their columns at a fixed step from one pointer per kernel row (a
+  // kernel row in the padding reads the pixels of zeros); groups at the borders find each column's pixel,
+  // the pixel of zeros in the padding.
+  const auto each_pixel_group = [&](auto visit) {
+    const auto interior_group = [&](auto pixels, std::int64_t ow) {
+      const float* columns[K];
+      for (int r = 0; r < K; ++r) columns[r] = row[r] + geo.input_col(ow, 0) * step[r];
+      const std::int64_t column_step = geo.x.w;
+      visit(pixels, ow, [&](int r, int col) { return columns[r] + col * column_step; });
+    };
+    const auto border_group = [&](auto pixels, std::int64_t ow) {
+      constexpr int span = (decltype(pixels)::value - 1) * S + K;
+      const float* at[K][span];
+      for (int r = 0; r < K; ++r)
+        for (int col = 0; col < span; ++col) {
+          const std::int64_t iw = geo.input_col(ow, 0) + col;
+          at[r][col] = geo.col_inside(iw) ? row[r] + iw * step[r] : zeros;
+        }
+      visit(pixels, ow, [&](int r, int col) { return at[r][col]; });
+    };
+    const auto group = [&](auto pixels, std::int64_t ow) {
+      if (ow >= inside.first && ow + decltype(pixels)::value <= inside.end) {
+        interior_group(pixels, ow);
+      } else {
+        border_group(pixels, ow);
+      }
+    };
+    std::int64_t ow = 0;
+    for (; ow + group_pixels <= p.out_w; ow += group_pixels) {
+      next_x.next();
+      next_dy.next();
+      group(std::integral_constant<int, group_pixels>{}, ow);
+    }
+    for (; ow < p.out_w; ++ow) group(std::integral_constant<int, 1>{}, ow);
+  };
+  // Every block in turn at each group of pixels, so that x and dy are read in the order they lie: at a
+  // stride of a whole pixel (a power of two bytes, often) the lines would compete for a few sets of L1.
+  // With groups, the group's columns are read again from L1 once for each channel j of a group.
+  each_pixel_group([&](auto pixels, std::int64_t ow, auto column) {
+    constexpr int P = decltype(pixels)::value;
+    for_each_constant<Group>([&](auto channel) {
+      constexpr int j = decltype(channel)::value;
+      each_block([&](std::int64_t c, float* block) {
+        float* j_sums = block + j * pair_sums * lanes;
+        Vec acc[K * K], dv[P];
+        for (int t = 0; t < K * K; ++t) acc[t] = load(j_sums + t * lanes);
+        for (int q = 0; q < P; ++q) {
+          const Vec raw = load(d + (ow + q) * geo.y.w + c);
+          if constexpr (j == 0) store(j_sums + K * K * lanes, load(j_sums + K * K * lanes) + raw);
+          dv[q] = __builtin_shuffle(raw, group_mask<Group>(j));
+        }
+        add_products<P, S>(acc, dv, column, c);
+        for (int t = 0; t < K * K; ++t) store(j_sums + t * lanes, acc[t]);
+      });
+    });
+  });
 }
 
-// The band of output rows [oh_begin, oh_end) of image n a row at a time at stride S: part gets dW[c][tap]
-// then db[c].
-template <int S>
+// The band of output rows [oh_begin, oh_end) of image n a row at a time at stride S, in groups of Group
+// channels: part gets dW[o][tap][i] then db[c].
+template <int S, int Group>
 void sweep_band_in_groups(const Geometry& geo, const float* dy, const float* x, std::int64_t n,
                           std::int64_t oh_begin, std::int64_t oh_end, float* part) {
   const ConvParams& p = geo.p;
-  const std::int64_t blocks = ceil_div(p.out_c, std::int64_t{lanes}), block_floats = pair_sums * lanes;
-  // The sums, then a pixel of zeros.
-  const std::int64_t floats = blocks * block_floats + p.out_c;
+  const std::int64_t sums_floats = ceil_div(p.out_c, std::int64_t{lanes}) * group_block_floats<Group>;
+  // The sums, then the pixels of zeros a group of pixels reads in a kernel row in the padding.
+  const std::int64_t floats = sums_floats + group_span * p.out_c;
   float* sums = static_cast<float*>(thread_scratch(sizeof(float) * floats));
   std::memset(sums, 0, sizeof(float) * floats);
-  const float* zeros = sums + blocks * block_floats;
+  const float* zeros = sums + sums_floats;
   for (std::int64_t oh = oh_begin; oh < oh_end; ++oh)
-    sweep_row_in_groups<S>(geo, dy, x, zeros, n, oh, oh + 1 < oh_end, sums);
-  write_part(p, lanes, sums, part);
+    sweep_row_in_groups<S, Group>(geo, dy, x, zeros, n, oh, oh + 1 < oh_end, sums);
+  write_part(p, lanes, Group, sums, part);
+}
+
+// The channels per group of a layer the depthwise sweeps take: 1 (depthwise), or where the sweeps of
+// groups of pixels apply, a number of channels in and out that divides the lanes.
+std::int64_t channels_per_group(const ConvParams& p) { return p.in_c / p.groups; }
+
+using Band = void (*)(const Geometry&, const float*, const float*, std::int64_t, std::int64_t, std::int64_t,
+                      float*);
+
+template <int S>
+Band band_in_groups(std::int64_t group) {
+  switch (group) {
+    case 2:
+      return sweep_band_in_groups<S, 2>;
+    case 4:
+      return sweep_band_in_groups<S, 4>;
+    case 8:
+      return sweep_band_in_groups<S, 8>;
+    default:
+      return sweep_band_in_groups<S, 1>;
+  }
 }
 
 }  // namespace
 
 bool depthwise_weights_gradient_applies(const ConvParams& p) {
-  return p.layout == Layout::NHWC && p.groups == p.in_c && p.groups == p.out_c && p.out_c >= 2 * lanes;
+  if (p.layout != Layout::NHWC || p.in_c != p.out_c || p.out_c < 2 * lanes) return false;
+  const std::int64_t group = channels_per_group(p);
+  return group == 1 || (groups_apply(p) && group <= max_sweep_group && lanes % group == 0);
 }
 
 void depthwise_weights_gradient(const ConvParams& p, const float* dy, const float* x, float* dw, float* db,
                                 bool accumulate) {
   const Geometry geo(p);
-  const std::int64_t channels = p.out_c, taps = static_cast<std::int64_t>(p.kernel_h) * p.kernel_w;
-  const std::int64_t part = channels * (taps + 1);
+  const std::int64_t channels = p.out_c, group = channels_per_group(p);
+  const std::int64_t dw_size = channels * p.kernel_h * p.kernel_w * group, part = dw_size + channels;
   const bool in_pairs = pairs_apply(p), in_groups = groups_apply(p);
   std::int64_t band_rows = ceil_div(p.out_h, ceil_div(target_tasks, p.batch));
   if (in_pairs) band_rows = round_up(band_rows, 2);
   const std::int64_t bands = ceil_div(p.out_h, band_rows);
   // Sweeps of two rows or of groups of pixels where they apply, else the widest block of channels that fits
   // in the layer's channels.
-  using Band =
-      void (*)(const Geometry&, const float*, const float*, std::int64_t, std::int64_t, std::int64_t, float*);
   const Band band = in_pairs    ? (p.stride_x == 1 ? sweep_band_in_pairs<1> : sweep_band_in_pairs<2>)
-                    : in_groups ? (p.stride_x == 1 ? sweep_band_in_groups<1> : sweep_band_in_groups<2>)
+                    : in_groups ? (p.stride_x == 1 ? band_in_groups<1>(group) : band_in_groups<2>(group))
                     : channels >= max_block_vectors * lanes ? sweep_band<max_block_vectors>
                     : channels >= 4 * lanes                 ? sweep_band<4>
                                                             : sweep_band<2>;
@@ -455,7 +522,7 @@ void depthwise_weights_gradient(const ConvParams& p, const float* dy, const floa
     band(geo, dy, x, n, oh_begin, min_of<std::int64_t>(p.out_h, oh_begin + band_rows),
          partials + task * part);
   });
-  sum_partials(partials, p.batch * bands, channels * taps, channels, dw, db, accumulate);
+  sum_partials(partials, p.batch * bands, dw_size, channels, dw, db, accumulate);
 }
 
 }  // namespace gradstate::cpu::GRADSTATE_ISA_NAMESPACE

@@ -22,6 +22,7 @@ constexpr int vector_registers = GRADSTATE_VECTOR_BYTES == 64 || GRADSTATE_VECTO
 constexpr std::int64_t line_floats = 64 / sizeof(float);
 
 typedef float Vec __attribute__((vector_size(GRADSTATE_VECTOR_BYTES)));
+typedef int VecIndex __attribute__((vector_size(GRADSTATE_VECTOR_BYTES)));
 
 inline Vec load(const float* p) {
   Vec v;
@@ -74,6 +75,16 @@ inline float sum_of(const float* p, std::int64_t count) {
   float sum = sum_lanes(total);
   for (; i < count; ++i) sum += p[i];
   return sum;
+}
+
+// The shuffle mask in which lane l takes lane l - l % K + j: in groups of K lanes (K dividing the lanes),
+// channel j of each lane's own group. With j known when the kernel is compiled, the compiler turns
+// __builtin_shuffle by it into one shuffle instruction (within 128-bit lanes for K up to 4).
+template <int K>
+inline VecIndex group_mask(int j) {
+  VecIndex mask;
+  for (int l = 0; l < lanes; ++l) mask[l] = l - l % K + j;
+  return mask;
 }
 
 template <typename T>
