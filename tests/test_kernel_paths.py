@@ -16,21 +16,21 @@ kernel row, in the widest blocks of 8, 4 or 2 vectors of channels (4 or 2 on AVX
 pixels reading zeros (3x3 at stride 1 or 2 without dilation on AVX-512 and NEON: sweeps of two output rows,
 one vector of channels, in bands of an even number of rows but for the last; on AVX2 and at the scalar level,
 sweeps of one output row with all 9 taps, in groups of 4 pixels, all channels of a group in turn, and on AVX2
-the same sweeps for 3x3 layers at stride 1 or 2 with 2, 4 or 8 channels in and out per group, once per channel
-of a group); and "vectors across groups" for the other small groups (at most 8 output and 8 input channels per
-group), which sweeps the taps 9 at a time. The forward pass of 1x1 stride-1 layers without padding in NCHW is
-a GEMM per image on the tensors as they lie, and so is their weight gradient for planes of at least 256 pixels
-(with dy copied into NHWC). The forward pass of dense 3x3 layers of at least 16 channels runs Winograd's
-F(2x2, 3x3) at stride 1 and its stride-2 counterpart (25 products per 2x2 tile) at stride 2 without dilation;
-otherwise a GEMM when a group has at least 8 output channels; dx runs one at stride 1 as a forward pass (at
-least 8 input channels per group), the data-gradient counterpart of the stride-2 scheme (25 products per 4x4
-tile of dx) for such layers at stride 2 with odd padding both ways, and at other strides in stride phases
-(forward GEMMs writing every stride-th pixel; at least 32 input channels per group, no dilation) or else
-through col2im (at least 8 output channels per group); with fewer channels per group, vectors across groups
-(one shuffle of the source pixel's vectors per source channel of a group), when a block of lanes' sources fit
-two vectors. Instance norm sums blocks of 512 pixels, one plane per task in NCHW and 256 channels per task in
-NHWC. Every case is checked against the float64 reference in both layouts; test_cpu_isa.py runs this file at
-every instruction-set level.
+the same sweeps for 3x3 layers at stride 1 or 2 without dilation, of at least 16 channels, with 2 or 4
+channels in and out per group, once per channel of a group); and "vectors across groups" for the other small
+groups (at most 8 output and 8 input channels per group), which sweeps the taps 9 at a time. The forward pass
+of 1x1 stride-1 layers without padding in NCHW is a GEMM per image on the tensors as they lie, and so is their
+weight gradient for planes of at least 256 pixels (with dy copied into NHWC). The forward pass of dense 3x3
+layers of at least 16 channels runs Winograd's F(2x2, 3x3) at stride 1 and its stride-2 counterpart (25
+products per 2x2 tile) at stride 2 without dilation; otherwise a GEMM when a group has at least 8 output
+channels; dx runs one at stride 1 as a forward pass (at least 8 input channels per group), the data-gradient
+counterpart of the stride-2 scheme (25 products per 4x4 tile of dx) for such layers at stride 2 with odd
+padding both ways, and at other strides in stride phases (forward GEMMs writing every stride-th pixel; at
+least 32 input channels per group, no dilation) or else through col2im (at least 8 output channels per group);
+with fewer channels per group, vectors across groups (one shuffle of the source pixel's vectors per source
+channel of a group), when a block of lanes' sources fit two vectors. Instance norm sums blocks of 512 pixels,
+one plane per task in NCHW and 256 channels per task in NHWC. Every case is checked against the float64
+reference in both layouts; test_cpu_isa.py runs this file at every instruction-set level.
 """
 
 import gradstate as gs
@@ -287,15 +287,14 @@ CONV_PATHS = [
     pytest.param(
         (1, 9, 100, 16, 16, (3, 5), 3, 2, 16, (1, 2, 3, 0)), id="depthwise16_planes_stride3_dilation2"
     ),
-    # 8 output and 8 input channels per group: the largest groups on the grouped path (dilated, so that AVX2
-    # does not take the depthwise sweeps, as it does for such 3x3 layers at stride 1 or 2, below).
-    pytest.param((2, 7, 9, 40, 40, 3, 1, 2, 5, "same"), id="grouped_8_8_per_group"),
+    # 8 output and 8 input channels per group: the largest groups on the grouped path.
+    pytest.param((2, 7, 9, 40, 40, 3, 1, 1, 5, "same"), id="grouped_8_8_per_group"),
     # The weight gradient packs whole blocks of groups (32 at AVX-512, 8 at AVX2 and on NEON, 1 in scalar
     # code) by fixed-size transposes of 1, 2, 4 or 8 channels per group: 32 groups of each count, in and
     # out different; 41 groups, whole blocks and a part at every vector level; 3 channels per group, the
     # general copy.
     pytest.param((2, 7, 6, 64, 128, 3, 1, 1, 32, "same"), id="grouped_whole_blocks_2_in_4_out"),
-    pytest.param((1, 6, 5, 256, 256, 5, 2, 1, 32, 2), id="grouped_whole_blocks_8_8_stride2_5x5"),
+    pytest.param((1, 6, 5, 256, 256, 3, 2, 1, 32, 1), id="grouped_whole_blocks_8_8_stride2"),
     pytest.param((1, 5, 6, 41, 82, 3, 1, 1, 41, "same"), id="grouped_blocks_and_part_1_in_2_out"),
     pytest.param((1, 5, 6, 96, 96, 3, 1, 1, 32, "same"), id="grouped_whole_blocks_3_3"),
     # 2 output and 3 input channels per group.
@@ -315,16 +314,20 @@ CONV_PATHS = [
     # dx gathering output pixels at strides 2 and 3, with dilation and asymmetric padding.
     pytest.param((2, 11, 10, 24, 24, 3, 2, 1, 6, 1), id="grouped_vectors_dx_stride2"),
     pytest.param((2, 13, 12, 12, 18, 3, 3, 2, 6, (2, 1, 0, 3)), id="grouped_vectors_dx_stride3_dilation2"),
-    # The weight gradient of 3x3 layers at stride 1 or 2 with as many channels in as out per group, a number
-    # dividing the lanes: on AVX2, the depthwise sweeps of groups of 4 pixels, once per channel of a group
-    # (8 channels per group; 2 at stride 2 with a partial last block of lanes and padding only at the top
-    # and left; 4 on rows of 3 pixels, too few for a group; 4 under rows of padding only; 4 at stride 2
-    # with a left padding past a group's columns).
-    pytest.param((2, 6, 11, 16, 16, 3, 1, 1, 2, 1), id="grouped_sweeps_8_8"),
+    # The weight gradient of 3x3 layers at stride 1 or 2 with 2 or 4 channels in and out per group: on AVX2,
+    # the depthwise sweeps of groups of 4 pixels, once per channel of a group (2 channels per group at
+    # stride 1, and at stride 2 with a partial last block of lanes and padding only at the top and left; 4
+    # over 32 blocks of lanes at stride 2; 4 with a partial last block; 4 on rows of 3 pixels, too few for a
+    # group; 4 under rows of padding only; 4 at stride 2 with a left padding over 5 of a group's 9 columns;
+    # 4 with a first group of pixels that reads the padding alone).
+    pytest.param((2, 6, 11, 16, 16, 3, 1, 1, 8, 1), id="grouped_sweeps_2_2"),
+    pytest.param((1, 6, 5, 256, 256, 3, 2, 1, 64, 1), id="grouped_sweeps_4_4_stride2_32_blocks"),
     pytest.param((1, 9, 13, 20, 20, 3, 2, 1, 10, (2, 0, 2, 0)), id="grouped_sweeps_2_2_stride2"),
+    pytest.param((2, 5, 9, 36, 36, 3, 1, 1, 9, 1), id="grouped_sweeps_4_4_partial_block"),
     pytest.param((2, 5, 3, 24, 24, 3, 1, 1, 6, 1), id="grouped_sweeps_4_4_short_rows"),
     pytest.param((1, 6, 9, 16, 16, 3, 1, 1, 4, (4, 0, 1, 1)), id="grouped_sweeps_4_4_rows_of_padding"),
     pytest.param((2, 5, 17, 16, 16, 3, 2, 1, 4, (1, 1, 5, 0)), id="grouped_sweeps_4_4_stride2_wide_left"),
+    pytest.param((1, 5, 4, 16, 16, 3, 1, 1, 4, (1, 1, 7, 0)), id="grouped_sweeps_4_4_group_in_padding"),
     # dx's stride phases: a 1x1 kernel at stride 2 leaves the odd rows and columns unread (phases with no
     # taps), a 5x5 kernel at strides (1, 3) reads each column by one or two taps.
     pytest.param((2, 9, 9, 16, 16, 1, 2, 1, 4, 0), id="grouped_vectors_dx_1x1_stride2_unread"),
@@ -357,7 +360,7 @@ ACCUMULATE_PATHS = [
     # dU's blocks transformed and added to dW, and the chunks' sums of dy added to db.
     pytest.param((2, 31, 29, 24, 70, 3, 1, 1, 1, "same"), id="winograd"),
     pytest.param((2, 9, 9, 130, 140, 3, 1, 1, 1, "same"), id="winograd_few_tiles"),
-    pytest.param((2, 7, 9, 40, 40, 3, 1, 2, 5, "same"), id="grouped_8_8"),
+    pytest.param((2, 7, 9, 40, 40, 3, 1, 1, 5, "same"), id="grouped_8_8"),
     pytest.param((2, 7, 9, 24, 24, 3, 1, 1, 6, "same"), id="grouped_sweeps_4_4"),
     # The first-layer path: the bands' partials summed in order, then added.
     pytest.param((2, 12, 11, 3, 20, 5, 2, 1, 1, 2), id="first_layer"),

@@ -101,7 +101,9 @@ CONV_SHAPES = [
     # bound the tasks to fewer than the images (tasks of two images).
     pytest.param((2, 70, 64, 3, 16, 7, 1, 1), id="in_place_bands"),
     pytest.param((34, 1, 32, 240, 256, 1, 1, 1), id="in_place_tasks_of_two_images"),
-    # 40 groups: more than one block of groups at every vector width, one task per image and block.
+    # 40 groups: more than one block of groups at every vector width; and groups of 4 channels, one task per
+    # image and block of groups where they are packed, bands of rows where they take the depthwise sweeps
+    # (3x3 on AVX2).
     pytest.param((3, 12, 12, 40, 40, 3, 40, 1), id="depthwise40"),
     pytest.param((3, 10, 10, 32, 32, 3, 8, 1), id="grouped_4_4_per_group"),
 ]

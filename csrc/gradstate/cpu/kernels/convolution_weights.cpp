@@ -225,7 +225,8 @@ void gemm_weights_gradient(const ConvParams& p, const float* dy, const float* x,
 //
 // Taps accumulated per sweep: 9 taps x group_vectors. A sweep over fewer taps repeats its first tap into the
 // unused slots and drops their sums. With 16 registers, 18 sums of two vectors would spill: 1 vector there
-// (grp3x3_g32's dW on AVX2, 2 threads: 1.16-1.55 -> 0.87-0.97 ms).
+// (grp3x3_g32's dW on AVX2, 2 threads: 1.16-1.55 -> 0.87-0.97 ms, before such layers took the depthwise
+// sweeps there).
 constexpr int group_vectors = vector_registers >= 32 ? 2 : 1;
 constexpr std::int64_t group_block = group_vectors * lanes;
 constexpr int tap_block = 9;
@@ -297,7 +298,8 @@ void pack_groups(const GroupedGeometry& gg, const float* dy, const float* x, std
     std::memset(px, 0, sizeof(float) * gg.x_floats());
   }
   // The block reads a few lines of each pixel, a pixel apart, which the prefetchers do not follow: it asks
-  // for them pack_ahead pixels ahead (grp3x3_g32 dW on AVX2, 2 threads: 1.0-1.27 -> 0.80-1.0 ms).
+  // for them pack_ahead pixels ahead (grp3x3_g32 dW on AVX2, 2 threads: 1.0-1.27 -> 0.80-1.0 ms, before
+  // such layers took the depthwise sweeps there).
   for (std::int64_t pix = 0; pix < gg.out_pixels; ++pix) {
     const float* src = dy + gg.geo.y_offset(n, pix / p.out_w, pix % p.out_w, g0 * gg.og);
     if (pix + pack_ahead < gg.out_pixels) ask_for_lines(src + pack_ahead * gg.geo.y.w, groups * gg.og);

@@ -1,5 +1,6 @@
 // The weight gradient of depthwise layers in NHWC: dW[c, kh, kw] = sum over output pixels of
-// dy[pixel, c] * x[the pixel's tap (kh, kw), c], and db[c] = sum of dy[pixel, c].
+// dy[pixel, c] * x[the pixel's tap (kh, kw), c], and db[c] = sum of dy[pixel, c]; and on AVX2, of small
+// groups with as many channels in as out (see sweep_row_in_groups).
 //
 // Channels lie contiguous in dy and x, so vectors run across channels and nothing is packed. An output row
 // is swept once per kernel row, chunk of at most sweep_taps of its taps, and block of V vectors of channels
@@ -317,15 +318,16 @@ void sweep_band_in_pairs(const Geometry& geo, const float* dy, const float* x, s
 // take 15 registers. A group reads its pixels of x and dy whole, all their channels before the next group,
 // in the order they lie in memory, and asks for the lines the next row reads first (LinesAhead).
 //
-// Layers with groups of Group channels in and out (Group dividing the lanes, so a vector holds whole groups)
-// take the same sweeps, once for each channel j of a group: dy's vector shuffled so that every lane holds
-// channel j of its own group (group_mask), times x at the lane's own channel, sums dW[group's first + j, tap,
-// lane's channel in its group]. The sweeps for j = 1, 2, ... find the group's columns of x in L1, so x and
-// dy are read from memory once, as for depthwise layers, and nothing is packed (grp3x3_g32's dW, groups of
-// 4, AVX2, 2 threads: 0.65-0.81 ms packed as other small groups are, 0.57-0.60 ms here).
+// Layers with groups of Group channels in and out (2 or 4: Group divides the lanes, so a vector holds whole
+// groups, and the shuffle below stays within 128-bit lanes; groups of 8 need one across them, and measured
+// 1.6-2x slower than packing) take the same sweeps, once for each channel j of a group: dy's vector shuffled
+// so that every lane holds channel j of its own group (group_mask), times x at the lane's own channel, sums
+// dW[group's first + j, tap, lane's channel in its group]. The sweeps for j = 1, 2, ... find the group's
+// columns of x in L1, so x and dy are read from memory once, as for depthwise layers, and nothing is packed
+// (grp3x3_g32's dW, groups of 4, AVX2, 2 threads: 0.65-0.81 ms packed as other small groups are, 0.57-0.60 ms
+// here).
 constexpr int group_pixels = 4;
 constexpr int group_span = (group_pixels - 1) * 2 + pair_kernel;  // the columns a group reads, at most
-constexpr std::int64_t max_sweep_group = 8;  // the largest group band_in_groups has a sweep for
 
 bool groups_apply(const ConvParams& p) { return !pairs_fit && three_by_three_small_stride(p); }
 
@@ -439,15 +441,17 @@ void sweep_row_in_groups(const Geometry& geo, const float* dy, const float* x, c
       constexpr int j = decltype(channel)::value;
       each_block([&](std::int64_t c, float* block) {
         float* j_sums = block + j * pair_sums * lanes;
-        Vec acc[K * K], dv[P];
+        Vec acc[K * K], dv[P], db{};
         for (int t = 0; t < K * K; ++t) acc[t] = load(j_sums + t * lanes);
+        if constexpr (j == 0) db = load(j_sums + K * K * lanes);
         for (int q = 0; q < P; ++q) {
           const Vec raw = load(d + (ow + q) * geo.y.w + c);
-          if constexpr (j == 0) store(j_sums + K * K * lanes, load(j_sums + K * K * lanes) + raw);
+          if constexpr (j == 0) db += raw;
           dv[q] = __builtin_shuffle(raw, group_mask<Group>(j));
         }
         add_products<P, S>(acc, dv, column, c);
         for (int t = 0; t < K * K; ++t) store(j_sums + t * lanes, acc[t]);
+        if constexpr (j == 0) store(j_sums + K * K * lanes, db);
       });
     });
   });
@@ -461,7 +465,7 @@ void sweep_band_in_groups(const Geometry& geo, const float* dy, const float* x, 
   const ConvParams& p = geo.p;
   const std::int64_t sums_floats = ceil_div(p.out_c, std::int64_t{lanes}) * group_block_floats<Group>;
   // The sums, then the pixels of zeros a group of pixels reads in a kernel row in the padding.
-  const std::int64_t floats = sums_floats + group_span * p.out_c;
+  const std::int64_t floats = sums_floats + group_span * geo.x.w;
   float* sums = static_cast<float*>(thread_scratch(sizeof(float) * floats));
   std::memset(sums, 0, sizeof(float) * floats);
   const float* zeros = sums + sums_floats;
@@ -477,17 +481,18 @@ std::int64_t channels_per_group(const ConvParams& p) { return p.in_c / p.groups;
 using Band = void (*)(const Geometry&, const float*, const float*, std::int64_t, std::int64_t, std::int64_t,
                       float*);
 
+// The sweeps of a band in groups of pixels for `group` channels per group, or none.
 template <int S>
 Band band_in_groups(std::int64_t group) {
   switch (group) {
+    case 1:
+      return sweep_band_in_groups<S, 1>;
     case 2:
       return sweep_band_in_groups<S, 2>;
     case 4:
       return sweep_band_in_groups<S, 4>;
-    case 8:
-      return sweep_band_in_groups<S, 8>;
     default:
-      return sweep_band_in_groups<S, 1>;
+      return nullptr;
   }
 }
 
@@ -496,7 +501,7 @@ Band band_in_groups(std::int64_t group) {
 bool depthwise_weights_gradient_applies(const ConvParams& p) {
   if (p.layout != Layout::NHWC || p.in_c != p.out_c || p.out_c < 2 * lanes) return false;
   const std::int64_t group = channels_per_group(p);
-  return group == 1 || (groups_apply(p) && group <= max_sweep_group && lanes % group == 0);
+  return group == 1 || (groups_apply(p) && lanes % group == 0 && band_in_groups<1>(group) != nullptr);
 }
 
 void depthwise_weights_gradient(const ConvParams& p, const float* dy, const float* x, float* dw, float* db,
