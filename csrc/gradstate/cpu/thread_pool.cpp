@@ -216,7 +216,8 @@ struct Scratch {
   std::int64_t bytes = 0;
 };
 
-thread_local Scratch scratch;
+constexpr int scratch_slots = 2;
+thread_local Scratch scratch[scratch_slots];
 std::atomic<std::int64_t> peak_scratch{0};
 
 }  // namespace
@@ -232,18 +233,22 @@ void parallel_for_raw(std::int64_t count, void (*task)(void*, std::int64_t), voi
   if (count > 0) pool().run(count, task, context);
 }
 
-void* thread_scratch(std::int64_t bytes) {
-  if (bytes > scratch.bytes) {
+void* thread_scratch(std::int64_t bytes, int slot) {
+  Scratch& own = scratch[slot];
+  if (bytes > own.bytes) {
     const std::int64_t rounded = (bytes + 63) / 64 * 64;
-    scratch.memory.reset();  // release before allocating, so the peak counts one buffer
-    scratch.memory.reset(std::aligned_alloc(64, static_cast<std::size_t>(rounded)));
-    if (!scratch.memory) throw std::bad_alloc();
-    scratch.bytes = rounded;
+    own.memory.reset();  // release before allocating, so the peak counts one buffer
+    own.bytes = 0;
+    own.memory.reset(std::aligned_alloc(64, static_cast<std::size_t>(rounded)));
+    if (!own.memory) throw std::bad_alloc();
+    own.bytes = rounded;
+    std::int64_t held = 0;
+    for (const Scratch& s : scratch) held += s.bytes;
     std::int64_t peak = peak_scratch.load();
-    while (rounded > peak && !peak_scratch.compare_exchange_weak(peak, rounded)) {
+    while (held > peak && !peak_scratch.compare_exchange_weak(peak, held)) {
     }
   }
-  return scratch.memory.get();
+  return own.memory.get();
 }
 
 std::int64_t peak_thread_scratch_bytes() { return peak_scratch.load(); }

@@ -30,10 +30,11 @@ void parallel_for(std::int64_t count, Task&& task) {
 }
 
 // Scratch memory of the calling thread, at least `bytes`, 64-byte aligned, reused across calls; valid
-// until the same thread asks again.
-void* thread_scratch(std::int64_t bytes);
+// until the same thread asks again for the same slot. Slot 1 is for a task that keeps data there while it
+// calls kernels that use slot 0 (its copies of a block of the inputs, say).
+void* thread_scratch(std::int64_t bytes, int slot = 0);
 
-// The most scratch memory any one thread has held, in bytes.
+// The most scratch memory any one thread has held in all its slots at once, in bytes.
 std::int64_t peak_thread_scratch_bytes();
 
 }  // namespace gradstate::cpu
