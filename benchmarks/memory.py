@@ -4,7 +4,7 @@ For each layer of compare.py's list and each layout, a fresh process builds the 
 state, then runs one weights-and-bias backward pass. The operating system's peak resident set size is reset
 just before that pass (Linux: /proc/self/clear_refs), so its increase is the memory the pass itself added
 beyond its inputs and the state: packing panels, partial sums, thread stacks. It is printed in MiB, in all
-and per thread, next to the library's own count of the largest per-thread scratch buffer.
+and per thread, next to the library's own count of the most scratch one thread has held.
 
     python benchmarks/memory.py --threads 2
 """

@@ -2,8 +2,9 @@
 
 The weight gradient has five paths on NHWC data (NCHW layers run them on NHWC copies of x and dy, whole
 images, at most 8 MiB or one, at a time, but for depthwise layers at stride 1 with output rows of at least 32
-values and kernels of at most 7 columns, which take their planes in place, depthwise layers at stride 2,
-which copy one image's block of channels at a time, and 1x1 layers, see below):
+values and kernels of at most 7 columns, which take their planes in place, depthwise layers at stride 2
+of at least 2 vectors of channels, which copy one image's block of channels at a time, and 1x1 layers, see
+below):
 Winograd's F(2x2, 3x3) for dense 3x3 stride-1 layers, up to 8 MiB of transformed gradient dU in 8 or fewer
 work items (parts of the tiles times groups of output channels) that each run their tiles in blocks, or, from
 1 MiB of dU on (past 8 MiB too) where the transformed tiles take at most 16 MiB, all tiles transformed up
@@ -202,9 +203,9 @@ CONV_PATHS = [
     pytest.param((2, 33, 35, 32, 16, 3, 2, 1, 1, 2), id="dx_phases_many_tasks"),
     pytest.param((2, 9, 8, 32, 4, 3, 2, 1, 1, 1), id="dx_phases_4_outputs"),
     pytest.param((2, 13, 11, 37, 37, 3, 2, 1, 37, 1), id="depthwise37_stride2_pad1"),
-    # NCHW depthwise weight gradients at stride 2 copy blocks of channels of 64 Ki floats of x and dy at most,
-    # of at least 16 channels: 2 blocks of 20 channels (a partial vector in each), and 3 blocks of 16, 17
-    # and 17 channels (the last reading the padding on the right and below only).
+    # NCHW depthwise weight gradients at stride 2 copy blocks of channels of about 64 Ki floats of x and dy,
+    # of at least 2 vectors of channels: on AVX2, 2 blocks of 20 channels (a partial vector in each), and 3
+    # blocks of 16, 17 and 17 channels in a layer padded on the right and below only.
     pytest.param((1, 40, 40, 40, 40, 3, 2, 1, 40, 1), id="depthwise40_nchw_blocks_of_20"),
     pytest.param((2, 48, 47, 50, 50, 3, 2, 1, 50, (0, 1, 0, 2)), id="depthwise50_nchw_blocks_of_16_17_17"),
     # Padding on the right only and a stride wider than the image: no output column is free of padding.

@@ -237,7 +237,7 @@ void* thread_scratch(std::int64_t bytes, int slot) {
   Scratch& own = scratch[slot];
   if (bytes > own.bytes) {
     const std::int64_t rounded = (bytes + 63) / 64 * 64;
-    own.memory.reset();  // release before allocating, so the peak counts one buffer
+    own.memory.reset();  // release before allocating, so the peak counts one buffer of this slot
     own.bytes = 0;
     own.memory.reset(std::aligned_alloc(64, static_cast<std::size_t>(rounded)));
     if (!own.memory) throw std::bad_alloc();

@@ -30,8 +30,9 @@ void parallel_for(std::int64_t count, Task&& task) {
 }
 
 // Scratch memory of the calling thread, at least `bytes`, 64-byte aligned, reused across calls; valid
-// until the same thread asks again for the same slot. Slot 1 is for a task that keeps data there while it
-// calls kernels that use slot 0 (its copies of a block of the inputs, say).
+// until the same thread asks again for the same slot, and kept (at its largest) until the pool is resized.
+// Slot 0 or 1: slot 1 is for a task that keeps data there while it calls kernels that use slot 0 (its
+// copies of a block of the inputs, say).
 void* thread_scratch(std::int64_t bytes, int slot = 0);
 
 // The most scratch memory any one thread has held in all its slots at once, in bytes.

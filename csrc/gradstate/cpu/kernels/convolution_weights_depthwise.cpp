@@ -13,8 +13,9 @@
 // memory (dw3x3_128 dW 1.06 -> 0.70-0.73 ms on 2 threads). 3x3 kernels at stride 1 or 2 without dilation
 // sweep two output rows at once instead (sweep_rows, below), or where the registers would not hold that,
 // one row in groups of pixels (sweep_row_in_groups), which also take small groups of channels on AVX2. A
-// task takes a band of output rows of one image and leaves a partial dW and db; the partials are summed in
-// task order, so the result does not depend on the thread count.
+// task takes a band of output rows of one image (or, for NCHW layers at stride 2, all rows of one image's
+// block of channels, copied) and leaves a partial dW and db; the partials are summed in task order, so the
+// result does not depend on the thread count.
 #include "gradstate/cpu/kernels/convolution_weights_paths.h"
 
 #include <cstdint>
@@ -35,10 +36,11 @@ namespace {
 // A sweep's sums are sweep_taps x V vectors: 24 of the registers with 32, 12 with 16.
 constexpr int sweep_taps = 3;
 constexpr int max_block_vectors = vector_registers / 4;
-// Tasks (bands of output rows) a layer is split into, at least: enough for the threads to share, and as
-// few as that allows, since the rows of x on either side of a band's edge are read by both bands, and those
-// of each task from memory (dw3x3_128's dW took 0.71-0.76 ms in bands of 9 rows, 0.45-0.55 ms in bands of
-// 28). The bands depend on the layer only, never on the thread count.
+// Tasks (bands of output rows, or for NCHW layers the least of blocks of channels) a layer is split into, at
+// least: enough for the threads to share, and as few as that allows, since the rows of x on either side of a
+// band's edge are read by both bands, and those of each task from memory (dw3x3_128's dW took 0.71-0.76 ms
+// in bands of 9 rows, 0.45-0.55 ms in bands of 28). The tasks depend on the layer only, never on the thread
+// count.
 constexpr std::int64_t target_tasks = 16;
 
 // What a sweep asks for, for the next output row: the lines of x its taps read there (when no later sweep
@@ -509,8 +511,9 @@ Band band_of(const ConvParams& p) {
                                                : sweep_band<2>;
 }
 
-// Floats of x and dy a task of the NCHW layers copies, at most (see depthwise_weights_gradient_from_nchw):
-// 256 KiB, half the L2 cache of the machines measured (the same time with 128 KiB, 1.6x as long with 512).
+// Floats of x and dy a task of the NCHW layers copies, about, where blocks of 2 vectors of channels are
+// that small (see depthwise_weights_gradient_from_nchw): 256 KiB, half the L2 cache of the machines measured
+// (8x256x28x28 at stride 2: the same time with 128 KiB, 1.6x as long with 512).
 constexpr std::int64_t nchw_block_floats = 64 * 1024;
 constexpr int copies_slot = 1;  // the copies' scratch, apart from the sweeps' (see thread_scratch)
 
@@ -553,9 +556,10 @@ void depthwise_weights_gradient_from_nchw(const ConvParams& p, const float* dy, 
   const std::int64_t channels = p.out_c, taps = static_cast<std::int64_t>(p.kernel_h) * p.kernel_w;
   const std::int64_t in_plane = static_cast<std::int64_t>(p.in_h) * p.in_w,
                      out_plane = static_cast<std::int64_t>(p.out_h) * p.out_w;
-  // Blocks of at least 2 * lanes channels, as the sweeps need.
+  // Blocks of at least 2 * lanes channels, as the sweeps need; at least target_tasks tasks where they allow.
   const std::int64_t blocks =
-      min_of(channels / (2 * lanes), ceil_div(channels * (in_plane + out_plane), nchw_block_floats));
+      min_of(channels / (2 * lanes), max_of(ceil_div(channels * (in_plane + out_plane), nchw_block_floats),
+                                            ceil_div(target_tasks, std::int64_t{p.batch})));
   const std::int64_t dw_size = channels * taps, part = dw_size + channels;
   const Memory partials_memory(sizeof(float) * p.batch * part);
   float* partials = partials_memory.floats();
