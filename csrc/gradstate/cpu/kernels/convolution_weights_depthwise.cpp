@@ -511,9 +511,10 @@ Band band_of(const ConvParams& p) {
                                                : sweep_band<2>;
 }
 
-// Floats of x and dy a task of the NCHW layers copies, about, where blocks of 2 vectors of channels are
-// that small (see depthwise_weights_gradient_from_nchw): 256 KiB, half the L2 cache of the machines measured
-// (8x256x28x28 at stride 2: the same time with 128 KiB, 1.6x as long with 512).
+// About how many floats of x and dy a task of the NCHW layers copies (see
+// depthwise_weights_gradient_from_nchw), where blocks of 2 vectors of channels are that small: 256 KiB, half
+// the L2 cache of the machines measured (8x256x28x28 at stride 2: the same time with 128 KiB, 1.6x as long
+// with 512).
 constexpr std::int64_t nchw_block_floats = 64 * 1024;
 constexpr int copies_slot = 1;  // the copies' scratch, apart from the sweeps' (see thread_scratch)
 
