@@ -30,7 +30,8 @@ void parallel_for(std::int64_t count, Task&& task) {
 }
 
 // Scratch memory of the calling thread, at least `bytes`, 64-byte aligned, reused across calls; valid
-// until the same thread asks again for the same slot, and kept (at its largest) until the pool is resized.
+// until the same thread asks again for the same slot, and kept at its largest while the thread lives (a
+// worker until the pool is resized).
 // Slot 0 or 1: slot 1 is for a task that keeps data there while it calls kernels that use slot 0 (its
 // copies of a block of the inputs, say).
 void* thread_scratch(std::int64_t bytes, int slot = 0);
