@@ -21,6 +21,11 @@ function(gradstate_isa_settings level flags_out bytes_out)
   if(level STREQUAL "x86_v3")
     set(flags -mavx2 -mfma -mf16c)
     set(bytes 32)
+  elseif(level STREQUAL "x86_v4" AND GRADSTATE_X86_V4_ON_AVX2)
+    # 64-byte vectors without AVX-512: GCC warns that passing them by value has another ABI than with it,
+    # which cannot matter here, as the level's functions call only each other.
+    set(flags -mavx2 -mfma -mf16c -Wno-psabi)
+    set(bytes 64)
   elseif(level STREQUAL "x86_v4")
     set(flags -mavx512f -mavx512bw -mavx512vl -mavx512dq -mavx2 -mfma -mf16c)
     set(bytes 64)

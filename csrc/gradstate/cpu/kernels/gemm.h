@@ -272,42 +272,67 @@ inline void transpose_8x8(const float* src, std::int64_t src_stride, float* dst,
 }
 #endif
 
-// transpose_elements for one tile of 16 x 16 values: in registers on AVX-512 (16 rows loaded whole, 64
-// shuffles, 16 stores) and, in four blocks of 8 x 8, on AVX2.
+#if GRADSTATE_VECTOR_BYTES == 64
+// Shuffle masks of two 16-lane vectors a and b (lane values 0-15 take a's lanes, 16-31 b's), each one
+// instruction on AVX-512. Written with the vector extension rather than AVX-512 intrinsics, so that test
+// builds compiling this level for AVX2 (GRADSTATE_X86_V4_ON_AVX2) run the very same steps.
+
+// In each 128-bit block, pieces of `width` lanes from a and b in turn, from the block's lane `first` on:
+// unpcklps (width 1, first 0), unpckhps (1, 2), unpcklpd (2, 0), unpckhpd (2, 2).
+inline VecIndex interleave_mask(int width, int first) {
+  VecIndex mask;
+  for (int l = 0; l < lanes; ++l) {
+    const int block = l / 4, p = l % 4, from_b = (p / width) % 2;
+    mask[l] = from_b * lanes + block * 4 + first + p / (2 * width) * width + p % width;
+  }
+  return mask;
+}
+
+// 128-bit blocks first and first + 2 of a, then the same of b: shuff32x4 with 0x88 (first 0), 0xDD (1).
+inline VecIndex blocks_mask(int first) {
+  VecIndex mask;
+  for (int l = 0; l < lanes; ++l) {
+    const int k = l / 4, from_b = k / 2, block = first + 2 * (k % 2);
+    mask[l] = from_b * lanes + block * 4 + l % 4;
+  }
+  return mask;
+}
+#endif
+
+// transpose_elements for one tile of 16 x 16 values: in registers with 16-lane vectors (16 rows loaded
+// whole, 64 shuffles, 16 stores) and, in four blocks of 8 x 8, on AVX2.
 inline void transpose_tile_of_16(const float* src, std::int64_t src_stride, float* dst,
                                  std::int64_t dst_stride) {
 #if GRADSTATE_VECTOR_BYTES == 32 && defined(__AVX__)
   for (int i = 0; i < 16; i += 8)
     for (int j = 0; j < 16; j += 8)
       transpose_8x8(src + i * src_stride + j, src_stride, dst + j * dst_stride + i, dst_stride);
-#elif GRADSTATE_VECTOR_BYTES == 64 && defined(__AVX512F__)
-  __m512 r[16], t[16];
-  for (int i = 0; i < 16; ++i) r[i] = _mm512_loadu_ps(src + i * src_stride);
+#elif GRADSTATE_VECTOR_BYTES == 64
+  Vec r[16], t[16];
+  for (int i = 0; i < 16; ++i) r[i] = load(src + i * src_stride);
   // Within each 128-bit block: pairs of rows interleaved, then groups of four (block k of r[4i + j] holds
   // rows 4i..4i+3 of column 4k + j) ...
   for (int i = 0; i < 16; i += 2) {
-    t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
-    t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
+    t[i] = __builtin_shuffle(r[i], r[i + 1], interleave_mask(1, 0));
+    t[i + 1] = __builtin_shuffle(r[i], r[i + 1], interleave_mask(1, 2));
   }
   for (int i = 0; i < 16; i += 4) {
-    const __m512d a = _mm512_castps_pd(t[i]), b = _mm512_castps_pd(t[i + 1]);
-    const __m512d c = _mm512_castps_pd(t[i + 2]), d = _mm512_castps_pd(t[i + 3]);
-    r[i] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, c));
-    r[i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, c));
-    r[i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(b, d));
-    r[i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(b, d));
+    r[i] = __builtin_shuffle(t[i], t[i + 2], interleave_mask(2, 0));
+    r[i + 1] = __builtin_shuffle(t[i], t[i + 2], interleave_mask(2, 2));
+    r[i + 2] = __builtin_shuffle(t[i + 1], t[i + 3], interleave_mask(2, 0));
+    r[i + 3] = __builtin_shuffle(t[i + 1], t[i + 3], interleave_mask(2, 2));
   }
   // ... then the blocks gathered across the groups: column 4k + j from block k of r[j], r[4 + j], r[8 + j]
   // and r[12 + j].
   for (int j = 0; j < 4; ++j) {
-    const __m512 u0 = _mm512_shuffle_f32x4(r[j], r[4 + j], 0x88),
-                 u1 = _mm512_shuffle_f32x4(r[j], r[4 + j], 0xDD);
-    const __m512 u2 = _mm512_shuffle_f32x4(r[8 + j], r[12 + j], 0x88),
-                 u3 = _mm512_shuffle_f32x4(r[8 + j], r[12 + j], 0xDD);
-    _mm512_storeu_ps(dst + j * dst_stride, _mm512_shuffle_f32x4(u0, u2, 0x88));
-    _mm512_storeu_ps(dst + (4 + j) * dst_stride, _mm512_shuffle_f32x4(u1, u3, 0x88));
-    _mm512_storeu_ps(dst + (8 + j) * dst_stride, _mm512_shuffle_f32x4(u0, u2, 0xDD));
-    _mm512_storeu_ps(dst + (12 + j) * dst_stride, _mm512_shuffle_f32x4(u1, u3, 0xDD));
+    const Vec u0 = __builtin_shuffle(r[j], r[4 + j], blocks_mask(0)),
+              u1 = __builtin_shuffle(r[j], r[4 + j], blocks_mask(1));
+    const Vec u2 = __builtin_shuffle(r[8 + j], r[12 + j], blocks_mask(0)),
+              u3 = __builtin_shuffle(r[8 + j], r[12 + j], blocks_mask(1));
+    store(dst + j * dst_stride, __builtin_shuffle(u0, u2, blocks_mask(0)));
+    store(dst + (4 + j) * dst_stride, __builtin_shuffle(u1, u3, blocks_mask(0)));
+    store(dst + (8 + j) * dst_stride, __builtin_shuffle(u0, u2, blocks_mask(1)));
+    store(dst + (12 + j) * dst_stride, __builtin_shuffle(u1, u3, blocks_mask(1)));
   }
 #else
   transpose_elements(src, transpose_tile, transpose_tile, src_stride, dst, dst_stride);
