@@ -57,6 +57,28 @@ bool spin_until(Ready ready) {
   return true;
 }
 
+// Whether this thread is running a job's tasks. A kernel called from a task (a parallel_for nested in
+// another) then runs its own tasks itself, without trying the job lock, which this very thread may hold:
+// try_lock on a std::mutex the caller owns is undefined.
+thread_local bool running_tasks = false;
+
+// Marks the calling thread as running tasks while it lives.
+class RunningTasks {
+ public:
+  RunningTasks() : was_running_(running_tasks) { running_tasks = true; }
+  ~RunningTasks() { running_tasks = was_running_; }
+  RunningTasks(const RunningTasks&) = delete;
+  RunningTasks& operator=(const RunningTasks&) = delete;
+
+ private:
+  bool was_running_;
+};
+
+void run_here(std::int64_t count, void (*task)(void*, std::int64_t), void* context) {
+  const RunningTasks running;
+  for (std::int64_t i = 0; i < count; ++i) task(context, i);
+}
+
 // Workers wait (spinning, then asleep) until a job is posted, join it while it is open, take task indices
 // from a shared counter, and leave. The caller waits only for the workers that joined: one still asleep when
 // the tasks ran out never touches the job.
@@ -78,11 +100,9 @@ class ThreadPool {
   void run(std::int64_t count, void (*task)(void*, std::int64_t), void* context) {
     // One job at a time; a second caller (another Python thread, or a kernel nested in a task) runs its
     // tasks itself rather than wait.
+    if (running_tasks) return run_here(count, task, context);
     std::unique_lock<std::mutex> job_lock(job_mutex_, std::try_to_lock);
-    if (!job_lock.owns_lock() || workers_.empty() || count == 1) {
-      for (std::int64_t i = 0; i < count; ++i) task(context, i);
-      return;
-    }
+    if (!job_lock.owns_lock() || workers_.empty() || count == 1) return run_here(count, task, context);
     {
       std::lock_guard<std::mutex> lock(mutex_);
       task_ = task;
@@ -135,6 +155,7 @@ class ThreadPool {
   // Runs tasks until none is left. A task that throws (std::bad_alloc, say) ends the job early: its
   // exception is kept for run() to rethrow once every thread is done, the remaining tasks are skipped.
   void work() {
+    const RunningTasks running;
     try {
       std::int64_t first = next_.load();
       while (first < count_) {
