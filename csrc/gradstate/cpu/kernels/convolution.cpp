@@ -26,6 +26,7 @@
 #include "gradstate/cpu/kernels/convolution_grouped.h"
 #include "gradstate/cpu/kernels/convolution_pointwise_nchw.h"
 #include "gradstate/cpu/kernels/convolution_winograd.h"
+#include "gradstate/cpu/kernels/depthwise_nchw_blocks.h"
 #include "gradstate/cpu/kernels/gemm.h"
 #include "gradstate/cpu/kernels/kernels.h"
 #include "gradstate/cpu/memory.h"
@@ -636,13 +637,34 @@ void depthwise_data_gradient_nhwc(const ConvParams& p, const float* dy, const fl
 
 bool is_depthwise(const ConvParams& p) { return p.groups == p.in_c && p.groups == p.out_c; }
 
+// Runs nhwc(block, src copy, dst copy) of an NHWC depthwise kernel for each block of channels of the NCHW
+// tensor src (planes of src_plane pixels), on copies of the block (depthwise_nchw_blocks.h), then copies its
+// NHWC result into the NCHW tensor dst (planes of dst_plane).
+template <typename Op>
+void depthwise_on_block_copies(const ConvParams& p, const float* src, std::int64_t src_plane, float* dst,
+                               std::int64_t dst_plane, Op&& nhwc) {
+  for_each_nchw_block(p, src_plane + dst_plane, [&](const NchwBlock& block, float* scratch) {
+    float* src_copy = scratch;
+    float* dst_copy = scratch + block.count * src_plane;
+    copy_block_to_nhwc(block, src, src_plane, src_copy);
+    nhwc(block, src_copy, dst_copy);
+    copy_block_to_nchw(block, dst_copy, dst_plane, dst);
+  });
+}
+
+std::int64_t taps_of(const ConvParams& p) { return static_cast<std::int64_t>(p.kernel_h) * p.kernel_w; }
+
 }  // namespace
 
 void convolution_forward(const ConvParams& p, const float* x, const float* w, const float* b, float* y) {
   if (is_depthwise(p)) {
-    if (p.layout == Layout::NCHW && depthwise_nchw_forward_applies(p))
-      return depthwise_forward_nchw(p, x, w, b, y);
-    return forward_in_nhwc(depthwise_forward_nhwc, p, x, w, b, y);
+    if (p.layout == Layout::NHWC) return depthwise_forward_nhwc(p, x, w, b, y);
+    if (depthwise_nchw_forward_applies(p)) return depthwise_forward_nchw(p, x, w, b, y);
+    return depthwise_on_block_copies(p, x, in_plane_of(p), y, out_plane_of(p),
+                                     [&](const NchwBlock& block, const float* xs, float* ys) {
+                                       depthwise_forward_nhwc(block.params, xs, w + block.first * taps_of(p),
+                                                              b ? b + block.first : nullptr, ys);
+                                     });
   }
   if (pointwise_nchw_forward_applies(p)) return pointwise_forward_nchw(p, x, w, b, y);
   if (grouped_forward_applies(p)) return forward_in_nhwc(grouped_forward_nhwc, p, x, w, b, y);
@@ -686,10 +708,11 @@ void convolution_data_gradient(const ConvParams& p, const float* dy, const float
   }
   if (is_depthwise(p)) {
     if (p.layout == Layout::NHWC) return depthwise_data_gradient_nhwc(p, dy, w, dx);
-    return on_nhwc_copies(p, dy, p.out_c, out_plane_of(p), dx, p.in_c, in_plane_of(p),
-                          [&](const ConvParams& q, const float* dys, float* dxs) {
-                            depthwise_data_gradient_nhwc(q, dys, w, dxs);
-                          });
+    return depthwise_on_block_copies(p, dy, out_plane_of(p), dx, in_plane_of(p),
+                                     [&](const NchwBlock& block, const float* dys, float* dxs) {
+                                       depthwise_data_gradient_nhwc(block.params, dys,
+                                                                    w + block.first * taps_of(p), dxs);
+                                     });
   }
   if (grouped_data_gradient_applies(p)) {
     if (p.layout == Layout::NHWC) return grouped_data_gradient_nhwc(p, dy, w, dx);

@@ -6,7 +6,8 @@
 namespace gradstate::cpu::GRADSTATE_ISA_NAMESPACE {
 
 // Kernels of at most max_vector_taps taps (conv_geometry.h), with long output rows, or at stride 1 on inputs
-// the caches cannot hold; other NCHW layers run the NHWC kernel on copies of x and y.
+// the caches cannot hold; other NCHW layers run the NHWC kernel on copies of blocks of their channels
+// (depthwise_nchw_blocks.h).
 bool depthwise_nchw_forward_applies(const ConvParams& p);
 
 void depthwise_forward_nchw(const ConvParams& p, const float* x, const float* w, const float* b, float* y);

@@ -24,6 +24,7 @@
 #include <utility>
 
 #include "gradstate/cpu/kernels/conv_geometry.h"
+#include "gradstate/cpu/kernels/depthwise_nchw_blocks.h"
 #include "gradstate/cpu/kernels/gemm.h"
 #include "gradstate/cpu/kernels/partial_sums.h"
 #include "gradstate/cpu/kernels/vec.h"
@@ -36,11 +37,10 @@ namespace {
 // A sweep's sums are sweep_taps x V vectors: 24 of the registers with 32, 12 with 16.
 constexpr int sweep_taps = 3;
 constexpr int max_block_vectors = vector_registers / 4;
-// Tasks (bands of output rows, or for NCHW layers the least of blocks of channels) a layer is split into, at
-// least: enough for the threads to share, and as few as that allows, since the rows of x on either side of a
-// band's edge are read by both bands, and those of each task from memory (dw3x3_128's dW took 0.71-0.76 ms
-// in bands of 9 rows, 0.45-0.55 ms in bands of 28). The tasks depend on the layer only, never on the thread
-// count.
+// Tasks (bands of output rows) a layer is split into, at least: enough for the threads to share, and as few
+// as that allows, since the rows of x on either side of a band's edge are read by both bands, and those of
+// each task from memory (dw3x3_128's dW took 0.71-0.76 ms in bands of 9 rows, 0.45-0.55 ms in bands of 28).
+// The tasks depend on the layer only, never on the thread count.
 constexpr std::int64_t target_tasks = 16;
 
 // What a sweep asks for, for the next output row: the lines of x its taps read there (when no later sweep
@@ -511,13 +511,6 @@ Band band_of(const ConvParams& p) {
                                                : sweep_band<2>;
 }
 
-// About how many floats of x and dy a task of the NCHW layers copies (see
-// depthwise_weights_gradient_from_nchw), where blocks of 2 vectors of channels are that small: 256 KiB, half
-// the L2 cache of the machines measured (8x256x28x28 at stride 2: the same time with 128 KiB, 1.6x as long
-// with 512).
-constexpr std::int64_t nchw_block_floats = 64 * 1024;
-constexpr int copies_slot = 1;  // the copies' scratch, apart from the sweeps' (see thread_scratch)
-
 }  // namespace
 
 bool depthwise_weights_gradient_applies(const ConvParams& p) {
@@ -557,29 +550,21 @@ void depthwise_weights_gradient_from_nchw(const ConvParams& p, const float* dy, 
   const std::int64_t channels = p.out_c, taps = static_cast<std::int64_t>(p.kernel_h) * p.kernel_w;
   const std::int64_t in_plane = static_cast<std::int64_t>(p.in_h) * p.in_w,
                      out_plane = static_cast<std::int64_t>(p.out_h) * p.out_w;
-  // Blocks of at least 2 * lanes channels, as the sweeps need; at least target_tasks tasks where they allow.
-  const std::int64_t blocks =
-      min_of(channels / (2 * lanes), max_of(ceil_div(channels * (in_plane + out_plane), nchw_block_floats),
-                                            ceil_div(target_tasks, std::int64_t{p.batch})));
   const std::int64_t dw_size = channels * taps, part = dw_size + channels;
   const Memory partials_memory(sizeof(float) * p.batch * part);
   float* partials = partials_memory.floats();
-  parallel_for(p.batch * blocks, [&](std::int64_t task) {
-    const std::int64_t n = task / blocks, b = task % blocks;
-    const std::int64_t c0 = b * channels / blocks, count = (b + 1) * channels / blocks - c0;
-    float* xs = static_cast<float*>(
-        thread_scratch(sizeof(float) * (count * (in_plane + out_plane) + count * (taps + 1)), copies_slot));
-    float* dys = xs + count * in_plane;
-    float* block_part = dys + count * out_plane;  // dW[c][tap] then db[c] of the block's channels
-    transpose(x + (n * channels + c0) * in_plane, count, in_plane, in_plane, xs, count);
-    transpose(dy + (n * channels + c0) * out_plane, count, out_plane, out_plane, dys, count);
-    ConvParams block = p;
-    block.layout = Layout::NHWC, block.batch = 1;
-    block.in_c = block.out_c = block.groups = static_cast<std::int32_t>(count);
-    band_of(block)(Geometry(block), dys, xs, 0, 0, block.out_h, block_part);
-    float* image_part = partials + n * part;
-    std::memcpy(image_part + c0 * taps, block_part, sizeof(float) * count * taps);
-    std::memcpy(image_part + dw_size + c0, block_part + count * taps, sizeof(float) * count);
+  // Per channel: its plane of x, of dy, then its dW and db.
+  for_each_nchw_block(p, in_plane + out_plane + taps + 1, [&](const NchwBlock& block, float* scratch) {
+    float* xs = scratch;
+    float* dys = xs + block.count * in_plane;
+    float* block_part = dys + block.count * out_plane;  // dW[c][tap] then db[c] of the block's channels
+    copy_block_to_nhwc(block, x, in_plane, xs);
+    copy_block_to_nhwc(block, dy, out_plane, dys);
+    band_of(block.params)(Geometry(block.params), dys, xs, 0, 0, p.out_h, block_part);
+    float* image_part = partials + block.n * part;
+    std::memcpy(image_part + block.first * taps, block_part, sizeof(float) * block.count * taps);
+    std::memcpy(image_part + dw_size + block.first, block_part + block.count * taps,
+                sizeof(float) * block.count);
   });
   sum_partials(partials, p.batch, dw_size, channels, dw, db, accumulate);
 }
