@@ -203,12 +203,18 @@ CONV_PATHS = [
     pytest.param((2, 33, 35, 32, 16, 3, 2, 1, 1, 2), id="dx_phases_many_tasks"),
     pytest.param((2, 9, 8, 32, 4, 3, 2, 1, 1, 1), id="dx_phases_4_outputs"),
     pytest.param((2, 13, 11, 37, 37, 3, 2, 1, 37, 1), id="depthwise37_stride2_pad1"),
-    # NCHW depthwise layers at stride 2 (and the forward pass and dx of those with short rows) run the NHWC
-    # kernels on copies of blocks of channels of about 64 Ki floats, whole vectors of channels, at least 2 of
-    # them: on AVX2, blocks of 16 and 28 channels (the last with the channels past the last whole vector),
-    # and 3 blocks of 16, 16 and 18 channels in a layer padded on the right and below only.
-    pytest.param((1, 40, 40, 44, 44, 3, 2, 1, 44, 1), id="depthwise44_nchw_blocks_of_16_28"),
-    pytest.param((2, 48, 47, 50, 50, 3, 2, 1, 50, (0, 1, 0, 2)), id="depthwise50_nchw_blocks_of_16_16_18"),
+    # NCHW depthwise layers copy blocks of channels, whole vectors of them, of about 64 Ki floats into NHWC
+    # and run the NHWC kernels there, where the blocks make at least 8 tasks: dW at stride 2 in blocks of at
+    # least 2 vectors, dx at strides above 1 and the forward pass of layers with short rows (so dx at stride
+    # 1 too) in blocks of at least one. On AVX2, dW in blocks of 16 and 28 channels (the last with the
+    # channels past the last whole vector), and of 16, 16 and 18 in a layer padded on the right and below
+    # only; 72 channels in blocks of 16, 16, 16 and 24 on AVX2, and of 32 and 40 on AVX-512, where the
+    # others make a single block and too few tasks.
+    pytest.param((4, 40, 40, 44, 44, 3, 2, 1, 44, 1), id="depthwise44_nchw_blocks_of_16_28"),
+    pytest.param((3, 48, 47, 50, 50, 3, 2, 1, 50, (0, 1, 0, 2)), id="depthwise50_nchw_blocks_of_16_16_18"),
+    pytest.param((4, 20, 20, 72, 72, 3, 2, 1, 72, 1), id="depthwise72_nchw_blocks_at_every_width"),
+    # Too few tasks in blocks (2 for dW, 4 for dx): whole copies.
+    pytest.param((1, 20, 20, 32, 32, 3, 2, 1, 32, 1), id="depthwise32_nchw_few_blocks"),
     # Padding on the right only and a stride wider than the image: no output column is free of padding.
     pytest.param((1, 3, 1, 32, 32, 3, (1, 4), 1, 32, (0, 0, 0, 2)), id="depthwise32_right_padding_stride4"),
     pytest.param((1, 3, 2, 64, 64, 3, (1, 3), 1, 64, (0, 0, 0, 2)), id="depthwise64_right_padding_stride3"),
@@ -364,7 +370,7 @@ ACCUMULATE_PATHS = [
     pytest.param((3, 5, 40, 16, 16, 3, 1, 1, 16, "same"), id="depthwise_planes"),
     # In NCHW at stride 2, copies of blocks of channels: each image's blocks make its partial, the partials'
     # sum is added.
-    pytest.param((2, 20, 20, 32, 32, 3, 2, 1, 32, 1), id="depthwise_nchw_blocks"),
+    pytest.param((4, 20, 20, 32, 32, 3, 2, 1, 32, 1), id="depthwise_nchw_blocks"),
     # In NCHW, 1x1 on planes of 256 pixels: dW^T's sums added to dW, the planes' sums of dy to db.
     pytest.param((2, 16, 16, 13, 20, 1, 1, 1, 1, 0), id="pointwise_nchw"),
     # Winograd's weight gradient: dU summed over the tiles, transformed, then added to dW; or with few tiles,

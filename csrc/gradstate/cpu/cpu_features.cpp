@@ -30,10 +30,11 @@ bool isa_supported(Isa isa) {
     case Isa::x86_v4:
 #ifdef GRADSTATE_X86_V4_ON_AVX2
       return isa_supported(Isa::x86_v3);  // this test build compiled the level for AVX2
-#endif
+#else
       return isa_supported(Isa::x86_v3) && __builtin_cpu_supports("avx512f") &&
              __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
              __builtin_cpu_supports("avx512dq");
+#endif
 #endif
 #if defined(__aarch64__)
     case Isa::neon:

@@ -98,11 +98,13 @@ class ThreadPool {
   }
 
   void run(std::int64_t count, void (*task)(void*, std::int64_t), void* context) {
-    // One job at a time; a second caller (another Python thread, or a kernel nested in a task) runs its
+    // A single task runs at once, as a caller of its own: kernels it calls may use the pool.
+    if (count == 1 && !running_tasks) return task(context, 0);
+    // One job at a time; a second caller (a kernel nested in a task, or another Python thread) runs its
     // tasks itself rather than wait.
     if (running_tasks) return run_here(count, task, context);
     std::unique_lock<std::mutex> job_lock(job_mutex_, std::try_to_lock);
-    if (!job_lock.owns_lock() || workers_.empty() || count == 1) return run_here(count, task, context);
+    if (!job_lock.owns_lock() || workers_.empty()) return run_here(count, task, context);
     {
       std::lock_guard<std::mutex> lock(mutex_);
       task_ = task;

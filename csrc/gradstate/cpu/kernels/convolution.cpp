@@ -637,17 +637,24 @@ void depthwise_data_gradient_nhwc(const ConvParams& p, const float* dy, const fl
 
 bool is_depthwise(const ConvParams& p) { return p.groups == p.in_c && p.groups == p.out_c; }
 
-// Runs nhwc(block, src copy, dst copy) of an NHWC depthwise kernel for each block of channels of the NCHW
-// tensor src (planes of src_plane pixels), on copies of the block (depthwise_nchw_blocks.h), then copies its
-// NHWC result into the NCHW tensor dst (planes of dst_plane).
+// Runs nhwc(params, first channel, src copy, dst copy) of an NHWC depthwise kernel on NHWC copies of the NCHW
+// tensor src (planes of src_plane pixels), then copies its NHWC result into the NCHW tensor dst (planes of
+// dst_plane): per block of channels of a vector or more (depthwise_nchw_blocks.h) where those make enough
+// tasks, else on copies of the whole tensors, the kernel spreading its own tasks over the threads.
 template <typename Op>
-void depthwise_on_block_copies(const ConvParams& p, const float* src, std::int64_t src_plane, float* dst,
-                               std::int64_t dst_plane, Op&& nhwc) {
-  for_each_nchw_block(p, src_plane + dst_plane, [&](const NchwBlock& block, float* scratch) {
+void depthwise_on_nhwc_copies(const ConvParams& p, const float* src, std::int64_t src_plane, float* dst,
+                              std::int64_t dst_plane, Op&& nhwc) {
+  const std::int64_t floats_per_channel = src_plane + dst_plane, min_vectors = 1;
+  if (!nchw_blocks_apply(p, floats_per_channel, min_vectors)) {
+    return on_nhwc_copies(
+        p, src, p.in_c, src_plane, dst, p.out_c, dst_plane,
+        [&](const ConvParams& q, const float* src_copy, float* dst_copy) { nhwc(q, 0, src_copy, dst_copy); });
+  }
+  for_each_nchw_block(p, floats_per_channel, min_vectors, [&](const NchwBlock& block, float* scratch) {
     float* src_copy = scratch;
     float* dst_copy = scratch + block.count * src_plane;
     copy_block_to_nhwc(block, src, src_plane, src_copy);
-    nhwc(block, src_copy, dst_copy);
+    nhwc(block.params, block.first, src_copy, dst_copy);
     copy_block_to_nchw(block, dst_copy, dst_plane, dst);
   });
 }
@@ -660,11 +667,11 @@ void convolution_forward(const ConvParams& p, const float* x, const float* w, co
   if (is_depthwise(p)) {
     if (p.layout == Layout::NHWC) return depthwise_forward_nhwc(p, x, w, b, y);
     if (depthwise_nchw_forward_applies(p)) return depthwise_forward_nchw(p, x, w, b, y);
-    return depthwise_on_block_copies(p, x, in_plane_of(p), y, out_plane_of(p),
-                                     [&](const NchwBlock& block, const float* xs, float* ys) {
-                                       depthwise_forward_nhwc(block.params, xs, w + block.first * taps_of(p),
-                                                              b ? b + block.first : nullptr, ys);
-                                     });
+    return depthwise_on_nhwc_copies(p, x, in_plane_of(p), y, out_plane_of(p),
+                                    [&](const ConvParams& q, std::int64_t first, const float* xs, float* ys) {
+                                      depthwise_forward_nhwc(q, xs, w + first * taps_of(p),
+                                                             b ? b + first : nullptr, ys);
+                                    });
   }
   if (pointwise_nchw_forward_applies(p)) return pointwise_forward_nchw(p, x, w, b, y);
   if (grouped_forward_applies(p)) return forward_in_nhwc(grouped_forward_nhwc, p, x, w, b, y);
@@ -708,11 +715,11 @@ void convolution_data_gradient(const ConvParams& p, const float* dy, const float
   }
   if (is_depthwise(p)) {
     if (p.layout == Layout::NHWC) return depthwise_data_gradient_nhwc(p, dy, w, dx);
-    return depthwise_on_block_copies(p, dy, out_plane_of(p), dx, in_plane_of(p),
-                                     [&](const NchwBlock& block, const float* dys, float* dxs) {
-                                       depthwise_data_gradient_nhwc(block.params, dys,
-                                                                    w + block.first * taps_of(p), dxs);
-                                     });
+    return depthwise_on_nhwc_copies(
+        p, dy, out_plane_of(p), dx, in_plane_of(p),
+        [&](const ConvParams& q, std::int64_t first, const float* dys, float* dxs) {
+          depthwise_data_gradient_nhwc(q, dys, w + first * taps_of(p), dxs);
+        });
   }
   if (grouped_data_gradient_applies(p)) {
     if (p.layout == Layout::NHWC) return grouped_data_gradient_nhwc(p, dy, w, dx);

@@ -538,11 +538,20 @@ void depthwise_weights_gradient(const ConvParams& p, const float* dy, const floa
   sum_partials(partials, p.batch * bands, dw_size, channels, dw, db, accumulate);
 }
 
+// What a task of depthwise_weights_gradient_from_nchw holds per channel: its plane of x, of dy, then its dW
+// and db; and the vectors of channels a block needs (the sweeps take at least 2).
+std::int64_t nchw_floats_per_channel(const ConvParams& p) {
+  return static_cast<std::int64_t>(p.in_h) * p.in_w + static_cast<std::int64_t>(p.out_h) * p.out_w +
+         static_cast<std::int64_t>(p.kernel_h) * p.kernel_w + 1;
+}
+constexpr std::int64_t nchw_min_vectors = 2;
+
 bool depthwise_weights_gradient_from_nchw_applies(const ConvParams& p) {
   ConvParams nhwc = p;
   nhwc.layout = Layout::NHWC;
   return p.layout == Layout::NCHW && p.groups == p.in_c && p.stride_y == 2 && p.stride_x == 2 &&
-         depthwise_weights_gradient_applies(nhwc);
+         depthwise_weights_gradient_applies(nhwc) &&
+         nchw_blocks_apply(p, nchw_floats_per_channel(p), nchw_min_vectors);
 }
 
 void depthwise_weights_gradient_from_nchw(const ConvParams& p, const float* dy, const float* x, float* dw,
@@ -553,19 +562,19 @@ void depthwise_weights_gradient_from_nchw(const ConvParams& p, const float* dy, 
   const std::int64_t dw_size = channels * taps, part = dw_size + channels;
   const Memory partials_memory(sizeof(float) * p.batch * part);
   float* partials = partials_memory.floats();
-  // Per channel: its plane of x, of dy, then its dW and db.
-  for_each_nchw_block(p, in_plane + out_plane + taps + 1, [&](const NchwBlock& block, float* scratch) {
-    float* xs = scratch;
-    float* dys = xs + block.count * in_plane;
-    float* block_part = dys + block.count * out_plane;  // dW[c][tap] then db[c] of the block's channels
-    copy_block_to_nhwc(block, x, in_plane, xs);
-    copy_block_to_nhwc(block, dy, out_plane, dys);
-    band_of(block.params)(Geometry(block.params), dys, xs, 0, 0, p.out_h, block_part);
-    float* image_part = partials + block.n * part;
-    std::memcpy(image_part + block.first * taps, block_part, sizeof(float) * block.count * taps);
-    std::memcpy(image_part + dw_size + block.first, block_part + block.count * taps,
-                sizeof(float) * block.count);
-  });
+  for_each_nchw_block(
+      p, nchw_floats_per_channel(p), nchw_min_vectors, [&](const NchwBlock& block, float* scratch) {
+        float* xs = scratch;
+        float* dys = xs + block.count * in_plane;
+        float* block_part = dys + block.count * out_plane;  // dW[c][tap] then db[c] of the block's channels
+        copy_block_to_nhwc(block, x, in_plane, xs);
+        copy_block_to_nhwc(block, dy, out_plane, dys);
+        band_of(block.params)(Geometry(block.params), dys, xs, 0, 0, p.out_h, block_part);
+        float* image_part = partials + block.n * part;
+        std::memcpy(image_part + block.first * taps, block_part, sizeof(float) * block.count * taps);
+        std::memcpy(image_part + dw_size + block.first, block_part + block.count * taps,
+                    sizeof(float) * block.count);
+      });
   sum_partials(partials, p.batch, dw_size, channels, dw, db, accumulate);
 }
 

@@ -1,7 +1,7 @@
 // Depthwise NCHW layers that the NHWC kernels serve better than the NCHW ones (strides above 1, short rows)
-// run them on NHWC copies of one image's block of channels at a time, small enough for the L2 cache. Whole
-// images copied into NHWC order went through memory: the kernel read x (or dy) three times and wrote it
-// twice instead of reading it once.
+// run them on NHWC copies of one image's block of channels at a time, about 256 KiB where the channels allow,
+// so that the copies stay in the L2 cache. Whole images copied into NHWC order went through memory: the
+// kernel read x (or dy) three times and wrote it twice instead of reading it once.
 #pragma once
 
 #include <cstdint>
@@ -13,13 +13,17 @@
 
 namespace gradstate::cpu::GRADSTATE_ISA_NAMESPACE {
 
-// About how many floats a task copies, where blocks of 2 vectors of channels are that small: 256 KiB, half
-// the L2 cache of the machines measured (8x256x28x28 dW at stride 2: the same time with 128 KiB, 1.6x as
+// About how many floats a task copies, where blocks of the fewest vectors allowed are that small: 256 KiB,
+// half the L2 cache of the machines measured (8x256x28x28 dW at stride 2: the same time with 128 KiB, 1.6x as
 // long with 512).
 constexpr std::int64_t nchw_block_floats = 64 * 1024;
-// Tasks a layer is split into at least, where blocks of 2 vectors of channels allow: enough for the threads
-// to share. They depend on the layer only, never on the thread count.
+// Tasks a layer is split into, where blocks allow: enough for the threads to share. They depend on the layer
+// only, never on the thread count.
 constexpr std::int64_t nchw_block_tasks = 16;
+// Tasks below which the blocks do not apply: the kernel inside a task runs on that task's thread alone, so
+// with fewer tasks than threads some would idle, and whole copies, whose kernel spreads its own tasks over
+// the threads, serve better (a batch of one image of 16 channels would take a single thread).
+constexpr std::int64_t nchw_least_block_tasks = 8;
 // The copies' scratch slot, apart from the kernels' (see thread_scratch).
 constexpr int nchw_copies_slot = 1;
 
@@ -30,16 +34,31 @@ struct NchwBlock {
   ConvParams params;
 };
 
-// Calls task(block, scratch) for each image and block of channels of the depthwise NCHW layer p, a task each,
-// with floats_per_channel floats of the calling thread's scratch for each of the block's channels. Blocks
-// hold whole vectors of channels, at least 2 of them where the layer has that many (the last block also
-// takes the channels past the last whole vector).
-template <typename Task>
-void for_each_nchw_block(const ConvParams& p, std::int64_t floats_per_channel, Task&& task) {
-  const std::int64_t channels = p.out_c, vectors = channels / lanes;
+// Blocks per image of the depthwise NCHW layer p whose tasks hold floats_per_channel floats for each of their
+// channels and need min_vectors whole vectors of channels (but for layers with fewer).
+inline std::int64_t nchw_blocks_per_image(const ConvParams& p, std::int64_t floats_per_channel,
+                                          std::int64_t min_vectors) {
+  const std::int64_t channels = p.out_c;
   const std::int64_t wanted = max_of(ceil_div(channels * floats_per_channel, nchw_block_floats),
                                      ceil_div(nchw_block_tasks, std::int64_t{p.batch}));
-  const std::int64_t blocks = max_of<std::int64_t>(1, min_of(vectors / 2, wanted));
+  return max_of<std::int64_t>(1, min_of(channels / lanes / min_vectors, wanted));
+}
+
+// Whether the blocks make enough tasks (nchw_least_block_tasks).
+inline bool nchw_blocks_apply(const ConvParams& p, std::int64_t floats_per_channel,
+                              std::int64_t min_vectors) {
+  return p.batch * nchw_blocks_per_image(p, floats_per_channel, min_vectors) >= nchw_least_block_tasks;
+}
+
+// Calls task(block, scratch) for each image and block of channels of the depthwise NCHW layer p, a task each,
+// with floats_per_channel floats of the calling thread's scratch for each of the block's channels. Blocks
+// hold whole vectors of channels, at least min_vectors of them where the layer has that many (the last
+// block also takes the channels past the last whole vector).
+template <typename Task>
+void for_each_nchw_block(const ConvParams& p, std::int64_t floats_per_channel, std::int64_t min_vectors,
+                         Task&& task) {
+  const std::int64_t channels = p.out_c, vectors = channels / lanes;
+  const std::int64_t blocks = nchw_blocks_per_image(p, floats_per_channel, min_vectors);
   parallel_for(p.batch * blocks, [&](std::int64_t t) {
     const std::int64_t b = t % blocks, first = b * vectors / blocks * lanes;
     const std::int64_t end = b + 1 == blocks ? channels : (b + 1) * vectors / blocks * lanes;
