@@ -15,6 +15,13 @@ namespace gradstate::cpu::GRADSTATE_ISA_NAMESPACE {
 // source pixels; larger ones run simpler code.
 constexpr std::int64_t max_vector_taps = 81;
 
+// Pixels of a plane of x and of y, and taps of the kernel.
+inline std::int64_t in_plane_of(const ConvParams& p) { return static_cast<std::int64_t>(p.in_h) * p.in_w; }
+inline std::int64_t out_plane_of(const ConvParams& p) { return static_cast<std::int64_t>(p.out_h) * p.out_w; }
+inline std::int64_t taps_of(const ConvParams& p) {
+  return static_cast<std::int64_t>(p.kernel_h) * p.kernel_w;
+}
+
 // The indices j in [0, count) with lead <= j * stride <= last, as [first, end) (first == end when there are
 // none): the output columns whose taps all read inside a row, or the input lines of a stride phase. The
 // bounds are rounded toward the inside, also for a negative lead or last.

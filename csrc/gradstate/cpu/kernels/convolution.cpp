@@ -374,9 +374,6 @@ void on_nhwc_copies(const ConvParams& p, const float* src, std::int64_t src_c, s
   transpose_images(dst_copy, p.batch, dst_plane, dst_c, dst);
 }
 
-std::int64_t in_plane_of(const ConvParams& p) { return static_cast<std::int64_t>(p.in_h) * p.in_w; }
-std::int64_t out_plane_of(const ConvParams& p) { return static_cast<std::int64_t>(p.out_h) * p.out_w; }
-
 // forward(p, x, w, b, y) of an NHWC kernel, on NHWC copies of x and y when the layout is NCHW.
 using NhwcForward = void (*)(const ConvParams&, const float*, const float*, const float*, float*);
 void forward_in_nhwc(NhwcForward forward, const ConvParams& p, const float* x, const float* w, const float* b,
@@ -658,8 +655,6 @@ void depthwise_on_nhwc_copies(const ConvParams& p, const float* src, std::int64_
     copy_block_to_nchw(block, dst_copy, dst_plane, dst);
   });
 }
-
-std::int64_t taps_of(const ConvParams& p) { return static_cast<std::int64_t>(p.kernel_h) * p.kernel_w; }
 
 }  // namespace
 

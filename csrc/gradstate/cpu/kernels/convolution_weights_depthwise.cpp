@@ -541,8 +541,7 @@ void depthwise_weights_gradient(const ConvParams& p, const float* dy, const floa
 // What a task of depthwise_weights_gradient_from_nchw holds per channel: its plane of x, of dy, then its dW
 // and db; and the vectors of channels a block needs (the sweeps take at least 2).
 std::int64_t nchw_floats_per_channel(const ConvParams& p) {
-  return static_cast<std::int64_t>(p.in_h) * p.in_w + static_cast<std::int64_t>(p.out_h) * p.out_w +
-         static_cast<std::int64_t>(p.kernel_h) * p.kernel_w + 1;
+  return in_plane_of(p) + out_plane_of(p) + taps_of(p) + 1;
 }
 constexpr std::int64_t nchw_min_vectors = 2;
 
@@ -556,9 +555,8 @@ bool depthwise_weights_gradient_from_nchw_applies(const ConvParams& p) {
 
 void depthwise_weights_gradient_from_nchw(const ConvParams& p, const float* dy, const float* x, float* dw,
                                           float* db, bool accumulate) {
-  const std::int64_t channels = p.out_c, taps = static_cast<std::int64_t>(p.kernel_h) * p.kernel_w;
-  const std::int64_t in_plane = static_cast<std::int64_t>(p.in_h) * p.in_w,
-                     out_plane = static_cast<std::int64_t>(p.out_h) * p.out_w;
+  const std::int64_t channels = p.out_c, taps = taps_of(p), in_plane = in_plane_of(p),
+                     out_plane = out_plane_of(p);
   const std::int64_t dw_size = channels * taps, part = dw_size + channels;
   const Memory partials_memory(sizeof(float) * p.batch * part);
   float* partials = partials_memory.floats();
