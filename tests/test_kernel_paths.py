@@ -1,10 +1,10 @@
 """Shapes that steer the CPU kernels down each of their paths and through each of their tails.
 
 The weight gradient has five paths on NHWC data (NCHW layers run them on NHWC copies of x and dy, whole
-images, at most 8 MiB or one, at a time, but for depthwise layers at stride 1 with output rows of at least 32
-values and kernels of at most 7 columns, which take their planes in place, depthwise layers at stride 2
-of at least 2 vectors of channels, which copy one image's block of channels at a time, and 1x1 layers, see
-below):
+images, at most 8 MiB or one, at a time, but for depthwise layers of at least 2 vectors of channels, which
+copy one image's block of channels at a time where the blocks make at least 8 tasks, the other depthwise
+layers at stride 1 with output rows of at least 32 values and kernels of at most 7 columns, which take their
+planes in place, and 1x1 layers, see below):
 Winograd's F(2x2, 3x3) for dense 3x3 stride-1 layers, up to 8 MiB of transformed gradient dU in 8 or fewer
 work items (parts of the tiles times groups of output channels) that each run their tiles in blocks, or, from
 1 MiB of dU on (past 8 MiB too) where the transformed tiles take at most 16 MiB, all tiles transformed up
@@ -204,7 +204,7 @@ CONV_PATHS = [
     pytest.param((2, 9, 8, 32, 4, 3, 2, 1, 1, 1), id="dx_phases_4_outputs"),
     pytest.param((2, 13, 11, 37, 37, 3, 2, 1, 37, 1), id="depthwise37_stride2_pad1"),
     # NCHW depthwise layers copy blocks of channels, whole vectors of them, of about 64 Ki floats into NHWC
-    # and run the NHWC kernels there, where the blocks make at least 8 tasks: dW at stride 2 in blocks of at
+    # and run the NHWC kernels there, where the blocks make at least 8 tasks: dW at any stride in blocks of at
     # least 2 vectors, dx at strides above 1 and the forward pass of layers with short rows (so dx at stride
     # 1 too) in blocks of at least one. On AVX2, dW in blocks of 16 and 28 channels (the last with the
     # channels past the last whole vector), and of 16, 16 and 18 in a layer padded on the right and below
@@ -213,6 +213,11 @@ CONV_PATHS = [
     pytest.param((4, 40, 40, 44, 44, 3, 2, 1, 44, 1), id="depthwise44_nchw_blocks_of_16_28"),
     pytest.param((3, 48, 47, 50, 50, 3, 2, 1, 50, (0, 1, 0, 2)), id="depthwise50_nchw_blocks_of_16_16_18"),
     pytest.param((4, 20, 20, 72, 72, 3, 2, 1, 72, 1), id="depthwise72_nchw_blocks_at_every_width"),
+    # dW at stride 1 in blocks too: of 16 and 28 channels on AVX2 (one block, too few tasks, on AVX-512: the
+    # planes); and all 36 channels in one block per image, a dilated 5x5 kernel over rows too short for the
+    # planes.
+    pytest.param((4, 40, 40, 44, 44, 3, 1, 1, 44, 1), id="depthwise44_nchw_blocks_stride1"),
+    pytest.param((8, 21, 19, 36, 36, 5, 1, 2, 36, "same"), id="depthwise36_nchw_blocks_5x5_dilation2"),
     # Too few tasks in blocks (2 for dW, 4 for dx): whole copies.
     pytest.param((1, 20, 20, 32, 32, 3, 2, 1, 32, 1), id="depthwise32_nchw_few_blocks"),
     # Padding on the right only and a stride wider than the image: no output column is free of padding.
@@ -269,8 +274,8 @@ CONV_PATHS = [
     pytest.param((2, 7, 8, 37, 37, 1, 3, 1, 37, 0), id="depthwise37_1x1_stride3_unread_dx"),
     pytest.param((1, 1, 1, 16, 16, 3, 4, 1, 16, 3), id="depthwise16_no_readers"),
     # 2^21 output values: the forward pass streams its stores past the caches; so does dx at stride 2, with
-    # 2^21 input values. In NCHW the weight gradient copies x and dy into NHWC one image (8 MiB or more) at
-    # a time, each adding to the dW and db of the one before.
+    # 2^21 input values. In NCHW the weight gradient of the 256-channel layers takes blocks of channels
+    # (above), that of the 48-channel layer, too few blocks, its planes (below).
     pytest.param((2, 64, 64, 256, 256, 3, 1, 1, 256, "same"), id="depthwise256_streamed_output"),
     # Streamed with 48 channels: three vectors at AVX-512 (a pair and then one), six at AVX2 (three pairs).
     pytest.param((1, 210, 211, 48, 48, 3, 1, 1, 48, "same"), id="depthwise48_streamed_output"),
@@ -278,20 +283,23 @@ CONV_PATHS = [
     # NCHW at stride 1 with at least 2^21 input values: the plane kernel (zero-padded rows, blocks of 8
     # vectors along the output row, then one block of the vectors left), here with rows of 61, 70 and 65
     # outputs (a partial last vector at AVX2 and AVX-512), dilation 2 and asymmetric padding, a 7x7 kernel, a
-    # 1x1 kernel; the forward pass also gives dx. Small inputs take it too when their output rows are at
-    # least 32 values long: 76 outputs are 10 vectors at AVX2 and 5 at AVX-512, the last partial.
+    # 1x1 kernel; the forward pass also gives dx (their weight gradient takes blocks of channels, above).
+    # Small inputs take it too when their output rows are at least 32 values long: 76 outputs are 10 vectors
+    # at AVX2 and 5 at AVX-512, the last partial.
     pytest.param((1, 67, 62, 512, 512, 3, 1, 2, 512, (2, 1, 0, 3)), id="depthwise512_planes_dilation2"),
     pytest.param((1, 64, 70, 480, 480, 7, 1, 1, 480, "same"), id="depthwise480_planes_7x7"),
     pytest.param((2, 33, 65, 512, 512, 1, 1, 1, 512, 0), id="depthwise512_planes_1x1"),
     pytest.param((2, 6, 75, 24, 24, 3, 1, 1, 24, (1, 0, 2, 1)), id="depthwise24_planes_long_rows"),
-    # The weight gradient in NCHW takes the planes of rows of at least 32 values too, one channel through all
-    # the images, for kernels of up to 7 columns (above: 1, 3 and 7, dilated, with a rest past the whole
-    # vectors of 61, 65, 70 and 76 outputs at AVX2 and AVX-512; here 2, 4, 5 and 6); 9 columns go through NHWC
-    # copies.
+    # The weight gradient in NCHW takes the planes of rows of at least 32 values too where blocks of channels
+    # do not (fewer than 2 vectors of channels, or fewer than 8 blocks), one channel through all the images,
+    # for kernels of up to 7 columns (above: 3 columns, 76 outputs; here 1 to 7, with a rest past the whole
+    # vectors of 41, 70, 38, 37, 40 and 45 outputs at AVX2 and AVX-512); 9 columns go through NHWC copies.
+    pytest.param((2, 4, 41, 16, 16, (3, 1), 1, 1, 16, 0), id="depthwise16_planes_1_column"),
     pytest.param((1, 5, 70, 16, 16, (3, 2), 1, 1, 16, "same"), id="depthwise16_planes_2_columns"),
     pytest.param((2, 4, 41, 16, 16, (1, 4), 1, 1, 16, 0), id="depthwise16_planes_4_columns"),
     pytest.param((1, 6, 37, 16, 16, (2, 5), 1, 2, 16, "same"), id="depthwise16_planes_5_columns"),
     pytest.param((1, 5, 40, 16, 16, (3, 6), 1, 1, 16, (1, 1, 3, 2)), id="depthwise16_planes_6_columns"),
+    pytest.param((1, 6, 45, 16, 16, (2, 7), 1, 1, 16, "same"), id="depthwise16_planes_7_columns"),
     pytest.param((1, 5, 70, 16, 16, (2, 9), 1, 1, 16, "same"), id="depthwise16_planes_9_columns"),
     # At strides above 1 the forward pass splits each padded row into its stride phases (the weight gradient
     # takes NHWC copies there, and dx gathers in NHWC): 39 outputs at stride 2, 32 at stride 3, dilation 2.

@@ -13,7 +13,8 @@ bool depthwise_nchw_forward_applies(const ConvParams& p);
 void depthwise_forward_nchw(const ConvParams& p, const float* x, const float* w, const float* b, float* y);
 
 // The weight gradient of depthwise NCHW layers at stride 1 with long output rows, kernels of at most
-// max_vector_taps taps and 7 columns: dw and db summed over the batch, added to them when accumulate.
+// max_vector_taps taps and 7 columns: dw and db summed over the batch, added to them when accumulate. (Those
+// that the NHWC sweeps take on blocks of channels, depthwise_weights_gradient_from_nchw, go there first.)
 bool depthwise_nchw_weights_gradient_applies(const ConvParams& p);
 
 void depthwise_weights_gradient_nchw(const ConvParams& p, const float* dy, const float* x, float* dw,

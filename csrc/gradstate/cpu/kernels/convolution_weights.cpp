@@ -450,12 +450,12 @@ void weights_gradient_on_nhwc_copies(const ConvParams& p, const float* dy, const
 void convolution_weights_gradient(const ConvParams& p, const float* dy, const float* x, float* dw, float* db,
                                   bool accumulate) {
   const std::int64_t og = p.out_c / p.groups, ig = p.in_c / p.groups;
+  if (depthwise_weights_gradient_from_nchw_applies(p))
+    return depthwise_weights_gradient_from_nchw(p, dy, x, dw, db, accumulate);
   if (depthwise_nchw_weights_gradient_applies(p))
     return depthwise_weights_gradient_nchw(p, dy, x, dw, db, accumulate);
   if (pointwise_nchw_weights_gradient_applies(p))
     return pointwise_weights_gradient_nchw(p, dy, x, dw, db, accumulate);
-  if (depthwise_weights_gradient_from_nchw_applies(p))
-    return depthwise_weights_gradient_from_nchw(p, dy, x, dw, db, accumulate);
   if (p.layout == Layout::NCHW) return weights_gradient_on_nhwc_copies(p, dy, x, dw, db, accumulate);
   // Groups of a few channels leave most of a GEMM tile empty; vectors across groups fill them.
   if (winograd_weights_gradient_applies(p)) {

@@ -18,9 +18,9 @@ void in_place_weights_gradient(const ConvParams& p, const float* dy, const float
 bool depthwise_weights_gradient_applies(const ConvParams& p);
 void depthwise_weights_gradient(const ConvParams& p, const float* dy, const float* x, float* dw, float* db,
                                 bool accumulate);
-// The same sweeps for NCHW layers those apply to when in NHWC, depthwise at stride 2 both ways, where blocks
-// of 2 or more vectors of channels make enough tasks: a task copies one image's block of channels of x and
-// dy into NHWC (depthwise_nchw_blocks.h) and sweeps all its rows there.
+// The same sweeps for NCHW depthwise layers those apply to when in NHWC, where blocks of 2 or more vectors
+// of channels make enough tasks: a task copies one image's block of channels of x and dy into NHWC
+// (depthwise_nchw_blocks.h) and sweeps all its rows there.
 bool depthwise_weights_gradient_from_nchw_applies(const ConvParams& p);
 void depthwise_weights_gradient_from_nchw(const ConvParams& p, const float* dy, const float* x, float* dw,
                                           float* db, bool accumulate);
