@@ -216,7 +216,8 @@ def test_nan_and_inf_in_x_propagate(layout, rng):
 def test_inf_in_x_reaches_only_the_depthwise_taps_that_read_it(layout, rng):
     """With no padding x's last column is read by the last kernel column only: an Inf there leaves the
     other columns' weight gradients finite. Rows of 75 outputs are whole vectors and a rest at every vector
-    level; in NCHW they take the plane kernel, whose rest must not multiply dy by pixels its taps skip."""
+    level; in NCHW they take the plane kernel (blocks of channels at the scalar level), whose rest must not
+    multiply dy by pixels its taps skip."""
     case = ConvCase(rng, 2, 6, 77, 24, 24, 3, groups=24, padding=0)
     case.x[0, 2, -1, 5] = np.inf
     case.y_ref = ref.conv2d(case.x, case.w, case.b, 1, 1, 24, case.pads)

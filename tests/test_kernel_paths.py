@@ -214,8 +214,8 @@ CONV_PATHS = [
     pytest.param((3, 48, 47, 50, 50, 3, 2, 1, 50, (0, 1, 0, 2)), id="depthwise50_nchw_blocks_of_16_16_18"),
     pytest.param((4, 20, 20, 72, 72, 3, 2, 1, 72, 1), id="depthwise72_nchw_blocks_at_every_width"),
     # dW at stride 1 in blocks too: of 16 and 28 channels on AVX2 (one block, too few tasks, on AVX-512: the
-    # planes); and all 36 channels in one block per image, a dilated 5x5 kernel over rows too short for the
-    # planes.
+    # planes); and a dilated 5x5 kernel over rows too short for the planes, in blocks of 16 and 20 channels
+    # on AVX2 and one of all 36 on AVX-512.
     pytest.param((4, 40, 40, 44, 44, 3, 1, 1, 44, 1), id="depthwise44_nchw_blocks_stride1"),
     pytest.param((8, 21, 19, 36, 36, 5, 1, 2, 36, "same"), id="depthwise36_nchw_blocks_5x5_dilation2"),
     # Too few tasks in blocks (2 for dW, 4 for dx): whole copies.
@@ -292,9 +292,14 @@ CONV_PATHS = [
     pytest.param((2, 6, 75, 24, 24, 3, 1, 1, 24, (1, 0, 2, 1)), id="depthwise24_planes_long_rows"),
     # The weight gradient in NCHW takes the planes of rows of at least 32 values too where blocks of channels
     # do not (fewer than 2 vectors of channels, or fewer than 8 blocks), one channel through all the images,
-    # for kernels of up to 7 columns (above: 3 columns, 76 outputs; here 1 to 7, with a rest past the whole
-    # vectors of 41, 70, 38, 37, 40 and 45 outputs at AVX2 and AVX-512); 9 columns go through NHWC copies.
-    pytest.param((2, 4, 41, 16, 16, (3, 1), 1, 1, 16, 0), id="depthwise16_planes_1_column"),
+    # for kernels of up to 7 columns (above: 3 columns, 76 outputs; here 1 to 7 columns over 137, 70, 38, 37,
+    # 40 and 45 outputs, 8 vectors summed at once and a rest; 137 outputs, past 8 whole vectors at AVX-512
+    # too, for the single column's sums); 9 columns go through NHWC copies. At the scalar level blocks need 2
+    # channels, so the 16-channel layers take them; those of 3 and 6 channels (too few blocks) take the
+    # planes at every level.
+    pytest.param((2, 4, 137, 16, 16, (3, 1), 1, 1, 16, 0), id="depthwise16_planes_1_column"),
+    pytest.param((2, 4, 137, 3, 3, (3, 1), 1, 1, 3, 0), id="depthwise3_planes_1_column"),
+    pytest.param((1, 5, 70, 6, 6, (3, 5), 1, 2, 6, "same"), id="depthwise6_planes_5_columns_dilation2"),
     pytest.param((1, 5, 70, 16, 16, (3, 2), 1, 1, 16, "same"), id="depthwise16_planes_2_columns"),
     pytest.param((2, 4, 41, 16, 16, (1, 4), 1, 1, 16, 0), id="depthwise16_planes_4_columns"),
     pytest.param((1, 6, 37, 16, 16, (2, 5), 1, 2, 16, "same"), id="depthwise16_planes_5_columns"),
@@ -374,11 +379,12 @@ ACCUMULATE_PATHS = [
     pytest.param((1, 12, 12, 8, 13, 3, 1, 1, 1, "same"), id="gemm_one_segment"),
     pytest.param((2, 40, 40, 8, 8, 3, 1, 1, 1, "same"), id="gemm_pixel_segments"),
     pytest.param((3, 9, 8, 37, 37, 3, 1, 1, 37, "same"), id="depthwise"),
-    # In NCHW, rows of 40 values: the planes' sums added to dW and db.
-    pytest.param((3, 5, 40, 16, 16, 3, 1, 1, 16, "same"), id="depthwise_planes"),
-    # In NCHW at stride 2, copies of blocks of channels: each image's blocks make its partial, the partials'
-    # sum is added.
+    # In NCHW, rows of 40 values: the planes' sums added to dW and db (4 channels: at every level).
+    pytest.param((3, 5, 40, 4, 4, 3, 1, 1, 4, "same"), id="depthwise_planes"),
+    # In NCHW at stride 2 and 1, copies of blocks of channels (on AVX2): each image's blocks make its
+    # partial, the partials' sum is added.
     pytest.param((4, 20, 20, 32, 32, 3, 2, 1, 32, 1), id="depthwise_nchw_blocks"),
+    pytest.param((4, 20, 20, 32, 32, 3, 1, 1, 32, 1), id="depthwise_nchw_blocks_stride1"),
     # In NCHW, 1x1 on planes of 256 pixels: dW^T's sums added to dW, the planes' sums of dy to db.
     pytest.param((2, 16, 16, 13, 20, 1, 1, 1, 1, 0), id="pointwise_nchw"),
     # Winograd's weight gradient: dU summed over the tiles, transformed, then added to dW; or with few tiles,

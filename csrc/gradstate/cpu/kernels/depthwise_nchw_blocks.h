@@ -1,7 +1,8 @@
-// Depthwise NCHW layers that the NHWC kernels serve better than the NCHW ones (strides above 1, short rows)
-// run them on NHWC copies of one image's block of channels at a time, about 256 KiB where the channels allow,
-// so that the copies stay in the L2 cache. Whole images copied into NHWC order went through memory: the
-// kernel read x (or dy) three times and wrote it twice instead of reading it once.
+// Depthwise NCHW layers that the NHWC kernels serve better than the NCHW ones (the weight gradient, and the
+// forward pass and dx at strides above 1 or with short rows) run them on NHWC copies of one image's block of
+// channels at a time, about 256 KiB where the channels allow, so that the copies stay in the L2 cache. Whole
+// images copied into NHWC order went through memory: the kernel read x (or dy) three times and wrote it twice
+// instead of reading it once.
 #pragma once
 
 #include <cstdint>
@@ -24,6 +25,11 @@ constexpr std::int64_t nchw_block_tasks = 16;
 // with fewer tasks than threads some would idle, and whole copies, whose kernel spreads its own tasks over
 // the threads, serve better (a batch of one image of 16 channels would take a single thread).
 constexpr std::int64_t nchw_least_block_tasks = 8;
+// The most floats a block may hold, where blocks of the fewest vectors allowed are larger than
+// nchw_block_floats: 2 MiB, so that the scratch a thread keeps stays bounded on large planes (other paths
+// take those: whole copies of at most 8 MiB, or the planes in place). Blocks of 16 channels of 112x112
+// planes, 1.6 MiB, still ran faster than either (8x64x112x112 dW 3.4 -> 2.8 ms on 2 threads).
+constexpr std::int64_t nchw_max_block_floats = 8 * nchw_block_floats;
 // The copies' scratch slot, apart from the kernels' (see thread_scratch).
 constexpr int nchw_copies_slot = 1;
 
@@ -44,10 +50,19 @@ inline std::int64_t nchw_blocks_per_image(const ConvParams& p, std::int64_t floa
   return max_of<std::int64_t>(1, min_of(channels / lanes / min_vectors, wanted));
 }
 
-// Whether the blocks make enough tasks (nchw_least_block_tasks).
+// The first channel of block b of `blocks` over `vectors` whole vectors of channels: the blocks share the
+// vectors as evenly as whole vectors allow, the last taking the most and the channels past the last vector.
+inline std::int64_t nchw_block_first(std::int64_t b, std::int64_t blocks, std::int64_t vectors) {
+  return b * vectors / blocks * lanes;
+}
+
+// Whether the blocks make enough tasks (nchw_least_block_tasks) and the largest, the last, holds at most
+// nchw_max_block_floats.
 inline bool nchw_blocks_apply(const ConvParams& p, std::int64_t floats_per_channel,
                               std::int64_t min_vectors) {
-  return p.batch * nchw_blocks_per_image(p, floats_per_channel, min_vectors) >= nchw_least_block_tasks;
+  const std::int64_t channels = p.out_c, blocks = nchw_blocks_per_image(p, floats_per_channel, min_vectors);
+  const std::int64_t last = channels - nchw_block_first(blocks - 1, blocks, channels / lanes);
+  return p.batch * blocks >= nchw_least_block_tasks && last * floats_per_channel <= nchw_max_block_floats;
 }
 
 // Calls task(block, scratch) for each image and block of channels of the depthwise NCHW layer p, a task each,
@@ -60,8 +75,8 @@ void for_each_nchw_block(const ConvParams& p, std::int64_t floats_per_channel, s
   const std::int64_t channels = p.out_c, vectors = channels / lanes;
   const std::int64_t blocks = nchw_blocks_per_image(p, floats_per_channel, min_vectors);
   parallel_for(p.batch * blocks, [&](std::int64_t t) {
-    const std::int64_t b = t % blocks, first = b * vectors / blocks * lanes;
-    const std::int64_t end = b + 1 == blocks ? channels : (b + 1) * vectors / blocks * lanes;
+    const std::int64_t b = t % blocks, first = nchw_block_first(b, blocks, vectors);
+    const std::int64_t end = b + 1 == blocks ? channels : nchw_block_first(b + 1, blocks, vectors);
     NchwBlock block{t / blocks, first, end - first, channels, p};
     block.params.layout = Layout::NHWC, block.params.batch = 1;
     block.params.in_c = block.params.out_c = block.params.groups = static_cast<std::int32_t>(block.count);
