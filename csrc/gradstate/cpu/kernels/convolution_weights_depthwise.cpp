@@ -545,9 +545,8 @@ std::int64_t nchw_floats_per_channel(const ConvParams& p) {
 }
 constexpr std::int64_t nchw_min_vectors = 2;
 
-// At any stride: at stride 1 too the blocks beat the planes in place (convolution_depthwise_nchw.cpp), whose
-// reads of each plane's rows, one channel at a time, the prefetchers follow less well than the blocks'
-// copies. Measured on AVX2, 2 threads, medians, planes -> blocks: 8x128x56x56 3x3 1.58-1.79 -> 1.26-1.31 ms,
+// At any stride: at stride 1 too the blocks beat the planes in place (convolution_depthwise_nchw.cpp).
+// Measured on AVX2, 2 threads, medians, planes -> blocks: 8x128x56x56 3x3 1.58-1.79 -> 1.26-1.31 ms,
 // 8x64x112x112 3x3 3.36-3.56 -> 2.76-2.97 ms, 8x96x56x56 5x5 2.47-2.50 -> 2.11-2.17 ms; and layers with
 // short rows, through whole NHWC copies before: 8x512x14x14 3x3 0.57 -> 0.34 ms, 1x256x28x28 5x5 0.32 ->
 // 0.19 ms.
