@@ -2,9 +2,9 @@
 
 The weight gradient has five paths on NHWC data (NCHW layers run them on NHWC copies of x and dy, whole
 images, at most 8 MiB or one, at a time, but for depthwise layers of at least 2 vectors of channels, which
-copy one image's block of channels at a time where the blocks make at least 8 tasks, the other depthwise
-layers at stride 1 with output rows of at least 32 values and kernels of at most 7 columns, which take their
-planes in place, and 1x1 layers, see below):
+copy one image's block of channels at a time where the blocks make at least 8 tasks and hold at most 2 MiB
+each, the other depthwise layers at stride 1 with output rows of at least 32 values and kernels of at most 7
+columns, which take their planes in place, and 1x1 layers, see below):
 Winograd's F(2x2, 3x3) for dense 3x3 stride-1 layers, up to 8 MiB of transformed gradient dU in 8 or fewer
 work items (parts of the tiles times groups of output channels) that each run their tiles in blocks, or, from
 1 MiB of dU on (past 8 MiB too) where the transformed tiles take at most 16 MiB, all tiles transformed up
