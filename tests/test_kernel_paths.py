@@ -18,8 +18,9 @@ kernel row, in the widest blocks of 8, 4 or 2 vectors of channels (4 or 2 on AVX
 pixels reading zeros (3x3 at stride 1 or 2 without dilation on AVX-512 and NEON: sweeps of two output rows,
 one vector of channels, in bands of an even number of rows but for the last; on AVX2 and at the scalar level,
 sweeps of one output row with all 9 taps, in groups of 4 pixels, all channels of a group in turn, and on AVX2
-the same sweeps for 3x3 layers at stride 1 or 2 without dilation, of at least 16 channels, with 2 or 4
-channels in and out per group, once per channel of a group); and "vectors across groups" for the other small
+the same sweeps for 3x3 layers at stride 1 or 2 without dilation, of at least 16 channels, with 2 channels
+in and out per group, once per channel of a group, and with 4, sweeps of outer products a group at a time over
+copies of the rows of x); and "vectors across groups" for the other small
 groups (at most 8 output and 8 input channels per group), which sweeps the taps 9 at a time. The forward pass
 of 1x1 stride-1 layers without padding in NCHW is a GEMM per image on the tensors as they lie, and so is their
 weight gradient for planes of at least 256 pixels (with dy copied into NHWC). The forward pass of dense 3x3
@@ -342,11 +343,13 @@ CONV_PATHS = [
     pytest.param((2, 11, 10, 24, 24, 3, 2, 1, 6, 1), id="grouped_vectors_dx_stride2"),
     pytest.param((2, 13, 12, 12, 18, 3, 3, 2, 6, (2, 1, 0, 3)), id="grouped_vectors_dx_stride3_dilation2"),
     # The weight gradient of 3x3 layers at stride 1 or 2 with 2 or 4 channels in and out per group: on AVX2,
-    # the depthwise sweeps of groups of 4 pixels, once per channel of a group (2 channels per group at
-    # stride 1, and at stride 2 with a partial last block of lanes and padding only at the top and left; 4
-    # over 32 blocks of lanes at stride 2; 4 with a partial last block; 4 on rows of 3 pixels, too few for a
-    # group; 4 under rows of padding only; 4 at stride 2 with a left padding over 5 of a group's 9 columns;
-    # 4 with a first group of pixels that reads the padding alone).
+    # the depthwise sweeps of groups of 4 pixels once per channel of a group (2 per group), or the sweeps of
+    # outer products over a ring of copied rows of x (4 per group). 2 channels per group at stride 1, and at
+    # stride 2 with a partial last block of lanes and padding only at the top and left; 4: over 64 groups
+    # at stride 2; 9 groups (a partial last block of lanes for 2 per group); on rows of 3 pixels; under rows
+    # of padding only; at stride 2 with a left padding over 5 of 9 columns; with a first pixel that reads the
+    # padding alone; in bands of 3 rows (each starting the ring anew); and at stride 2 in bands of 2 rows
+    # over rows of bottom padding, each output row copying two new rows of x.
     pytest.param((2, 6, 11, 16, 16, 3, 1, 1, 8, 1), id="grouped_sweeps_2_2"),
     pytest.param((1, 6, 5, 256, 256, 3, 2, 1, 64, 1), id="grouped_sweeps_4_4_stride2_32_blocks"),
     pytest.param((1, 9, 13, 20, 20, 3, 2, 1, 10, (2, 0, 2, 0)), id="grouped_sweeps_2_2_stride2"),
@@ -355,6 +358,8 @@ CONV_PATHS = [
     pytest.param((1, 6, 9, 16, 16, 3, 1, 1, 4, (4, 0, 1, 1)), id="grouped_sweeps_4_4_rows_of_padding"),
     pytest.param((2, 5, 17, 16, 16, 3, 2, 1, 4, (1, 1, 5, 0)), id="grouped_sweeps_4_4_stride2_wide_left"),
     pytest.param((1, 5, 4, 16, 16, 3, 1, 1, 4, (1, 1, 7, 0)), id="grouped_sweeps_4_4_group_in_padding"),
+    pytest.param((1, 37, 7, 32, 32, 3, 1, 1, 8, 1), id="grouped_sweeps_4_4_bands_of_3"),
+    pytest.param((1, 41, 9, 32, 32, 3, 2, 1, 8, (1, 2, 0, 1)), id="grouped_sweeps_4_4_s2_bottom_padding"),
     # dx's stride phases: a 1x1 kernel at stride 2 leaves the odd rows and columns unread (phases with no
     # taps), a 5x5 kernel at strides (1, 3) reads each column by one or two taps.
     pytest.param((2, 9, 9, 16, 16, 1, 2, 1, 4, 0), id="grouped_vectors_dx_1x1_stride2_unread"),

@@ -1,6 +1,6 @@
 // The weight gradient of depthwise layers in NHWC: dW[c, kh, kw] = sum over output pixels of
 // dy[pixel, c] * x[the pixel's tap (kh, kw), c], and db[c] = sum of dy[pixel, c]; and on AVX2, of small
-// groups with as many channels in as out (see sweep_row_in_groups).
+// groups with as many channels in as out (see sweep_row_in_groups and sweep_outer).
 //
 // Channels lie contiguous in dy and x, so vectors run across channels and nothing is packed. An output row
 // is swept once per kernel row, chunk of at most sweep_taps of its taps, and block of V vectors of channels
@@ -321,14 +321,12 @@ void sweep_band_in_pairs(const Geometry& geo, const float* dy, const float* x, s
 // take 15 registers. A group reads its pixels of x and dy whole, all their channels before the next group,
 // in the order they lie in memory, and asks for the lines the next row reads first (LinesAhead).
 //
-// Layers with groups of Group channels in and out (2 or 4: Group divides the lanes, so a vector holds whole
-// groups, and the shuffle below stays within 128-bit lanes; groups of 8 need one across them, and measured
-// 1.6-2x slower than packing) take the same sweeps, once for each channel j of a group: dy's vector shuffled
-// so that every lane holds channel j of its own group (group_mask), times x at the lane's own channel, sums
-// dW[group's first + j, tap, lane's channel in its group]. The sweeps for j = 1, 2, ... find the group's
-// columns of x in L1, so x and dy are read from memory once, as for depthwise layers, and nothing is packed
-// (grp3x3_g32's dW, groups of 4, AVX2, 2 threads: 0.65-0.81 ms packed as other small groups are, 0.57-0.60 ms
-// here).
+// Layers with groups of 2 channels in and out take the same sweeps, once for each channel j of a group: dy's
+// vector shuffled so that every lane holds channel j of its own group (group_mask), times x at the lane's own
+// channel, sums dW[group's first + j, tap, lane's channel in its group]. The sweep for j = 1 finds the
+// group's columns of x in L1, so x and dy are read from memory once, as for depthwise layers, and nothing is
+// packed. (Groups of 4 took these sweeps too before the outer products below; groups of 8 would need a
+// shuffle across 128-bit lanes, and measured 1.6-2x slower than packing.)
 constexpr int group_pixels = 4;
 constexpr int group_span = (group_pixels - 1) * 2 + pair_kernel;  // the columns a group reads, at most
 
@@ -478,6 +476,161 @@ void sweep_band_in_groups(const Geometry& geo, const float* dy, const float* x, 
   write_part(p, lanes, Group, sums, part);
 }
 
+// Groups of 4 channels in and out (AVX2) take sweeps of outer products instead: the sweeps of groups of
+// pixels above, once per channel j of a group, load and store the sums of the 9 taps for every group of 4
+// pixels (31 loads and 9 stores per 36 products), and the loads and stores, not the products, bound them.
+// Here lane l of vector h of a tap sums dy at channel j = h * outer_j + l / 4 of a group times x at channel
+// i = l % 4, so a group's dW for a tap, its 4 x 4 sums, takes 4 / outer_j vectors (2 on AVX2). x's 4 channels
+// are repeated across a vector (one broadcast load) and dy's spread in blocks of 4 lanes (one broadcast load
+// and a shuffle per vector). A sweep runs along an output row for one group with its sums in registers:
+// those of kernel rows 0 and 1 (12 vectors: 12 products per pixel from 7 loads), then those of kernel row 2
+// and of dy (6 products from 4 loads).
+//
+// The sweeps read x from copies of its rows, each group's columns contiguous and zeros for the padding: in
+// place, a group's 16 bytes of each pixel lie a whole pixel apart, so that a row's lines crowd a few sets of
+// L1 (a pixel of 128 channels is 512 bytes apart: 8 sets), and border pixels would need code of their own. A
+// row of x is copied once, into a ring of 3 rows that the next output rows read too. grp3x3_g32's dW on one
+// thread: 1.06-1.08 ms (min) in the sweeps of groups of pixels, 0.95-0.97 ms here; on 2 threads 0.53 ->
+// 0.48 ms. Tried and slower: sweeps of all 9 taps for one vector h at a time (1.10 ms); copies of x spread
+// for each h, with dy read in place (1.4-2.1 ms: 4 times the stores), or of dy spread too (1.2 ms); the next
+// rows' copies made a group at a time between the sweeps (1.36 ms).
+constexpr int outer_group = 4;
+constexpr int outer_j = lanes >= outer_group ? lanes / outer_group : 1;  // channels j of dy per vector
+constexpr int outer_vectors = outer_group / outer_j;                     // vectors per tap
+// Per group: 9 taps of outer_vectors vectors, then a vector of sums of dy.
+constexpr std::int64_t outer_group_floats = (pair_kernel * pair_kernel * outer_vectors + 1) * lanes;
+
+// The shuffle mask that spreads a vector holding dy's 4 channels of a group repeated: lane l takes channel
+// h * outer_j + l / 4.
+inline VecIndex spread_mask(int h) {
+  VecIndex mask;
+  for (int l = 0; l < lanes; ++l) mask[l] = l - l % outer_group + h * outer_j + l / outer_group;
+  return mask;
+}
+
+// The columns of x that an output row's taps read: from input column input_col(0, 0) on.
+std::int64_t outer_columns(const ConvParams& p) { return (p.out_w - 1) * p.stride_x + pair_kernel; }
+
+// Row ih of image n of x into `row`: for each group, its 4 channels of each column read (zeros in the
+// padding), column after column.
+void copy_row_outer(const Geometry& geo, const float* x, std::int64_t n, std::int64_t ih, float* row) {
+  const std::int64_t columns = outer_columns(geo.p), groups = geo.p.in_c / outer_group;
+  for (std::int64_t q = 0; q < columns; ++q) {
+    const std::int64_t iw = geo.input_col(0, 0) + q;
+    float* column = row + q * outer_group;
+    if (!geo.col_inside(iw)) {
+      for (std::int64_t g = 0; g < groups; ++g) std::memset(column + g * columns * outer_group, 0, 16);
+      continue;
+    }
+    const float* pixel = x + geo.x_offset(n, ih, iw, 0);
+    for (std::int64_t g = 0; g < groups; ++g)
+      std::memcpy(column + g * columns * outer_group, pixel + g * outer_group, sizeof(float) * outer_group);
+  }
+}
+
+// Kernel rows [r0, r0 + Rows) of output row oh of one group, whose copied rows of x are rows[r0], ...: sums
+// for those taps += the products, and with Db, the group's sums of dy += dy (lane l: channel l % 4). d: dy at
+// the group's first channel of the row's first pixel.
+template <int S, int Rows, bool Db>
+void sweep_outer(const Geometry& geo, const float* d, const float* const* rows, int r0, float* sums) {
+  constexpr int K = pair_kernel, H = outer_vectors;
+  Vec acc[Rows][K][H], db{};
+  float* first = sums + r0 * K * H * lanes;
+  float* db_sum = sums + K * K * H * lanes;
+  for (int r = 0; r < Rows; ++r)
+    for (int kw = 0; kw < K; ++kw)
+      for (int h = 0; h < H; ++h) acc[r][kw][h] = load(first + ((r * K + kw) * H + h) * lanes);
+  if constexpr (Db) db = load(db_sum);
+  const float* at[Rows];
+  for (int r = 0; r < Rows; ++r) at[r] = rows[r0 + r];
+  for (std::int64_t ow = 0; ow < geo.p.out_w; ++ow, d += geo.y.w) {
+    const Vec raw = repeat4(d);
+    if constexpr (Db) db += raw;
+    Vec dv[H];
+    for (int h = 0; h < H; ++h) dv[h] = __builtin_shuffle(raw, spread_mask(h));
+    for (int r = 0; r < Rows; ++r) {
+      for (int kw = 0; kw < K; ++kw) {
+        const Vec xv = repeat4(at[r] + kw * outer_group);
+        for (int h = 0; h < H; ++h) acc[r][kw][h] += dv[h] * xv;
+      }
+      at[r] += S * outer_group;
+      // Hides from the compiler that this pixel's columns kw + S are the next one's kw: kept in registers
+      // across pixels, they would push a sum out to memory, and each pixel would wait on its store.
+      asm("" : "+r"(at[r]));
+    }
+  }
+  for (int r = 0; r < Rows; ++r)
+    for (int kw = 0; kw < K; ++kw)
+      for (int h = 0; h < H; ++h) store(first + ((r * K + kw) * H + h) * lanes, acc[r][kw][h]);
+  if constexpr (Db) store(db_sum, db);
+}
+
+// part = dW[o][tap][i] then db[c] from the groups' sums.
+void write_outer_part(const ConvParams& p, const float* sums, float* part) {
+  constexpr int H = outer_vectors;
+  const std::int64_t channels = p.out_c, taps = static_cast<std::int64_t>(p.kernel_h) * p.kernel_w;
+  for (std::int64_t g = 0; g < channels / outer_group; ++g) {
+    const float* group_sums = sums + g * outer_group_floats;
+    for (std::int64_t t = 0; t < taps; ++t)
+      for (int h = 0; h < H; ++h)
+        for (int l = 0; l < lanes; ++l) {
+          const std::int64_t j = h * outer_j + l / outer_group, i = l % outer_group;
+          part[((g * outer_group + j) * taps + t) * outer_group + i] = group_sums[(t * H + h) * lanes + l];
+        }
+    for (int i = 0; i < outer_group; ++i)
+      part[channels * taps * outer_group + g * outer_group + i] = group_sums[taps * H * lanes + i];
+  }
+}
+
+// The band of output rows [oh_begin, oh_end) of image n at stride S, groups of 4 channels, in outer products:
+// part gets dW[o][tap][i] then db[c].
+template <int S>
+void sweep_band_outer(const Geometry& geo, const float* dy, const float* x, std::int64_t n,
+                      std::int64_t oh_begin, std::int64_t oh_end, float* part) {
+  constexpr int K = pair_kernel;
+  const ConvParams& p = geo.p;
+  const std::int64_t groups = p.out_c / outer_group, columns = outer_columns(p);
+  const std::int64_t sums_floats = groups * outer_group_floats, row_floats = columns * p.in_c;
+  const std::int64_t group_floats = columns * outer_group;  // of a copied row
+  // The sums, a row of zeros for rows in the padding, then the ring of copied rows.
+  float* sums = static_cast<float*>(thread_scratch(sizeof(float) * (sums_floats + (K + 1) * row_floats)));
+  std::memset(sums, 0, sizeof(float) * (sums_floats + row_floats));
+  const float* zero_row = sums + sums_floats;
+  float* ring = sums + sums_floats + row_floats;
+  std::int64_t ring_row[K] = {-1, -1, -1};  // the row of x each slot holds
+  for (std::int64_t oh = oh_begin; oh < oh_end; ++oh) {
+    const float* rows[K];
+    for (int r = 0; r < K; ++r) {
+      const std::int64_t ih = geo.input_row(oh, r);
+      if (!geo.row_inside(ih)) {
+        rows[r] = zero_row;
+        continue;
+      }
+      float* slot = ring + (ih % K) * row_floats;
+      if (ring_row[ih % K] != ih) copy_row_outer(geo, x, n, ih, slot);
+      ring_row[ih % K] = ih;
+      rows[r] = slot;
+    }
+    // While this row is swept, the lines of x and dy the next one reads first.
+    LinesAhead next_x, next_dy;
+    if (oh + 1 < oh_end) {
+      next_x = next_rows_ahead(geo, x, n, oh, groups);
+      next_dy = LinesAhead(dy + geo.y_offset(n, oh + 1, 0, 0), geo.y.h, groups);
+    }
+    const float* d = dy + geo.y_offset(n, oh, 0, 0);
+    for (std::int64_t g = 0; g < groups; ++g) {
+      next_x.next();
+      next_dy.next();
+      const float* group_rows[K];
+      for (int r = 0; r < K; ++r) group_rows[r] = rows[r] + g * group_floats;
+      float* group_sums = sums + g * outer_group_floats;
+      sweep_outer<S, 2, false>(geo, d + g * outer_group, group_rows, 0, group_sums);
+      sweep_outer<S, 1, true>(geo, d + g * outer_group, group_rows, 2, group_sums);
+    }
+  }
+  write_outer_part(p, sums, part);
+}
+
 // The channels per group of a layer the depthwise sweeps take: 1 (depthwise), or where the sweeps of
 // groups of pixels apply, a number of channels in and out that divides the lanes.
 std::int64_t channels_per_group(const ConvParams& p) { return p.in_c / p.groups; }
@@ -485,7 +638,8 @@ std::int64_t channels_per_group(const ConvParams& p) { return p.in_c / p.groups;
 using Band = void (*)(const Geometry&, const float*, const float*, std::int64_t, std::int64_t, std::int64_t,
                       float*);
 
-// The sweeps of a band in groups of pixels for `group` channels per group, or none.
+// The sweeps of a band for `group` channels per group: in groups of pixels for 1 or 2, of outer products
+// for 4; or none.
 template <int S>
 Band band_in_groups(std::int64_t group) {
   switch (group) {
@@ -494,7 +648,7 @@ Band band_in_groups(std::int64_t group) {
     case 2:
       return sweep_band_in_groups<S, 2>;
     case 4:
-      return sweep_band_in_groups<S, 4>;
+      return sweep_band_outer<S>;
     default:
       return nullptr;
   }

@@ -55,6 +55,19 @@ inline void stream_fence() {
 #endif
 }
 
+// Lane l holds p[l % 4]: 4 floats repeated across the vector, one broadcast load on AVX2. (Written as a loop
+// over the lanes, the compiler may gather the lanes one by one instead.)
+inline Vec repeat4(const float* p) {
+#if GRADSTATE_VECTOR_BYTES == 32 && defined(__AVX__)
+  const __m256 v = _mm256_broadcast_ps(reinterpret_cast<const __m128*>(p));
+  return reinterpret_cast<const Vec&>(v);
+#else
+  Vec v;
+  for (int l = 0; l < lanes; ++l) v[l] = p[l % 4];
+  return v;
+#endif
+}
+
 inline bool aligned(const float* p) { return reinterpret_cast<unsigned long long>(p) % sizeof(Vec) == 0; }
 
 // s - 0 is s for every s (s + 0 is not, for s = -0), so the compiler folds the subtraction away and
