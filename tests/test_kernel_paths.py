@@ -346,15 +346,16 @@ CONV_PATHS = [
     # the depthwise sweeps of groups of 4 pixels once per channel of a group (2 per group), or the sweeps of
     # outer products over a ring of copied rows of x (4 per group). 2 channels per group at stride 1, and at
     # stride 2 with a partial last block of lanes and padding only at the top and left; 4: over 64 groups
-    # at stride 2; 9 groups (a partial last block of lanes for 2 per group); on rows of 3 pixels; under rows
-    # of padding only; at stride 2 with a left padding over 5 of 9 columns; with a first pixel that reads the
-    # padding alone; in bands of 3 rows (each starting the ring anew); and at stride 2 in bands of 2 rows
-    # over rows of bottom padding, each output row copying two new rows of x.
+    # at stride 2; 9 groups; on rows of 3 pixels; on a single column; under rows of padding only; at stride
+    # 2 with a left padding of 5 columns; with a first pixel that reads the padding alone; in bands of 3 rows
+    # (each starting the ring anew); and at stride 2 in bands of 2 rows over rows of bottom padding, each
+    # output row copying two new rows of x.
     pytest.param((2, 6, 11, 16, 16, 3, 1, 1, 8, 1), id="grouped_sweeps_2_2"),
-    pytest.param((1, 6, 5, 256, 256, 3, 2, 1, 64, 1), id="grouped_sweeps_4_4_stride2_32_blocks"),
+    pytest.param((1, 6, 5, 256, 256, 3, 2, 1, 64, 1), id="grouped_sweeps_4_4_stride2_64_groups"),
     pytest.param((1, 9, 13, 20, 20, 3, 2, 1, 10, (2, 0, 2, 0)), id="grouped_sweeps_2_2_stride2"),
-    pytest.param((2, 5, 9, 36, 36, 3, 1, 1, 9, 1), id="grouped_sweeps_4_4_partial_block"),
+    pytest.param((2, 5, 9, 36, 36, 3, 1, 1, 9, 1), id="grouped_sweeps_4_4_9_groups"),
     pytest.param((2, 5, 3, 24, 24, 3, 1, 1, 6, 1), id="grouped_sweeps_4_4_short_rows"),
+    pytest.param((1, 7, 1, 16, 16, 3, 1, 1, 4, 1), id="grouped_sweeps_4_4_one_column"),
     pytest.param((1, 6, 9, 16, 16, 3, 1, 1, 4, (4, 0, 1, 1)), id="grouped_sweeps_4_4_rows_of_padding"),
     pytest.param((2, 5, 17, 16, 16, 3, 2, 1, 4, (1, 1, 5, 0)), id="grouped_sweeps_4_4_stride2_wide_left"),
     pytest.param((1, 5, 4, 16, 16, 3, 1, 1, 4, (1, 1, 7, 0)), id="grouped_sweeps_4_4_group_in_padding"),

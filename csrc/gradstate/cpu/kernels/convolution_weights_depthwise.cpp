@@ -2,7 +2,8 @@
 // dy[pixel, c] * x[the pixel's tap (kh, kw), c], and db[c] = sum of dy[pixel, c]; and on AVX2, of small
 // groups with as many channels in as out (see sweep_row_in_groups and sweep_outer).
 //
-// Channels lie contiguous in dy and x, so vectors run across channels and nothing is packed. An output row
+// Channels lie contiguous in dy and x, so vectors run across channels and nothing is packed (but for groups
+// of 4 channels, below). An output row
 // is swept once per kernel row, chunk of at most sweep_taps of its taps, and block of V vectors of channels
 // (up to 128 channels on AVX-512): pixel after pixel, so pixels of up to a block of channels are read whole,
 // in the order they lie in memory. (Sweeping a row once per 2 vectors of channels, at a stride of a whole
@@ -12,7 +13,8 @@
 // before it but for one new row of x or dy, and a single stream fetched on demand leaves the loads waiting on
 // memory (dw3x3_128 dW 1.06 -> 0.70-0.73 ms on 2 threads). 3x3 kernels at stride 1 or 2 without dilation
 // sweep two output rows at once instead (sweep_rows, below), or where the registers would not hold that,
-// one row in groups of pixels (sweep_row_in_groups), which also take small groups of channels on AVX2. A
+// one row in groups of pixels (sweep_row_in_groups), which also take groups of 2 channels on AVX2 (groups of
+// 4 take sweeps of outer products, sweep_outer). A
 // task takes a band of output rows of one image (or, for NCHW layers, all rows of one image's
 // block of channels, copied) and leaves a partial dW and db; the partials are summed in task order, so the
 // result does not depend on the thread count.
@@ -435,7 +437,8 @@ void sweep_row_in_groups(const Geometry& geo, const float* dy, const float* x, c
   };
   // Every block in turn at each group of pixels, so that x and dy are read in the order they lie. (Sweeping
   // the row once per block and channel j of a group, sums in registers, reads it a whole pixel apart:
-  // grp3x3_g32's dW on one thread took 1.65-2.2 ms that way, 1.1 ms this way.) With groups, the group's
+  // grp3x3_g32's dW, when it took these sweeps, on one thread took 1.65-2.2 ms that way, 1.1 ms this way.)
+  // With groups, the group's
   // columns are read again from L1 once for each channel j of a group.
   each_pixel_group([&](auto pixels, std::int64_t ow, auto column) {
     constexpr int P = decltype(pixels)::value;
@@ -489,14 +492,16 @@ void sweep_band_in_groups(const Geometry& geo, const float* dy, const float* x, 
 // The sweeps read x from copies of its rows, each group's columns contiguous and zeros for the padding: in
 // place, a group's 16 bytes of each pixel lie a whole pixel apart, so that a row's lines crowd a few sets of
 // L1 (a pixel of 128 channels is 512 bytes apart: 8 sets), and border pixels would need code of their own. A
-// row of x is copied once, into a ring of 3 rows that the next output rows read too. grp3x3_g32's dW on one
-// thread: 1.06-1.08 ms (min) in the sweeps of groups of pixels, 0.95-0.97 ms here; on 2 threads 0.53 ->
-// 0.48 ms. Tried and slower: sweeps of all 9 taps for one vector h at a time (1.10 ms); copies of x spread
-// for each h, with dy read in place (1.4-2.1 ms: 4 times the stores), or of dy spread too (1.2 ms); the next
-// rows' copies made a group at a time between the sweeps (1.36 ms).
+// band copies each row of x it reads once, into a ring of 3 rows that its next output rows read too.
+// grp3x3_g32's dW on one thread: 1.06-1.08 ms (min) in the sweeps of groups of pixels, 0.95-0.97 ms here; on
+// 2 threads 0.53 -> 0.48 ms. Tried and slower: sweeps of all 9 taps for one vector h at a time (1.10 ms);
+// copies of x spread for each h, with dy read in place (1.4-2.1 ms: 4 times the stores), or of dy spread too
+// (1.2 ms); the next rows' copies made a group at a time between the sweeps (1.36 ms).
 constexpr int outer_group = 4;
-constexpr int outer_j = lanes >= outer_group ? lanes / outer_group : 1;  // channels j of dy per vector
-constexpr int outer_vectors = outer_group / outer_j;                     // vectors per tap
+// Channels j of dy per vector (the 1 only keeps levels of fewer than 4 lanes, which never take these
+// sweeps, from dividing by zero).
+constexpr int outer_j = lanes >= outer_group ? lanes / outer_group : 1;
+constexpr int outer_vectors = outer_group / outer_j;  // vectors per tap
 // Per group: 9 taps of outer_vectors vectors, then a vector of sums of dy.
 constexpr std::int64_t outer_group_floats = (pair_kernel * pair_kernel * outer_vectors + 1) * lanes;
 
@@ -519,7 +524,8 @@ void copy_row_outer(const Geometry& geo, const float* x, std::int64_t n, std::in
     const std::int64_t iw = geo.input_col(0, 0) + q;
     float* column = row + q * outer_group;
     if (!geo.col_inside(iw)) {
-      for (std::int64_t g = 0; g < groups; ++g) std::memset(column + g * columns * outer_group, 0, 16);
+      for (std::int64_t g = 0; g < groups; ++g)
+        std::memset(column + g * columns * outer_group, 0, sizeof(float) * outer_group);
       continue;
     }
     const float* pixel = x + geo.x_offset(n, ih, iw, 0);
@@ -528,18 +534,18 @@ void copy_row_outer(const Geometry& geo, const float* x, std::int64_t n, std::in
   }
 }
 
-// Kernel rows [r0, r0 + Rows) of output row oh of one group, whose copied rows of x are rows[r0], ...: sums
+// Kernel rows [r0, r0 + Rows) of an output row of one group, whose copied rows of x are rows[r0], ...: sums
 // for those taps += the products, and with Db, the group's sums of dy += dy (lane l: channel l % 4). d: dy at
 // the group's first channel of the row's first pixel.
 template <int S, int Rows, bool Db>
 void sweep_outer(const Geometry& geo, const float* d, const float* const* rows, int r0, float* sums) {
   constexpr int K = pair_kernel, H = outer_vectors;
   Vec acc[Rows][K][H], db{};
-  float* first = sums + r0 * K * H * lanes;
+  float* row_sums = sums + r0 * K * H * lanes;
   float* db_sum = sums + K * K * H * lanes;
   for (int r = 0; r < Rows; ++r)
     for (int kw = 0; kw < K; ++kw)
-      for (int h = 0; h < H; ++h) acc[r][kw][h] = load(first + ((r * K + kw) * H + h) * lanes);
+      for (int h = 0; h < H; ++h) acc[r][kw][h] = load(row_sums + ((r * K + kw) * H + h) * lanes);
   if constexpr (Db) db = load(db_sum);
   const float* at[Rows];
   for (int r = 0; r < Rows; ++r) at[r] = rows[r0 + r];
@@ -561,7 +567,7 @@ void sweep_outer(const Geometry& geo, const float* d, const float* const* rows, 
   }
   for (int r = 0; r < Rows; ++r)
     for (int kw = 0; kw < K; ++kw)
-      for (int h = 0; h < H; ++h) store(first + ((r * K + kw) * H + h) * lanes, acc[r][kw][h]);
+      for (int h = 0; h < H; ++h) store(row_sums + ((r * K + kw) * H + h) * lanes, acc[r][kw][h]);
   if constexpr (Db) store(db_sum, db);
 }
 
@@ -597,7 +603,8 @@ void sweep_band_outer(const Geometry& geo, const float* dy, const float* x, std:
   std::memset(sums, 0, sizeof(float) * (sums_floats + row_floats));
   const float* zero_row = sums + sums_floats;
   float* ring = sums + sums_floats + row_floats;
-  std::int64_t ring_row[K] = {-1, -1, -1};  // the row of x each slot holds
+  std::int64_t ring_row[K];  // the row of x each slot holds
+  for (std::int64_t& row : ring_row) row = -1;
   for (std::int64_t oh = oh_begin; oh < oh_end; ++oh) {
     const float* rows[K];
     for (int r = 0; r < K; ++r) {
@@ -632,7 +639,7 @@ void sweep_band_outer(const Geometry& geo, const float* dy, const float* x, std:
 }
 
 // The channels per group of a layer the depthwise sweeps take: 1 (depthwise), or where the sweeps of
-// groups of pixels apply, a number of channels in and out that divides the lanes.
+// groups of pixels apply, 2 or 4 channels in and out (dividing the lanes).
 std::int64_t channels_per_group(const ConvParams& p) { return p.in_c / p.groups; }
 
 using Band = void (*)(const Geometry&, const float*, const float*, std::int64_t, std::int64_t, std::int64_t,
@@ -648,14 +655,15 @@ Band band_in_groups(std::int64_t group) {
     case 2:
       return sweep_band_in_groups<S, 2>;
     case 4:
-      return sweep_band_outer<S>;
+      if constexpr (lanes % outer_group == 0) return sweep_band_outer<S>;
+      return nullptr;
     default:
       return nullptr;
   }
 }
 
-// The sweeps of a band that a layer these sweeps apply to takes: two rows or groups of pixels where they
-// apply, else the widest block of channels that fits in the layer's channels.
+// The sweeps of a band that a layer these sweeps apply to takes: two rows, or groups of pixels (or outer
+// products) where they apply, else the widest block of channels that fits in the layer's channels.
 Band band_of(const ConvParams& p) {
   const std::int64_t channels = p.out_c, group = channels_per_group(p);
   if (pairs_apply(p)) return p.stride_x == 1 ? sweep_band_in_pairs<1> : sweep_band_in_pairs<2>;
