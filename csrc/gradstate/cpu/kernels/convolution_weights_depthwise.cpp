@@ -516,21 +516,56 @@ inline VecIndex spread_mask(int h) {
 // The columns of x that an output row's taps read: from input column input_col(0, 0) on.
 std::int64_t outer_columns(const ConvParams& p) { return (p.out_w - 1) * p.stride_x + pair_kernel; }
 
+// The mask that puts, of two vectors a and b of two groups' 4 channels each, group k's 4 channels of a
+// and then of b into one vector (8 lanes).
+inline VecIndex column_pair_mask(int k) {
+  VecIndex mask;
+  for (int l = 0; l < lanes; ++l) mask[l] = l / outer_group * lanes + k * outer_group + l % outer_group;
+  return mask;
+}
+
 // Row ih of image n of x into `row`: for each group, its 4 channels of each column read (zeros in the
-// padding), column after column.
+// padding), column after column. With 8 lanes, two columns at a time: one load of two groups from each
+// column gives, shuffled, each group's two columns, which lie side by side in the copy, in one store (half
+// the loads and stores of copying 4 floats at a time; grp3x3_g32's dW on one thread 1.00 -> 0.92-0.94 ms).
 void copy_row_outer(const Geometry& geo, const float* x, std::int64_t n, std::int64_t ih, float* row) {
   const std::int64_t columns = outer_columns(geo.p), groups = geo.p.in_c / outer_group;
-  for (std::int64_t q = 0; q < columns; ++q) {
+  const std::int64_t group_floats = columns * outer_group;  // of the copy
+  // Column q's pixel, or null in the padding.
+  const auto pixel_of = [&](std::int64_t q) -> const float* {
     const std::int64_t iw = geo.input_col(0, 0) + q;
-    float* column = row + q * outer_group;
-    if (!geo.col_inside(iw)) {
-      for (std::int64_t g = 0; g < groups; ++g)
-        std::memset(column + g * columns * outer_group, 0, sizeof(float) * outer_group);
-      continue;
+    return geo.col_inside(iw) ? x + geo.x_offset(n, ih, iw, 0) : nullptr;
+  };
+  // Group g's channels of a pixel (or zeros) into `to`.
+  const auto copy_group = [&](const float* pixel, std::int64_t g, float* to) {
+    if (pixel) {
+      std::memcpy(to, pixel + g * outer_group, sizeof(float) * outer_group);
+    } else {
+      std::memset(to, 0, sizeof(float) * outer_group);
     }
-    const float* pixel = x + geo.x_offset(n, ih, iw, 0);
-    for (std::int64_t g = 0; g < groups; ++g)
-      std::memcpy(column + g * columns * outer_group, pixel + g * outer_group, sizeof(float) * outer_group);
+  };
+  std::int64_t q = 0;
+  if constexpr (lanes == 2 * outer_group) {
+    for (; q + 2 <= columns; q += 2) {
+      const float* first = pixel_of(q);
+      const float* second = pixel_of(q + 1);
+      float* to = row + q * outer_group;
+      std::int64_t g = 0;
+      for (; g + 2 <= groups; g += 2, to += 2 * group_floats) {
+        const Vec a = first ? load(first + g * outer_group) : Vec{};
+        const Vec b = second ? load(second + g * outer_group) : Vec{};
+        store(to, __builtin_shuffle(a, b, column_pair_mask(0)));
+        store(to + group_floats, __builtin_shuffle(a, b, column_pair_mask(1)));
+      }
+      if (g < groups) {
+        copy_group(first, g, to);
+        copy_group(second, g, to + outer_group);
+      }
+    }
+  }
+  for (; q < columns; ++q) {
+    const float* pixel = pixel_of(q);
+    for (std::int64_t g = 0; g < groups; ++g) copy_group(pixel, g, row + g * group_floats + q * outer_group);
   }
 }
 
