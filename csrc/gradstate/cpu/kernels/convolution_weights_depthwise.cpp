@@ -493,13 +493,15 @@ void sweep_band_in_groups(const Geometry& geo, const float* dy, const float* x, 
 // place, a group's 16 bytes of each pixel lie a whole pixel apart, so that a row's lines crowd a few sets of
 // L1 (a pixel of 128 channels is 512 bytes apart: 8 sets), and border pixels would need code of their own. A
 // band copies each row of x it reads once, into a ring of 3 rows that its next output rows read too.
-// grp3x3_g32's dW on one thread: 1.06-1.08 ms (min) in the sweeps of groups of pixels, 0.95-0.97 ms here; on
-// 2 threads 0.53 -> 0.48 ms. Tried and slower: sweeps of all 9 taps for one vector h at a time (1.10 ms);
-// copies of x spread for each h, with dy read in place (1.4-2.1 ms: 4 times the stores), or of dy spread too
-// (1.2 ms); the next rows' copies made a group at a time between the sweeps (1.36 ms). Tried and no faster
-// (against 0.91-0.93 ms with the copies of two columns below): kernel row 2 swept two pixels at a time
-// into two sets of sums, with dy summed apart; dy spread once by the first sweep for the second (1.06 ms);
-// sweeps along two output rows, loading and storing the sums half as often (0.92-0.96 ms).
+// grp3x3_g32's dW on one thread: 1.06-1.08 ms (min) in the sweeps of groups of pixels, 0.95-0.97 ms here with
+// copies of x made 4 floats at a time; on 2 threads 0.53 -> 0.48 ms (timed again later, when the machine was
+// slower: those copies 1.00 ms, the copies of two columns below 0.92-0.94). Tried and slower: sweeps of all
+// 9 taps for one vector h at a time (1.10 ms); copies of x spread for each h, with dy read in place (1.4-2.1
+// ms: 4 times the stores), or of dy spread too (1.2 ms); the next rows' copies made a group at a time between
+// the sweeps (1.36 ms). Tried and no faster (against 0.91-0.93 ms with the copies of two columns below):
+// kernel row 2 swept two pixels at a time into two sets of sums, with dy summed apart; dy spread once by the
+// first sweep for the second (1.06 ms); sweeps along two output rows, loading and storing the sums half as
+// often (0.92-0.96 ms).
 constexpr int outer_group = 4;
 // Channels j of dy per vector (the 1 only keeps levels of fewer than 4 lanes, which never take these
 // sweeps, from dividing by zero).
