@@ -6,6 +6,8 @@
 // vector, with no bounds checks.
 #include "gradstate/cpu/kernels/convolution_depthwise_nchw.h"
 
+#include <cstring>
+
 #include "gradstate/cpu/kernels/conv_geometry.h"
 #include "gradstate/cpu/kernels/vec.h"
 #include "gradstate/cpu/thread_pool.h"
@@ -51,15 +53,13 @@ void fill_padded_rows(const ConvParams& p, const float* plane, const PaddedRows&
     for (std::int64_t ih = 0; ih < p.in_h; ++ih) {
       float* out = rows.rows + (ih * S + f) * rows.length;
       const float* in = plane + ih * p.in_w + (first * S + f - p.pad_left);
-      for (std::int64_t j = 0; j < first; ++j) out[j] = 0.0f;
+      std::memset(out, 0, sizeof(float) * first);
       if (S == 1) {
-        std::int64_t j = first;
-        for (; j + lanes <= end; j += lanes) store(out + j, load(in + (j - first)));
-        for (; j < end; ++j) out[j] = in[j - first];
+        std::memcpy(out + first, in, sizeof(float) * (end - first));
       } else {
         for (std::int64_t j = first; j < end; ++j) out[j] = in[(j - first) * S];
       }
-      for (std::int64_t j = end; j < rows.length; ++j) out[j] = 0.0f;
+      std::memset(out + end, 0, sizeof(float) * (rows.length - end));
     }
   }
 }
