@@ -15,12 +15,13 @@ of 6 x 64 or 8 x 48 (AVX-512), 6 x 16 or 4 x 24 (AVX2), 4 x 4 (scalar), possibly
 at most 512 columns (KH * KW * I / groups of them) and, when there are few column blocks and many pixels, the
 pixel sum split into segments; depthwise, read in place pixel by pixel over sweeps of at most 3 taps of a
 kernel row, in the widest blocks of 8, 4 or 2 vectors of channels (4 or 2 on AVX2) the channels fill, border
-pixels reading zeros (3x3 at stride 1 or 2 without dilation on AVX-512 and NEON: sweeps of two output rows,
-one vector of channels, in bands of an even number of rows but for the last; on AVX2 and at the scalar level,
-sweeps of one output row with all 9 taps, in groups of 4 pixels, all channels of a group in turn, and on AVX2
-the same sweeps for 3x3 layers at stride 1 or 2 without dilation, of at least 16 channels, with 2 channels
-in and out per group, once per channel of a group, and with 4, sweeps of outer products a group at a time over
-copies of the rows of x); and "vectors across groups" for the other small
+pixels reading zeros (3x3 at stride 1 or 2 without dilation on AVX-512 and NEON, at stride 1 and for the
+copied blocks of NCHW layers at stride 2: sweeps of two output rows, one vector of channels, in bands of an
+even number of rows but for the last; else, and on AVX2 and at the scalar level, sweeps of one output row with
+all 9 taps, in groups of 4 pixels, all channels of a group in turn; and the same sweeps for 3x3 layers at
+stride 1 or 2 without dilation, of at least two vectors of channels, with 2 channels in and out per group,
+once per channel of a group, and with 4, sweeps of outer products a group at a time over copies of the rows
+of x, all 9 taps at once with 32 registers); and "vectors across groups" for the other small
 groups (at most 8 output and 8 input channels per group), which sweeps the taps 9 at a time. The forward pass
 of 1x1 stride-1 layers without padding in NCHW is a GEMM per image on the tensors as they lie, and so is their
 weight gradient for planes of at least 256 pixels (with dy copied into NHWC). The forward pass of dense 3x3
@@ -239,12 +240,12 @@ CONV_PATHS = [
     pytest.param((2, 5, 6, 70, 70, 3, 1, 1, 70, 1), id="depthwise70_blocks_of_4_vectors"),
     pytest.param((1, 5, 7, 130, 130, 3, 1, 1, 130, 1), id="depthwise130_blocks_of_8_vectors"),
     pytest.param((2, 6, 5, 37, 37, 3, 1, 1, 37, (4, 0, 1, 1)), id="depthwise37_rows_of_padding_only"),
-    # The weight gradient's sweeps of two output rows (3x3, stride 1 or 2, AVX-512 and NEON), or of one row
-    # in groups of 4 pixels where the registers would not hold the pairs' (AVX2, scalar), at each stride: a
-    # band of one row at the end (odd rows in bands of 2), and interior pixels that are not a multiple of 4;
-    # 33 channels (the last vector overlapping the one before) below 3 rows of top padding, whose first
-    # sweeps read only zero rows, and with 3 columns of right padding; a single column, not an interior one;
-    # left padding wider than the window (columns before the row); no padding.
+    # The weight gradient's sweeps of two output rows (3x3, AVX-512 and NEON; at stride 2 in NCHW), or of
+    # one row in groups of 4 pixels where the pairs do not apply (AVX2, scalar, NHWC at stride 2), at each
+    # stride: a band of one row at the end (odd rows in bands of 2), and interior pixels that are not a
+    # multiple of 4; 33 channels (the last vector overlapping the one before) below 3 rows of top padding,
+    # whose first sweeps read only zero rows, and with 3 columns of right padding; a single column, not an
+    # interior one; left padding wider than the window (columns before the row); no padding.
     pytest.param((1, 7, 9, 48, 48, 3, 1, 1, 48, 1), id="depthwise48_row_pairs_odd_rows"),
     pytest.param((2, 6, 5, 33, 33, 3, 1, 1, 33, (3, 0, 0, 3)), id="depthwise33_row_pairs_wide_padding"),
     pytest.param((2, 5, 1, 32, 32, 3, 1, 1, 32, 1), id="depthwise32_row_pairs_one_column"),
@@ -342,8 +343,8 @@ CONV_PATHS = [
     # dx gathering output pixels at strides 2 and 3, with dilation and asymmetric padding.
     pytest.param((2, 11, 10, 24, 24, 3, 2, 1, 6, 1), id="grouped_vectors_dx_stride2"),
     pytest.param((2, 13, 12, 12, 18, 3, 3, 2, 6, (2, 1, 0, 3)), id="grouped_vectors_dx_stride3_dilation2"),
-    # The weight gradient of 3x3 layers at stride 1 or 2 with 2 or 4 channels in and out per group: on AVX2,
-    # the depthwise sweeps of groups of 4 pixels once per channel of a group (2 per group), or the sweeps of
+    # The weight gradient of 3x3 layers at stride 1 or 2 with 2 or 4 channels in and out per group: the
+    # depthwise sweeps of groups of 4 pixels once per channel of a group (2 per group), or the sweeps of
     # outer products over a ring of copied rows of x (4 per group). 2 channels per group at stride 1, and at
     # stride 2 with a partial last block of lanes and padding only at the top and left; 4: over 64 groups
     # at stride 2; 9 groups; on rows of 3 pixels; on a single column; under rows of padding only; at stride
@@ -361,6 +362,11 @@ CONV_PATHS = [
     pytest.param((1, 5, 4, 16, 16, 3, 1, 1, 4, (1, 1, 7, 0)), id="grouped_sweeps_4_4_group_in_padding"),
     pytest.param((1, 37, 7, 32, 32, 3, 1, 1, 8, 1), id="grouped_sweeps_4_4_bands_of_3"),
     pytest.param((1, 41, 9, 32, 32, 3, 2, 1, 8, (1, 2, 0, 1)), id="grouped_sweeps_4_4_s2_bottom_padding"),
+    # The same with two vectors of channels on AVX-512 too: 2 per group at stride 1, and at stride 2 with a
+    # last block of lanes overlapping the one before; 4 per group on a single column.
+    pytest.param((2, 6, 11, 32, 32, 3, 1, 1, 16, 1), id="grouped_sweeps_2_2_32_channels"),
+    pytest.param((1, 9, 13, 36, 36, 3, 2, 1, 18, (2, 0, 2, 0)), id="grouped_sweeps_2_2_stride2_36_channels"),
+    pytest.param((1, 7, 1, 32, 32, 3, 1, 1, 8, 1), id="grouped_sweeps_4_4_one_column_32_channels"),
     # dx's stride phases: a 1x1 kernel at stride 2 leaves the odd rows and columns unread (phases with no
     # taps), a 5x5 kernel at strides (1, 3) reads each column by one or two taps.
     pytest.param((2, 9, 9, 16, 16, 1, 2, 1, 4, 0), id="grouped_vectors_dx_1x1_stride2_unread"),

@@ -1,23 +1,22 @@
 // The weight gradient of depthwise layers in NHWC: dW[c, kh, kw] = sum over output pixels of
-// dy[pixel, c] * x[the pixel's tap (kh, kw), c], and db[c] = sum of dy[pixel, c]; and on AVX2, of small
-// groups with as many channels in as out (see sweep_row_in_groups and sweep_outer).
+// dy[pixel, c] * x[the pixel's tap (kh, kw), c], and db[c] = sum of dy[pixel, c]; and, for 3x3 kernels at
+// stride 1 or 2, of small groups with as many channels in as out (see sweep_row_in_groups and sweep_outer).
 //
 // Channels lie contiguous in dy and x, so vectors run across channels and nothing is packed (but for groups
-// of 4 channels, below). An output row
-// is swept once per kernel row, chunk of at most sweep_taps of its taps, and block of V vectors of channels
-// (up to 128 channels on AVX-512): pixel after pixel, so pixels of up to a block of channels are read whole,
-// in the order they lie in memory. (Sweeping a row once per 2 vectors of channels, at a stride of a whole
-// pixel, left the prefetchers behind and the loads waiting on memory.) A block's sums for the chunk's taps
-// stay in registers during a sweep and wait in memory between sweeps. While it sweeps a row, a block asks for
-// the lines of x and dy that the next output row reads first: each sweep reads lines fetched by the sweeps
-// before it but for one new row of x or dy, and a single stream fetched on demand leaves the loads waiting on
-// memory (dw3x3_128 dW 1.06 -> 0.70-0.73 ms on 2 threads). 3x3 kernels at stride 1 or 2 without dilation
-// sweep two output rows at once instead (sweep_rows, below), or where the registers would not hold that,
-// one row in groups of pixels (sweep_row_in_groups), which also take groups of 2 channels on AVX2 (groups of
-// 4 take sweeps of outer products, sweep_outer). A
-// task takes a band of output rows of one image (or, for NCHW layers, all rows of one image's
-// block of channels, copied) and leaves a partial dW and db; the partials are summed in task order, so the
-// result does not depend on the thread count.
+// of 4 channels, below). An output row is swept once per kernel row, chunk of at most sweep_taps of its
+// taps, and block of V vectors of channels (up to 128 channels on AVX-512): pixel after pixel, so pixels of
+// up to a block of channels are read whole, in the order they lie in memory. (Sweeping a row once per 2
+// vectors of channels, at a stride of a whole pixel, left the prefetchers behind and the loads waiting on
+// memory.) A block's sums for the chunk's taps stay in registers during a sweep and wait in memory between
+// sweeps. While it sweeps a row, a block asks for the lines of x and dy that the next output row reads
+// first: each sweep reads lines fetched by the sweeps before it but for one new row of x or dy, and a single
+// stream fetched on demand leaves the loads waiting on memory (dw3x3_128 dW 1.06 -> 0.70-0.73 ms on 2
+// threads). 3x3 kernels at stride 1 or 2 without dilation sweep two output rows at once instead (sweep_rows,
+// below) where the registers hold that, or else one row in groups of pixels (sweep_row_in_groups), which
+// also take groups of 2 channels (groups of 4 take sweeps of outer products, sweep_outer). A task takes a
+// band of output rows of one image (or, for NCHW layers, all rows of one image's block of channels, copied)
+// and leaves a partial dW and db; the partials are summed in task order, so the result does not depend on
+// the thread count.
 #include "gradstate/cpu/kernels/convolution_weights_paths.h"
 
 #include <cstdint>
@@ -202,7 +201,12 @@ void sweep_band(const Geometry& geo, const float* dy, const float* x, std::int64
 // 3 columns stays in registers and shifts along the rows by S columns a pixel. At stride 1 a step of the
 // sweep makes 18 products from 4 loads of x and 2 of dy; the sweeps of a kernel row above make 24 from 32
 // loads, which wait on the L2 cache. The sums of the 9 taps and of dy and the window take 23 (stride 1) or
-// 26 (stride 2) vector registers, of 32 on AVX-512 and NEON; AVX2's 16 would spill them.
+// 26 (stride 2) vector registers, of 32 on AVX-512 and NEON; AVX2's 16 would spill them. At stride 2, the
+// sweeps of groups of pixels below read a layer in place faster on AVX-512, whole pixels in the order they
+// lie (dw3x3_256_s2's dW, min of alternating processes, 1 thread: 0.218-0.225 -> 0.167-0.183 ms; 2 threads
+// 0.100-0.157 -> 0.088-0.096 ms), but the copies of NCHW blocks, in the caches, slower (the same layer in
+// NCHW, 2 threads: 0.108-0.119 -> 0.141-0.148 ms). At stride 1 the pairs were faster in place too
+// (dw3x3_128, 2 threads: 0.37 against 0.39 ms; groups of 8 pixels were slower at both strides).
 constexpr bool pairs_fit = vector_registers >= 32;
 constexpr int pair_kernel = 3;                            // kernel rows and columns
 constexpr int pair_sums = pair_kernel * pair_kernel + 1;  // vectors: the taps', then db
@@ -213,7 +217,18 @@ bool three_by_three_small_stride(const ConvParams& p) {
          (p.stride_x == 1 || p.stride_x == 2) && p.dilation_y == 1 && p.dilation_x == 1;
 }
 
-bool pairs_apply(const ConvParams& p) { return pairs_fit && three_by_three_small_stride(p); }
+// The channels per group of a layer the depthwise sweeps take: 1 (depthwise), or where the sweeps of
+// groups of pixels apply, 2 or 4 channels in and out (dividing the lanes).
+std::int64_t channels_per_group(const ConvParams& p) { return p.in_c / p.groups; }
+
+// Where the sweeps read x and dy: the layer's own arrays, or copies of a block of them, which the caches
+// hold.
+enum class Reads { in_place, cached_copies };
+
+bool pairs_apply(const ConvParams& p, Reads reads) {
+  return pairs_fit && channels_per_group(p) == 1 && three_by_three_small_stride(p) &&
+         (p.stride_x == 1 || reads == Reads::cached_copies);
+}
 
 // Rows (1 or 2) output rows from oh of image n at stride S, channels [c0, c0 + lanes): sums[tap][channel]
 // and then sums[9][channel] (db) += the rows' sums. With `ahead`, asks for the lines of x and dy that the
@@ -314,7 +329,8 @@ void sweep_band_in_pairs(const Geometry& geo, const float* dy, const float* x, s
   write_part(p, lanes, 1, sums, part);
 }
 
-// Where the pairs' registers do not fit (AVX2's 16), 3x3 kernels at stride 1 or 2 without dilation sweep one
+// Where the pairs do not apply (AVX2's 16 registers; stride 2; groups), 3x3 kernels at stride 1 or 2 without
+// dilation sweep one
 // output row with all 9 taps, in groups of group_pixels output pixels: for each group every vector of
 // channels in turn loads its 9 tap sums and its sum of dy from a block in L1, adds the group's products and
 // stores them back. The group's vectors of dy stay in registers, so each column of x the group's taps read is
@@ -332,7 +348,9 @@ void sweep_band_in_pairs(const Geometry& geo, const float* dy, const float* x, s
 constexpr int group_pixels = 4;
 constexpr int group_span = (group_pixels - 1) * 2 + pair_kernel;  // the columns a group reads, at most
 
-bool groups_apply(const ConvParams& p) { return !pairs_fit && three_by_three_small_stride(p); }
+bool groups_apply(const ConvParams& p, Reads reads) {
+  return three_by_three_small_stride(p) && !pairs_apply(p, reads);
+}
 
 // Calls f(std::integral_constant<int, j>) for j = 0, ..., Count - 1.
 template <typename F, int... J>
@@ -479,15 +497,17 @@ void sweep_band_in_groups(const Geometry& geo, const float* dy, const float* x, 
   write_part(p, lanes, Group, sums, part);
 }
 
-// Groups of 4 channels in and out (AVX2) take sweeps of outer products instead: the sweeps of groups of
+// Groups of 4 channels in and out take sweeps of outer products instead: the sweeps of groups of
 // pixels above, once per channel j of a group, load and store the sums of the 9 taps for every group of 4
 // pixels (31 loads and 9 stores per 36 products), and the loads and stores, not the products, bound them.
 // Here lane l of vector h of a tap sums dy at channel j = h * outer_j + l / 4 of a group times x at channel
 // i = l % 4, so a group's dW for a tap, its 4 x 4 sums, takes 4 / outer_j vectors (2 on AVX2). x's 4 channels
 // are repeated across a vector (one broadcast load) and dy's spread in blocks of 4 lanes (one broadcast load
 // and a shuffle per vector). A sweep runs along an output row for one group with its sums in registers:
-// those of kernel rows 0 and 1 (12 vectors: 12 products per pixel from 7 loads), then those of kernel row 2
-// and of dy (6 products from 4 loads).
+// on AVX2 those of kernel rows 0 and 1 (12 vectors: 12 products per pixel from 7 loads), then those of kernel
+// row 2 and of dy (6 products from 4 loads); with 32 registers and 16 lanes, those of all 9 taps and of dy
+// at once (9 products from 10 loads; grp3x3_g32's dW on AVX-512, 1 thread, min: 0.55 ms packed as other
+// groups are, 0.55 in the two sweeps, 0.50-0.51 in one; sweeping two groups at once was no faster).
 //
 // The sweeps read x from copies of its rows, each group's columns contiguous and zeros for the padding: in
 // place, a group's 16 bytes of each pixel lie a whole pixel apart, so that a row's lines crowd a few sets of
@@ -671,16 +691,16 @@ void sweep_band_outer(const Geometry& geo, const float* dy, const float* x, std:
       const float* group_rows[K];
       for (int r = 0; r < K; ++r) group_rows[r] = rows[r] + g * group_floats;
       float* group_sums = sums + g * outer_group_floats;
-      sweep_outer<S, 2, false>(geo, d + g * outer_group, group_rows, 0, group_sums);
-      sweep_outer<S, 1, true>(geo, d + g * outer_group, group_rows, 2, group_sums);
+      if constexpr (vector_registers >= 32) {
+        sweep_outer<S, 3, true>(geo, d + g * outer_group, group_rows, 0, group_sums);
+      } else {
+        sweep_outer<S, 2, false>(geo, d + g * outer_group, group_rows, 0, group_sums);
+        sweep_outer<S, 1, true>(geo, d + g * outer_group, group_rows, 2, group_sums);
+      }
     }
   }
   write_outer_part(p, sums, part);
 }
-
-// The channels per group of a layer the depthwise sweeps take: 1 (depthwise), or where the sweeps of
-// groups of pixels apply, 2 or 4 channels in and out (dividing the lanes).
-std::int64_t channels_per_group(const ConvParams& p) { return p.in_c / p.groups; }
 
 using Band = void (*)(const Geometry&, const float*, const float*, std::int64_t, std::int64_t, std::int64_t,
                       float*);
@@ -704,10 +724,10 @@ Band band_in_groups(std::int64_t group) {
 
 // The sweeps of a band that a layer these sweeps apply to takes: two rows, or groups of pixels (or outer
 // products) where they apply, else the widest block of channels that fits in the layer's channels.
-Band band_of(const ConvParams& p) {
+Band band_of(const ConvParams& p, Reads reads) {
   const std::int64_t channels = p.out_c, group = channels_per_group(p);
-  if (pairs_apply(p)) return p.stride_x == 1 ? sweep_band_in_pairs<1> : sweep_band_in_pairs<2>;
-  if (groups_apply(p)) return p.stride_x == 1 ? band_in_groups<1>(group) : band_in_groups<2>(group);
+  if (pairs_apply(p, reads)) return p.stride_x == 1 ? sweep_band_in_pairs<1> : sweep_band_in_pairs<2>;
+  if (groups_apply(p, reads)) return p.stride_x == 1 ? band_in_groups<1>(group) : band_in_groups<2>(group);
   return channels >= max_block_vectors * lanes ? sweep_band<max_block_vectors>
          : channels >= 4 * lanes               ? sweep_band<4>
                                                : sweep_band<2>;
@@ -718,7 +738,9 @@ Band band_of(const ConvParams& p) {
 bool depthwise_weights_gradient_applies(const ConvParams& p) {
   if (p.layout != Layout::NHWC || p.in_c != p.out_c || p.out_c < 2 * lanes) return false;
   const std::int64_t group = channels_per_group(p);
-  return group == 1 || (groups_apply(p) && lanes % group == 0 && band_in_groups<1>(group) != nullptr);
+  // (Groups of channels never take the pairs, wherever they read.)
+  return group == 1 ||
+         (groups_apply(p, Reads::in_place) && lanes % group == 0 && band_in_groups<1>(group) != nullptr);
 }
 
 void depthwise_weights_gradient(const ConvParams& p, const float* dy, const float* x, float* dw, float* db,
@@ -727,9 +749,9 @@ void depthwise_weights_gradient(const ConvParams& p, const float* dy, const floa
   const std::int64_t channels = p.out_c, group = channels_per_group(p);
   const std::int64_t dw_size = channels * p.kernel_h * p.kernel_w * group, part = dw_size + channels;
   std::int64_t band_rows = ceil_div(p.out_h, ceil_div(target_tasks, p.batch));
-  if (pairs_apply(p)) band_rows = round_up(band_rows, 2);
+  if (pairs_apply(p, Reads::in_place)) band_rows = round_up(band_rows, 2);
   const std::int64_t bands = ceil_div(p.out_h, band_rows);
-  const Band band = band_of(p);
+  const Band band = band_of(p, Reads::in_place);
   const Memory partials_memory(sizeof(float) * p.batch * bands * part);
   float* partials = partials_memory.floats();
   parallel_for(p.batch * bands, [&](std::int64_t task) {
@@ -773,7 +795,8 @@ void depthwise_weights_gradient_from_nchw(const ConvParams& p, const float* dy, 
         float* block_part = dys + block.count * out_plane;  // dW[c][tap] then db[c] of the block's channels
         copy_block_to_nhwc(block, x, in_plane, xs);
         copy_block_to_nhwc(block, dy, out_plane, dys);
-        band_of(block.params)(Geometry(block.params), dys, xs, 0, 0, p.out_h, block_part);
+        band_of(block.params, Reads::cached_copies)(Geometry(block.params), dys, xs, 0, 0, p.out_h,
+                                                    block_part);
         float* image_part = partials + block.n * part;
         std::memcpy(image_part + block.first * taps, block_part, sizeof(float) * block.count * taps);
         std::memcpy(image_part + dw_size + block.first, block_part + block.count * taps,
