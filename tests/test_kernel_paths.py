@@ -18,10 +18,10 @@ kernel row, in the widest blocks of 8, 4 or 2 vectors of channels (4 or 2 on AVX
 pixels reading zeros (3x3 at stride 1 or 2 without dilation on AVX-512 and NEON, at stride 1 and for the
 copied blocks of NCHW layers at stride 2: sweeps of two output rows, one vector of channels, in bands of an
 even number of rows but for the last; else, and on AVX2 and at the scalar level, sweeps of one output row with
-all 9 taps, in groups of 4 pixels, all channels of a group in turn; and the same sweeps for 3x3 layers at
-stride 1 or 2 without dilation, of at least two vectors of channels, with 2 channels in and out per group,
-once per channel of a group, and with 4, sweeps of outer products a group at a time over copies of the rows
-of x, all 9 taps at once with 32 registers); and "vectors across groups" for the other small
+all 9 taps, in groups of 4 pixels, all channels of a group in turn; and on AVX2 and AVX-512 the same sweeps
+for 3x3 layers at stride 1 or 2 without dilation, of at least two vectors of channels, with 2 channels in and
+out per group, once per channel of a group, and with 4, sweeps of outer products a group at a time over
+copies of the rows of x, all 9 taps at once with 16 lanes); and "vectors across groups" for the other small
 groups (at most 8 output and 8 input channels per group), which sweeps the taps 9 at a time. The forward pass
 of 1x1 stride-1 layers without padding in NCHW is a GEMM per image on the tensors as they lie, and so is their
 weight gradient for planes of at least 256 pixels (with dy copied into NHWC). The forward pass of dense 3x3
@@ -215,6 +215,9 @@ CONV_PATHS = [
     pytest.param((4, 40, 40, 44, 44, 3, 2, 1, 44, 1), id="depthwise44_nchw_blocks_of_16_28"),
     pytest.param((3, 48, 47, 50, 50, 3, 2, 1, 50, (0, 1, 0, 2)), id="depthwise50_nchw_blocks_of_16_16_18"),
     pytest.param((4, 20, 20, 72, 72, 3, 2, 1, 72, 1), id="depthwise72_nchw_blocks_at_every_width"),
+    # The same blocks, whose copies take the two-row sweeps at stride 2 (AVX-512 and NEON), over an odd
+    # number of output rows, with left padding wider than the window and a border column on the right.
+    pytest.param((4, 21, 23, 72, 72, 3, 2, 1, 72, (0, 2, 3, 1)), id="depthwise72_nchw_blocks_s2_odd_rows"),
     # dW at stride 1 in blocks too: of 16 and 28 channels on AVX2 (one block, too few tasks, on AVX-512: the
     # planes); and a dilated 5x5 kernel over rows too short for the planes, in blocks of 16 and 20 channels
     # on AVX2 and one of all 36 on AVX-512.
@@ -240,8 +243,8 @@ CONV_PATHS = [
     pytest.param((2, 5, 6, 70, 70, 3, 1, 1, 70, 1), id="depthwise70_blocks_of_4_vectors"),
     pytest.param((1, 5, 7, 130, 130, 3, 1, 1, 130, 1), id="depthwise130_blocks_of_8_vectors"),
     pytest.param((2, 6, 5, 37, 37, 3, 1, 1, 37, (4, 0, 1, 1)), id="depthwise37_rows_of_padding_only"),
-    # The weight gradient's sweeps of two output rows (3x3, AVX-512 and NEON; at stride 2 in NCHW), or of
-    # one row in groups of 4 pixels where the pairs do not apply (AVX2, scalar, NHWC at stride 2), at each
+    # The weight gradient's sweeps of two output rows (3x3, AVX-512 and NEON; at stride 2 on AVX-512 only the
+    # copied NCHW blocks, above), or of one row in groups of 4 pixels where the pairs do not apply, at each
     # stride: a band of one row at the end (odd rows in bands of 2), and interior pixels that are not a
     # multiple of 4; 33 channels (the last vector overlapping the one before) below 3 rows of top padding,
     # whose first sweeps read only zero rows, and with 3 columns of right padding; a single column, not an

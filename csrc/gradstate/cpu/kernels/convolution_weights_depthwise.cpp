@@ -12,8 +12,9 @@
 // first: each sweep reads lines fetched by the sweeps before it but for one new row of x or dy, and a single
 // stream fetched on demand leaves the loads waiting on memory (dw3x3_128 dW 1.06 -> 0.70-0.73 ms on 2
 // threads). 3x3 kernels at stride 1 or 2 without dilation sweep two output rows at once instead (sweep_rows,
-// below) where the registers hold that, or else one row in groups of pixels (sweep_row_in_groups), which
-// also take groups of 2 channels (groups of 4 take sweeps of outer products, sweep_outer). A task takes a
+// below) where the registers hold that (but for AVX-512 at stride 2 in place), or else one row in groups of
+// pixels (sweep_row_in_groups), which on AVX2 and AVX-512 also take groups of 2 channels (groups of 4 take
+// sweeps of outer products, sweep_outer). A task takes a
 // band of output rows of one image (or, for NCHW layers, all rows of one image's block of channels, copied)
 // and leaves a partial dW and db; the partials are summed in task order, so the result does not depend on
 // the thread count.
@@ -206,10 +207,12 @@ void sweep_band(const Geometry& geo, const float* dy, const float* x, std::int64
 // lie (dw3x3_256_s2's dW, min of alternating processes, 1 thread: 0.218-0.225 -> 0.167-0.183 ms; 2 threads
 // 0.100-0.157 -> 0.088-0.096 ms), but the copies of NCHW blocks, in the caches, slower (the same layer in
 // NCHW, 2 threads: 0.108-0.119 -> 0.141-0.148 ms). At stride 1 the pairs were faster in place too
-// (dw3x3_128, 2 threads: 0.37 against 0.39 ms; groups of 8 pixels were slower at both strides).
+// (dw3x3_128, 2 threads: 0.37 against 0.39 ms; groups of 8 pixels were slower at both strides). NEON, not
+// timed, keeps the pairs at stride 2 and packs small groups of channels.
 constexpr bool pairs_fit = vector_registers >= 32;
-constexpr int pair_kernel = 3;                            // kernel rows and columns
-constexpr int pair_sums = pair_kernel * pair_kernel + 1;  // vectors: the taps', then db
+constexpr bool groups_over_pairs = pairs_fit && lanes == 16;  // AVX-512
+constexpr int pair_kernel = 3;                                // kernel rows and columns
+constexpr int pair_sums = pair_kernel * pair_kernel + 1;      // vectors: the taps', then db
 
 // 3x3 at stride 1 or 2 without dilation, which the sweeps of two rows (or of groups of pixels) take.
 bool three_by_three_small_stride(const ConvParams& p) {
@@ -227,7 +230,7 @@ enum class Reads { in_place, cached_copies };
 
 bool pairs_apply(const ConvParams& p, Reads reads) {
   return pairs_fit && channels_per_group(p) == 1 && three_by_three_small_stride(p) &&
-         (p.stride_x == 1 || reads == Reads::cached_copies);
+         (p.stride_x == 1 || reads == Reads::cached_copies || !groups_over_pairs);
 }
 
 // Rows (1 or 2) output rows from oh of image n at stride S, channels [c0, c0 + lanes): sums[tap][channel]
@@ -329,15 +332,15 @@ void sweep_band_in_pairs(const Geometry& geo, const float* dy, const float* x, s
   write_part(p, lanes, 1, sums, part);
 }
 
-// Where the pairs do not apply (AVX2's 16 registers; stride 2; groups), 3x3 kernels at stride 1 or 2 without
-// dilation sweep one
-// output row with all 9 taps, in groups of group_pixels output pixels: for each group every vector of
-// channels in turn loads its 9 tap sums and its sum of dy from a block in L1, adds the group's products and
-// stores them back. The group's vectors of dy stay in registers, so each column of x the group's taps read is
-// loaded once for every tap that reads it (at stride 1, 18 loads of x make 36 products; sweep_row's 3-tap
-// sweeps loaded x once per product and dy once per kernel row). The sums, 4 vectors of dy and a column of x
-// take 15 registers. A group reads its pixels of x and dy whole, all their channels before the next group,
-// in the order they lie in memory, and asks for the lines the next row reads first (LinesAhead).
+// Where the pairs do not fit (AVX2's 16 registers, the scalar level) and, on AVX-512, for layers read in
+// place at stride 2 and for groups, 3x3 kernels at stride 1 or 2 without dilation sweep one output row with
+// all 9 taps, in groups of group_pixels output pixels: for each group every vector of channels in turn loads
+// its 9 tap sums and its sum of dy from a block in L1, adds the group's products and stores them back. The
+// group's vectors of dy stay in registers, so each column of x the group's taps read is loaded once for every
+// tap that reads it (at stride 1, 18 loads of x make 36 products; sweep_row's 3-tap sweeps loaded x once per
+// product and dy once per kernel row). The sums, 4 vectors of dy and a column of x take 15 registers. A group
+// reads its pixels of x and dy whole, all their channels before the next group, in the order they lie in
+// memory, and asks for the lines the next row reads first (LinesAhead).
 //
 // Layers with groups of 2 channels in and out take the same sweeps, once for each channel j of a group: dy's
 // vector shuffled so that every lane holds channel j of its own group (group_mask), times x at the lane's own
@@ -349,7 +352,7 @@ constexpr int group_pixels = 4;
 constexpr int group_span = (group_pixels - 1) * 2 + pair_kernel;  // the columns a group reads, at most
 
 bool groups_apply(const ConvParams& p, Reads reads) {
-  return three_by_three_small_stride(p) && !pairs_apply(p, reads);
+  return three_by_three_small_stride(p) && !pairs_apply(p, reads) && (!pairs_fit || groups_over_pairs);
 }
 
 // Calls f(std::integral_constant<int, j>) for j = 0, ..., Count - 1.
@@ -505,9 +508,9 @@ void sweep_band_in_groups(const Geometry& geo, const float* dy, const float* x, 
 // are repeated across a vector (one broadcast load) and dy's spread in blocks of 4 lanes (one broadcast load
 // and a shuffle per vector). A sweep runs along an output row for one group with its sums in registers:
 // on AVX2 those of kernel rows 0 and 1 (12 vectors: 12 products per pixel from 7 loads), then those of kernel
-// row 2 and of dy (6 products from 4 loads); with 32 registers and 16 lanes, those of all 9 taps and of dy
-// at once (9 products from 10 loads; grp3x3_g32's dW on AVX-512, 1 thread, min: 0.55 ms packed as other
-// groups are, 0.55 in the two sweeps, 0.50-0.51 in one; sweeping two groups at once was no faster).
+// row 2 and of dy (6 products from 4 loads); with 16 lanes, a tap's sums in one vector, those of all 9 taps
+// and of dy at once (9 products from 10 loads; grp3x3_g32's dW on AVX-512, 1 thread, min: 0.55 ms packed as
+// other groups are, 0.55 in the two sweeps, 0.50-0.51 in one; sweeping two groups at once was no faster).
 //
 // The sweeps read x from copies of its rows, each group's columns contiguous and zeros for the padding: in
 // place, a group's 16 bytes of each pixel lie a whole pixel apart, so that a row's lines crowd a few sets of
@@ -691,7 +694,7 @@ void sweep_band_outer(const Geometry& geo, const float* dy, const float* x, std:
       const float* group_rows[K];
       for (int r = 0; r < K; ++r) group_rows[r] = rows[r] + g * group_floats;
       float* group_sums = sums + g * outer_group_floats;
-      if constexpr (vector_registers >= 32) {
+      if constexpr (outer_vectors == 1) {
         sweep_outer<S, 3, true>(geo, d + g * outer_group, group_rows, 0, group_sums);
       } else {
         sweep_outer<S, 2, false>(geo, d + g * outer_group, group_rows, 0, group_sums);

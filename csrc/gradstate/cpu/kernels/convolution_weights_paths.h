@@ -13,8 +13,8 @@ bool in_place_weights_gradient_applies(const ConvParams& p);
 void in_place_weights_gradient(const ConvParams& p, const float* dy, const float* x, float* dw, float* db,
                                bool accumulate);
 
-// convolution_weights_depthwise.cpp: NHWC, at least two vectors of channels, and depthwise, or (AVX2) 3x3 at
-// stride 1 or 2 without dilation with 2 or 4 channels in and out per group.
+// convolution_weights_depthwise.cpp: NHWC, at least two vectors of channels, and depthwise, or (AVX2 and
+// AVX-512) 3x3 at stride 1 or 2 without dilation with 2 or 4 channels in and out per group.
 bool depthwise_weights_gradient_applies(const ConvParams& p);
 void depthwise_weights_gradient(const ConvParams& p, const float* dy, const float* x, float* dw, float* db,
                                 bool accumulate);
