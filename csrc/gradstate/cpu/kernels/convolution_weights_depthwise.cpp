@@ -544,18 +544,39 @@ inline VecIndex spread_mask(int h) {
 // The columns of x that an output row's taps read: from input column input_col(0, 0) on.
 std::int64_t outer_columns(const ConvParams& p) { return (p.out_w - 1) * p.stride_x + pair_kernel; }
 
-// The mask that puts, of two vectors a and b of two groups' 4 channels each, group k's 4 channels of a
-// and then of b into one vector (8 lanes).
-inline VecIndex column_pair_mask(int k) {
+// Columns, and groups, that copy_row_outer copies at a time: as many groups as one vector holds.
+constexpr int copy_columns = lanes >= outer_group ? lanes / outer_group : 1;
+
+// The mask that interleaves the blocks of 4 channels of two vectors x and y, of the first half of their
+// blocks for k = 0, of the second for k = 1: x's first block, y's first, x's second, ...
+inline VecIndex interleave_mask(int k) {
   VecIndex mask;
-  for (int l = 0; l < lanes; ++l) mask[l] = l / outer_group * lanes + k * outer_group + l % outer_group;
+  for (int l = 0; l < lanes; ++l) {
+    const int block = l / outer_group;
+    mask[l] = block % 2 * lanes + (block / 2 + k * copy_columns / 2) * outer_group + l % outer_group;
+  }
   return mask;
 }
 
+// v[i] holds copy_columns blocks of 4 floats; afterwards v[j] holds block j of each v[i], in order of i (a
+// transpose of blocks, in log2(copy_columns) rounds of interleaving v[i] with v[i + copy_columns / 2]).
+inline void transpose_blocks(Vec (&v)[copy_columns]) {
+  for (int round = 1; round < copy_columns; round *= 2) {
+    Vec t[copy_columns];
+    for (int i = 0; i < copy_columns / 2; ++i) {
+      t[2 * i] = __builtin_shuffle(v[i], v[i + copy_columns / 2], interleave_mask(0));
+      t[2 * i + 1] = __builtin_shuffle(v[i], v[i + copy_columns / 2], interleave_mask(1));
+    }
+    for (int i = 0; i < copy_columns; ++i) v[i] = t[i];
+  }
+}
+
 // Row ih of image n of x into `row`: for each group, its 4 channels of each column read (zeros in the
-// padding), column after column. With 8 lanes, two columns at a time: one load of two groups from each
-// column gives, shuffled, each group's two columns, which lie side by side in the copy, in one store (half
-// the loads and stores of copying 4 floats at a time; grp3x3_g32's dW on one thread 1.00 -> 0.92-0.94 ms).
+// padding), column after column. A vector's worth of columns at a time (2 on AVX2, 4 on AVX-512): one load
+// of as many groups from each column gives, its blocks transposed, each group's columns, which lie side by
+// side in the copy, in one store. grp3x3_g32's dW against copying 4 floats at a time, min: AVX2, one
+// thread, 1.00 -> 0.92-0.94 ms; AVX-512, one thread 0.510-0.517 -> 0.488-0.500 ms, two 0.301-0.305 ->
+// 0.288-0.294 ms.
 void copy_row_outer(const Geometry& geo, const float* x, std::int64_t n, std::int64_t ih, float* row) {
   const std::int64_t columns = outer_columns(geo.p), groups = geo.p.in_c / outer_group;
   const std::int64_t group_floats = columns * outer_group;  // of the copy
@@ -573,22 +594,20 @@ void copy_row_outer(const Geometry& geo, const float* x, std::int64_t n, std::in
     }
   };
   std::int64_t q = 0;
-  if constexpr (lanes == 2 * outer_group) {
-    for (; q + 2 <= columns; q += 2) {
-      const float* first = pixel_of(q);
-      const float* second = pixel_of(q + 1);
+  if constexpr (copy_columns >= 2) {
+    for (; q + copy_columns <= columns; q += copy_columns) {
+      const float* pixel[copy_columns];
+      for (int c = 0; c < copy_columns; ++c) pixel[c] = pixel_of(q + c);
       float* to = row + q * outer_group;
       std::int64_t g = 0;
-      for (; g + 2 <= groups; g += 2, to += 2 * group_floats) {
-        const Vec a = first ? load(first + g * outer_group) : Vec{};
-        const Vec b = second ? load(second + g * outer_group) : Vec{};
-        store(to, __builtin_shuffle(a, b, column_pair_mask(0)));
-        store(to + group_floats, __builtin_shuffle(a, b, column_pair_mask(1)));
+      for (; g + copy_columns <= groups; g += copy_columns, to += copy_columns * group_floats) {
+        Vec v[copy_columns];
+        for (int c = 0; c < copy_columns; ++c) v[c] = pixel[c] ? load(pixel[c] + g * outer_group) : Vec{};
+        transpose_blocks(v);
+        for (int c = 0; c < copy_columns; ++c) store(to + c * group_floats, v[c]);
       }
-      if (g < groups) {
-        copy_group(first, g, to);
-        copy_group(second, g, to + outer_group);
-      }
+      for (; g < groups; ++g, to += group_floats)
+        for (int c = 0; c < copy_columns; ++c) copy_group(pixel[c], g, to + c * outer_group);
     }
   }
   for (; q < columns; ++q) {
