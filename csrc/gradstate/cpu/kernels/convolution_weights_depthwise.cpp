@@ -14,10 +14,9 @@
 // threads). 3x3 kernels at stride 1 or 2 without dilation sweep two output rows at once instead (sweep_rows,
 // below) where the registers hold that (but for AVX-512 at stride 2 in place), or else one row in groups of
 // pixels (sweep_row_in_groups), which on AVX2 and AVX-512 also take groups of 2 channels (groups of 4 take
-// sweeps of outer products, sweep_outer). A task takes a
-// band of output rows of one image (or, for NCHW layers, all rows of one image's block of channels, copied)
-// and leaves a partial dW and db; the partials are summed in task order, so the result does not depend on
-// the thread count.
+// sweeps of outer products, sweep_outer). A task takes a band of output rows of one image (or, for NCHW
+// layers, all rows of one image's block of channels, copied) and leaves a partial dW and db; the partials
+// are summed in task order, so the result does not depend on the thread count.
 #include "gradstate/cpu/kernels/convolution_weights_paths.h"
 
 #include <cstdint>
@@ -545,7 +544,7 @@ inline VecIndex spread_mask(int h) {
 std::int64_t outer_columns(const ConvParams& p) { return (p.out_w - 1) * p.stride_x + pair_kernel; }
 
 // Columns, and groups, that copy_row_outer copies at a time: as many groups as one vector holds.
-constexpr int copy_columns = lanes >= outer_group ? lanes / outer_group : 1;
+constexpr int copy_columns = outer_j;
 
 // The mask that interleaves the blocks of 4 channels of two vectors x and y, of the first half of their
 // blocks for k = 0, of the second for k = 1: x's first block, y's first, x's second, ...
