@@ -508,8 +508,9 @@ void sweep_band_in_groups(const Geometry& geo, const float* dy, const float* x, 
 // and a shuffle per vector). A sweep runs along an output row for one group with its sums in registers:
 // on AVX2 those of kernel rows 0 and 1 (12 vectors: 12 products per pixel from 7 loads), then those of kernel
 // row 2 and of dy (6 products from 4 loads); with 16 lanes, a tap's sums in one vector, those of all 9 taps
-// and of dy at once (9 products from 10 loads; grp3x3_g32's dW on AVX-512, 1 thread, min: 0.55 ms packed as
-// other groups are, 0.55 in the two sweeps, 0.50-0.51 in one; sweeping two groups at once was no faster).
+// and of dy at once (9 products from 10 loads, at stride 1 from 4 once the columns of x stay in registers;
+// grp3x3_g32's dW on AVX-512, 1 thread, min: 0.55 ms packed as other groups are, 0.55 in the two sweeps,
+// 0.50-0.51 in one; sweeping two groups at once was no faster).
 //
 // The sweeps read x from copies of its rows, each group's columns contiguous and zeros for the padding: in
 // place, a group's 16 bytes of each pixel lie a whole pixel apart, so that a row's lines crowd a few sets of
@@ -630,20 +631,33 @@ void sweep_outer(const Geometry& geo, const float* d, const float* const* rows, 
   if constexpr (Db) db = load(db_sum);
   const float* at[Rows];
   for (int r = 0; r < Rows; ++r) at[r] = rows[r0 + r];
+  // Where the registers hold them (AVX-512's one-sweep outer products), the columns of x stay in registers
+  // from one pixel to the next, whose columns kw are this one's kw + S: each pixel loads S new columns of
+  // each kernel row instead of K (grp3x3_g32's dW, min: 1 thread 0.50-0.52 -> 0.39-0.40 ms, 2 threads
+  // 0.26-0.30 -> 0.21 ms). Elsewhere they would push a sum out to memory, and each pixel would wait on its
+  // store, so the compiler is kept from seeing that they repeat.
+  constexpr bool keep_columns = K > S && Rows * K * (H + 1) + H + 2 <= vector_registers;
+  Vec xv[Rows][K];
+  if constexpr (keep_columns) {
+    for (int r = 0; r < Rows; ++r)
+      for (int kw = 0; kw < K - S; ++kw) xv[r][kw + S] = repeat4(at[r] + kw * outer_group);
+  }
   for (std::int64_t ow = 0; ow < geo.p.out_w; ++ow, d += geo.y.w) {
     const Vec raw = repeat4(d);
     if constexpr (Db) db += raw;
     Vec dv[H];
     for (int h = 0; h < H; ++h) dv[h] = __builtin_shuffle(raw, spread_mask(h));
     for (int r = 0; r < Rows; ++r) {
-      for (int kw = 0; kw < K; ++kw) {
-        const Vec xv = repeat4(at[r] + kw * outer_group);
-        for (int h = 0; h < H; ++h) acc[r][kw][h] += dv[h] * xv;
+      if constexpr (keep_columns) {
+        for (int kw = 0; kw < K - S; ++kw) xv[r][kw] = xv[r][kw + S];
+        for (int kw = K - S; kw < K; ++kw) xv[r][kw] = repeat4(at[r] + kw * outer_group);
+      } else {
+        for (int kw = 0; kw < K; ++kw) xv[r][kw] = repeat4(at[r] + kw * outer_group);
       }
+      for (int kw = 0; kw < K; ++kw)
+        for (int h = 0; h < H; ++h) acc[r][kw][h] += dv[h] * xv[r][kw];
       at[r] += S * outer_group;
-      // Hides from the compiler that this pixel's columns kw + S are the next one's kw: kept in registers
-      // across pixels, they would push a sum out to memory, and each pixel would wait on its store.
-      asm("" : "+r"(at[r]));
+      if constexpr (!keep_columns) asm("" : "+r"(at[r]));
     }
   }
   for (int r = 0; r < Rows; ++r)
