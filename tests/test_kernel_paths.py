@@ -370,6 +370,9 @@ CONV_PATHS = [
     pytest.param((2, 6, 11, 32, 32, 3, 1, 1, 16, 1), id="grouped_sweeps_2_2_32_channels"),
     pytest.param((1, 9, 13, 36, 36, 3, 2, 1, 18, (2, 0, 2, 0)), id="grouped_sweeps_2_2_stride2_36_channels"),
     pytest.param((1, 7, 1, 32, 32, 3, 1, 1, 8, 1), id="grouped_sweeps_4_4_one_column_32_channels"),
+    # The same at stride 2, where AVX-512 keeps one column of x in registers from one pixel to the next.
+    pytest.param((1, 7, 1, 32, 32, 3, 2, 1, 8, 1), id="grouped_sweeps_4_4_s2_one_column_32_channels"),
+    pytest.param((2, 5, 17, 32, 32, 3, 2, 1, 8, (1, 1, 5, 0)), id="grouped_sweeps_4_4_s2_wide_left_32"),
     # dx's stride phases: a 1x1 kernel at stride 2 leaves the odd rows and columns unread (phases with no
     # taps), a 5x5 kernel at strides (1, 3) reads each column by one or two taps.
     pytest.param((2, 9, 9, 16, 16, 1, 2, 1, 4, 0), id="grouped_vectors_dx_1x1_stride2_unread"),

@@ -508,7 +508,7 @@ void sweep_band_in_groups(const Geometry& geo, const float* dy, const float* x, 
 // and a shuffle per vector). A sweep runs along an output row for one group with its sums in registers:
 // on AVX2 those of kernel rows 0 and 1 (12 vectors: 12 products per pixel from 7 loads), then those of kernel
 // row 2 and of dy (6 products from 4 loads); with 16 lanes, a tap's sums in one vector, those of all 9 taps
-// and of dy at once (9 products from 10 loads, at stride 1 from 4 once the columns of x stay in registers;
+// and of dy at once (9 products from 10 loads; with the columns of x kept in registers, from 4 at stride 1;
 // grp3x3_g32's dW on AVX-512, 1 thread, min: 0.55 ms packed as other groups are, 0.55 in the two sweeps,
 // 0.50-0.51 in one; sweeping two groups at once was no faster).
 //
@@ -631,13 +631,14 @@ void sweep_outer(const Geometry& geo, const float* d, const float* const* rows, 
   if constexpr (Db) db = load(db_sum);
   const float* at[Rows];
   for (int r = 0; r < Rows; ++r) at[r] = rows[r0 + r];
-  // Where the registers hold them (AVX-512's one-sweep outer products), the columns of x stay in registers
-  // from one pixel to the next, whose columns kw are this one's kw + S: each pixel loads S new columns of
-  // each kernel row instead of K (grp3x3_g32's dW, min: 1 thread 0.50-0.52 -> 0.39-0.40 ms, 2 threads
-  // 0.26-0.30 -> 0.21 ms). Elsewhere they would push a sum out to memory, and each pixel would wait on its
-  // store, so the compiler is kept from seeing that they repeat.
-  constexpr bool keep_columns = K > S && Rows * K * (H + 1) + H + 2 <= vector_registers;
-  Vec xv[Rows][K];
+  // In the one-sweep outer products (a tap's sums in one vector, 32 registers: AVX-512), the columns of x
+  // stay in registers from one pixel to the next, whose columns kw are this one's kw + S: each pixel loads S
+  // new columns of each kernel row instead of K (grp3x3_g32's dW, min: 1 thread 0.50-0.52 -> 0.39-0.40 ms,
+  // 2 threads 0.26-0.30 -> 0.21 ms). In the two sweeps of 16 registers (AVX2) they would push a sum out to
+  // memory, and each pixel would wait on its store, so there the compiler is kept from seeing that they
+  // repeat.
+  constexpr bool keep_columns = H == 1 && Rows == K && K > S && vector_registers >= 32;
+  [[maybe_unused]] Vec xv[Rows][K];  // xv[r][kw]: the column of kernel row r that tap kw reads
   if constexpr (keep_columns) {
     for (int r = 0; r < Rows; ++r)
       for (int kw = 0; kw < K - S; ++kw) xv[r][kw + S] = repeat4(at[r] + kw * outer_group);
@@ -651,11 +652,13 @@ void sweep_outer(const Geometry& geo, const float* d, const float* const* rows, 
       if constexpr (keep_columns) {
         for (int kw = 0; kw < K - S; ++kw) xv[r][kw] = xv[r][kw + S];
         for (int kw = K - S; kw < K; ++kw) xv[r][kw] = repeat4(at[r] + kw * outer_group);
+        for (int kw = 0; kw < K; ++kw) acc[r][kw][0] += dv[0] * xv[r][kw];
       } else {
-        for (int kw = 0; kw < K; ++kw) xv[r][kw] = repeat4(at[r] + kw * outer_group);
+        for (int kw = 0; kw < K; ++kw) {
+          const Vec column = repeat4(at[r] + kw * outer_group);
+          for (int h = 0; h < H; ++h) acc[r][kw][h] += dv[h] * column;
+        }
       }
-      for (int kw = 0; kw < K; ++kw)
-        for (int h = 0; h < H; ++h) acc[r][kw][h] += dv[h] * xv[r][kw];
       at[r] += S * outer_group;
       if constexpr (!keep_columns) asm("" : "+r"(at[r]));
     }
