@@ -637,7 +637,7 @@ void sweep_outer(const Geometry& geo, const float* d, const float* const* rows, 
   // 2 threads 0.26-0.30 -> 0.21 ms). In the two sweeps of 16 registers (AVX2) they would push a sum out to
   // memory, and each pixel would wait on its store, so there the compiler is kept from seeing that they
   // repeat.
-  constexpr bool keep_columns = H == 1 && Rows == K && K > S && vector_registers >= 32;
+  constexpr bool keep_columns = H == 1;
   [[maybe_unused]] Vec xv[Rows][K];  // xv[r][kw]: the column of kernel row r that tap kw reads
   if constexpr (keep_columns) {
     for (int r = 0; r < Rows; ++r)
