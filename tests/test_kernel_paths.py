@@ -15,7 +15,7 @@ of 6 x 64 or 8 x 48 (AVX-512), 6 x 16 or 4 x 24 (AVX2), 4 x 4 (scalar), possibly
 at most 512 columns (KH * KW * I / groups of them) and, when there are few column blocks and many pixels, the
 pixel sum split into segments; depthwise, read in place pixel by pixel over sweeps of at most 3 taps of a
 kernel row, in the widest blocks of 8, 4 or 2 vectors of channels (4 or 2 on AVX2) the channels fill, border
-pixels reading zeros (3x3 at stride 1 or 2 without dilation on AVX-512 and NEON, at stride 1 and for the
+pixels reading zeros (3x3 at stride 1 or 2 without dilation on NEON, and on AVX-512 at stride 1 and for the
 copied blocks of NCHW layers at stride 2: sweeps of two output rows, one vector of channels, in bands of an
 even number of rows but for the last; else, and on AVX2 and at the scalar level, sweeps of one output row with
 all 9 taps, in groups of 4 pixels, all channels of a group in turn; and on AVX2 and AVX-512 the same sweeps
