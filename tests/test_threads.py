@@ -129,9 +129,19 @@ def test_convolution_bits_do_not_depend_on_thread_count(shape, layout, rng, rest
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
-def test_instance_norm_bits_do_not_depend_on_thread_count(layout, rng, restore_threads):
-    # 576-pixel planes (more than one 512-pixel block) and 300 channels (two NHWC channel blocks).
-    shape = (2, 24, 24, 300)
+@pytest.mark.parametrize(
+    "shape",
+    [
+        # 576-pixel planes (more than one 512-pixel block) and 300 channels (two NHWC channel blocks).
+        (2, 24, 24, 300),
+        # NHWC images of 5 MB in x and in dy, which one thread sweeps an image at a time and two or three
+        # threads share (the backward pass from 2 threads, the forward from 3), in runs of the 7 pixel
+        # blocks (the last of 64 pixels); 401 channels end in a block of 145.
+        (2, 56, 56, 401),
+    ],
+    ids=str,
+)
+def test_instance_norm_bits_do_not_depend_on_thread_count(shape, layout, rng, restore_threads):
     c = shape[-1]
     x = f32(rng.standard_normal(c) + rng.standard_normal(shape) * rng.uniform(0.5, 2.0, c))
     gamma, beta = f32(rng.standard_normal(c)), f32(rng.standard_normal(c))
