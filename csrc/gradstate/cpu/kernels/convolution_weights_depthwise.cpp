@@ -339,7 +339,12 @@ void sweep_band_in_pairs(const Geometry& geo, const float* dy, const float* x, s
 // tap that reads it (at stride 1, 18 loads of x make 36 products; sweep_row's 3-tap sweeps loaded x once per
 // product and dy once per kernel row). The sums, 4 vectors of dy and a column of x take 15 registers. A group
 // reads its pixels of x and dy whole, all their channels before the next group, in the order they lie in
-// memory, and asks for the lines the next row reads first (LinesAhead).
+// memory, and asks for the lines the next row reads first (LinesAhead): at stride 1, from memory, the
+// sweeps were 1.4x slower without the asks (AVX2, 8x64x28x28 and 8x128x28x28, 2 threads). At stride 2 a
+// row reads two new rows of x, which the prefetchers follow better: it asks only when the layer's x and dy
+// are larger than the caches hold (cached_bytes). From the caches the asks cost more than they saved
+// (dw3x3_256_s2's dW, 2 threads, median of call-by-call ratios: 19% faster without them on AVX-512 and AVX2;
+// 8x512x14x14 5%), from memory they saved 1-8% on such layers, and 1.5x on 8x64x112x112 (32 MB).
 //
 // Layers with groups of 2 channels in and out take the same sweeps, once for each channel j of a group: dy's
 // vector shuffled so that every lane holds channel j of its own group (group_mask), times x at the lane's own
@@ -494,8 +499,10 @@ void sweep_band_in_groups(const Geometry& geo, const float* dy, const float* x, 
   float* sums = static_cast<float*>(thread_scratch(sizeof(float) * floats));
   std::memset(sums, 0, sizeof(float) * floats);
   const float* zeros = sums + sums_floats;
+  const std::int64_t input_floats = p.batch * (in_plane_of(p) * p.in_c + out_plane_of(p) * p.out_c);
+  const bool asks = S == 1 || std::int64_t{sizeof(float)} * input_floats > cached_bytes;
   for (std::int64_t oh = oh_begin; oh < oh_end; ++oh)
-    sweep_row_in_groups<S, Group>(geo, dy, x, zeros, n, oh, oh + 1 < oh_end, sums);
+    sweep_row_in_groups<S, Group>(geo, dy, x, zeros, n, oh, asks && oh + 1 < oh_end, sums);
   write_part(p, lanes, Group, sums, part);
 }
 

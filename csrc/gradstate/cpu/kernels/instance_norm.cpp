@@ -113,9 +113,6 @@ bool streams(std::int64_t values) { return values >= stream_floats; }
 constexpr std::int64_t channel_block = 256;
 constexpr int group = lanes >= 16 ? 4 : 2;  // vectors of channels held in registers at once (AVX-512 has 32)
 constexpr std::int64_t tile_floats = 2048;  // values of each input in a tile of pixels
-// Inputs of at most this many bytes in all are taken to be in the caches (see for_each_tile): with a 32 MiB
-// last-level cache, tiles of several wide pixels were faster up to 16 MiB of inputs and slower from 24 MiB.
-constexpr std::int64_t cached_bytes = std::int64_t{16} << 20;
 
 // `count` values of type T (a vector or, for the channels past the last whole vector, one float) side by
 // side.
@@ -224,8 +221,9 @@ void apply_group(std::int64_t c, G, const Tile& tile, const float* coef) {
 // group of channels stay in registers across its pixels; with one pixel per tile they go to memory and back
 // for every pixel, which made cached inputs 1.1-1.4x slower. But where a pixel's channels take more than one
 // group, a tile is swept one group at a time, out of address order, which the hardware prefetchers do not
-// follow: unless the inputs are cached, such wide pixels take one pixel per tile (longer tiles were up to 2x
-// slower from DRAM) but for pixels of at most two lines (AVX2's two groups of 32 channels: 2x32x256x256
+// follow: unless the inputs are cached (cached_bytes: such tiles were faster up to 16 MiB of inputs and
+// slower from 24 MiB), such wide pixels take one pixel per tile (longer tiles were up to 2x slower from DRAM)
+// but for pixels of at most two lines (AVX2's two groups of 32 channels: 2x32x256x256
 // backward, 2 threads, 3.3 -> 2.7 ms; with four lines, 8x64x128x128, 25% slower; measured on AVX2 only,
 // though the rule also widens the tiles of NEON's and the scalar level's narrower groups). Tiles of several
 // pixels at least four lines apart ask for the next tile's lines, which the prefetchers do not see coming

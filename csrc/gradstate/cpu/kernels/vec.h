@@ -49,6 +49,11 @@ inline void stream(float* p, Vec v) {
 // a depthwise 3x3 stride-2 layer of 256 channels took 0.25 ms instead of 0.18 ms.
 constexpr std::int64_t stream_floats = std::int64_t{2} << 20;
 
+// Inputs of at most this many bytes in all are taken to be in the caches when a kernel starts (half of a 32
+// MiB last-level cache), as when the kernel before wrote them or a benchmark runs again on the same data;
+// the kernels that read them otherwise say what they gain and what they lose from memory.
+constexpr std::int64_t cached_bytes = std::int64_t{16} << 20;
+
 inline void stream_fence() {
 #if GRADSTATE_VECTOR_BYTES >= 32 && defined(__x86_64__)
   _mm_sfence();
