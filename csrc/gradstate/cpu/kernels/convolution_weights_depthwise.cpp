@@ -342,9 +342,10 @@ void sweep_band_in_pairs(const Geometry& geo, const float* dy, const float* x, s
 // memory, and asks for the lines the next row reads first (LinesAhead): at stride 1, from memory, the
 // sweeps were 1.4x slower without the asks (AVX2, 8x64x28x28 and 8x128x28x28, 2 threads). At stride 2 a
 // row reads two new rows of x, which the prefetchers follow better: it asks only when the layer's x and dy
-// are larger than the caches hold (cached_bytes). From the caches the asks cost more than they saved
-// (dw3x3_256_s2's dW, 2 threads, median of call-by-call ratios: 19% faster without them on AVX-512 and AVX2;
-// 8x512x14x14 5%), from memory they saved 1-8% on such layers, and 1.5x on 8x64x112x112 (32 MB).
+// (or a copied NCHW block's, which are in the caches) are larger than the caches hold (cached_bytes). From
+// the caches the asks cost more than they saved (dw3x3_256_s2's dW, 2 threads, median of call-by-call ratios:
+// 19% faster without them on AVX-512 and AVX2; 8x512x14x14 5%), from memory they saved 1-8% on such layers,
+// and 1.5x on 8x64x112x112 (32 MB).
 //
 // Layers with groups of 2 channels in and out take the same sweeps, once for each channel j of a group: dy's
 // vector shuffled so that every lane holds channel j of its own group (group_mask), times x at the lane's own
@@ -463,8 +464,7 @@ void sweep_row_in_groups(const Geometry& geo, const float* dy, const float* x, c
   // Every block in turn at each group of pixels, so that x and dy are read in the order they lie. (Sweeping
   // the row once per block and channel j of a group, sums in registers, reads it a whole pixel apart:
   // grp3x3_g32's dW, when it took these sweeps, on one thread took 1.65-2.2 ms that way, 1.1 ms this way.)
-  // With groups, the group's
-  // columns are read again from L1 once for each channel j of a group.
+  // With groups, the group's columns are read again from L1 once for each channel j of a group.
   each_pixel_group([&](auto pixels, std::int64_t ow, auto column) {
     constexpr int P = decltype(pixels)::value;
     for_each_constant<Group>([&](auto channel) {

@@ -223,11 +223,11 @@ void apply_group(std::int64_t c, G, const Tile& tile, const float* coef) {
 // group, a tile is swept one group at a time, out of address order, which the hardware prefetchers do not
 // follow: unless the inputs are cached (cached_bytes: such tiles were faster up to 16 MiB of inputs and
 // slower from 24 MiB), such wide pixels take one pixel per tile (longer tiles were up to 2x slower from DRAM)
-// but for pixels of at most two lines (AVX2's two groups of 32 channels: 2x32x256x256
-// backward, 2 threads, 3.3 -> 2.7 ms; with four lines, 8x64x128x128, 25% slower; measured on AVX2 only,
-// though the rule also widens the tiles of NEON's and the scalar level's narrower groups). Tiles of several
-// pixels at least four lines apart ask for the next tile's lines, which the prefetchers do not see coming
-// either (4x128x64x64 backward: 1.8 -> 1.3 ms; with pixels of two lines, 2x32x256x256, it was 5% slower).
+// but for pixels of at most two lines (AVX2's two groups of 32 channels: 2x32x256x256 backward, 2 threads,
+// 3.3 -> 2.7 ms; with four lines, 8x64x128x128, 25% slower; measured on AVX2 only, though the rule also
+// widens the tiles of NEON's and the scalar level's narrower groups). Tiles of several pixels at least four
+// lines apart ask for the next tile's lines, which the prefetchers do not see coming either (4x128x64x64
+// backward: 1.8 -> 1.3 ms; with pixels of two lines, 2x32x256x256, it was 5% slower).
 template <typename F>
 void for_each_tile(const float* u, const float* v, float* out, std::int64_t first, std::int64_t last,
                    std::int64_t stride, bool cached, F&& f) {
@@ -255,12 +255,13 @@ struct ChannelScratch {
   Sums* sums;
 };
 
-// One image's block of at most channel_block channels: its first values of u, v and out, and its channels.
+// One image's block of at most channel_block channels: its first values of u, v and out, its first channel
+// and its count of channels.
 struct ChannelBlock {
   const float* u;
   const float* v;
   float* out;
-  std::int64_t count;
+  std::int64_t first, count;
 };
 
 // acc[k * channel_block + c] = the K float sums of terms(u, v, shift) of the block's channel c over the
@@ -335,19 +336,20 @@ void nhwc_sweeps(const NormParams& p, const float* u, const float* v, const Term
   const bool cached = p.batch * image_bytes <= cached_bytes;
   const auto block_of = [&](std::int64_t img, std::int64_t b) {
     const std::int64_t c0 = b * channel_block, at = img * pixels * channels + c0;
-    return ChannelBlock{u + at, v + at, out + at, min_of(channel_block, channels - c0)};
+    return ChannelBlock{u + at, v + at, out + at, c0, min_of(channel_block, channels - c0)};
   };
   const std::int64_t threads = num_threads();
   if (image_bytes > held_bytes || threads * image_bytes <= held_bytes) {
     parallel_for(p.batch * blocks, [&](std::int64_t t) {
-      const std::int64_t img = t / blocks, c0 = (t % blocks) * channel_block;
+      const std::int64_t img = t / blocks;
       const ChannelBlock b = block_of(img, t % blocks);
       ChannelScratch s;
       for (std::int64_t p0 = 0; p0 < pixels; p0 += block) {
-        sum_pixels<K>(b, p0, min_of(pixels, p0 + block), channels, cached, shift_of(img) + c0, terms, s.acc);
+        sum_pixels<K>(b, p0, min_of(pixels, p0 + block), channels, cached, shift_of(img) + b.first, terms,
+                      s.acc);
         add_pixel_sums<K>(s.acc, b.count, s.sums);
       }
-      put_coefficients(finish, img * channels + c0, b.count, s.sums, s.coef);
+      put_coefficients(finish, img * channels + b.first, b.count, s.sums, s.coef);
       apply_pixels(b, 0, pixels, channels, cached, streaming, s.coef);
     });
     return;
@@ -365,18 +367,19 @@ void nhwc_sweeps(const NormParams& p, const float* u, const float* v, const Term
   };
   for (std::int64_t img = 0; img < p.batch; ++img) {
     parallel_for(run_tasks, [&](std::int64_t t) {
-      const std::int64_t b = t / runs, c0 = b * channel_block;
+      const std::int64_t b = t / runs;
+      const ChannelBlock cb = block_of(img, b);
       const auto [first, last] = run_pixels(t % runs);
       for (std::int64_t p0 = first; p0 < last; p0 += block)
-        sum_pixels<K>(block_of(img, b), p0, min_of(last, p0 + block), channels, cached, shift_of(img) + c0,
-                      terms, block_acc + (b * pixel_blocks + p0 / block) * acc_floats);
+        sum_pixels<K>(cb, p0, min_of(last, p0 + block), channels, cached, shift_of(img) + cb.first, terms,
+                      block_acc + (b * pixel_blocks + p0 / block) * acc_floats);
     });
     for (std::int64_t b = 0; b < blocks; ++b) {
-      const std::int64_t c0 = b * channel_block, count = block_of(img, b).count;
+      const ChannelBlock cb = block_of(img, b);
       Sums sums[channel_block];
       for (std::int64_t pb = 0; pb < pixel_blocks; ++pb)
-        add_pixel_sums<K>(block_acc + (b * pixel_blocks + pb) * acc_floats, count, sums);
-      put_coefficients(finish, img * channels + c0, count, sums, coef + b * coef_floats);
+        add_pixel_sums<K>(block_acc + (b * pixel_blocks + pb) * acc_floats, cb.count, sums);
+      put_coefficients(finish, img * channels + cb.first, cb.count, sums, coef + b * coef_floats);
     }
     parallel_for(run_tasks, [&](std::int64_t t) {
       const std::int64_t b = t / runs;
