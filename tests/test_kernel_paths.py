@@ -260,10 +260,10 @@ CONV_PATHS = [
     pytest.param((1, 5, 12, 40, 40, 3, 2, 1, 40, (0, 2, 4, 0)), id="depthwise40_row_pairs_s2_left_padding"),
     pytest.param((2, 9, 11, 32, 32, 3, 2, 1, 32, 0), id="depthwise32_row_pairs_s2_valid"),
     # Sweeps of 3 and 1 taps with stride and dilation; a kernel wider than the row (no interior column in
-    # any sweep); and two bands of rows in one image, the last one partial.
+    # any sweep); and bands of rows in one image (of 14 rows at least), the last one partial.
     pytest.param((2, 9, 20, 40, 40, 4, 2, (1, 2), 40, (1, 2, 3, 0)), id="depthwise40_4x4_sweeps_3_1"),
     pytest.param((1, 4, 3, 32, 32, (3, 7), 1, 1, 32, 3), id="depthwise32_kernel_wider_than_row"),
-    pytest.param((1, 70, 8, 32, 32, 3, 1, 1, 32, 1), id="depthwise32_two_bands"),
+    pytest.param((1, 75, 8, 32, 32, 3, 1, 1, 32, 1), id="depthwise32_bands"),
     # The forward pass's interior columns (four at a time, two vectors of channels at a time; the one
     # vector left of 40 channels on AVX2 and of 48 on AVX-512, below and among the streamed outputs) with
     # stride and dilation, a 10x10 kernel (100 taps), and a kernel of 82 rows, more than the forward pass
@@ -351,9 +351,9 @@ CONV_PATHS = [
     # outer products over a ring of copied rows of x (4 per group). 2 channels per group at stride 1, and at
     # stride 2 with a partial last block of lanes and padding only at the top and left; 4: over 64 groups
     # at stride 2; 9 groups; on rows of 3 pixels; on a single column; under rows of padding only; at stride
-    # 2 with a left padding of 5 columns; with a first pixel that reads the padding alone; in bands of 3 rows
-    # (each starting the ring anew); and at stride 2 in bands of 2 rows over rows of bottom padding, each
-    # output row copying two new rows of x.
+    # 2 with a left padding of 5 columns; with a first pixel that reads the padding alone; in bands of 14 rows
+    # (each starting the ring anew), the last of 9; and at stride 2 in bands of 14 and 7 rows, the last over
+    # rows of bottom padding, each output row copying two new rows of x.
     pytest.param((2, 6, 11, 16, 16, 3, 1, 1, 8, 1), id="grouped_sweeps_2_2"),
     pytest.param((1, 6, 5, 256, 256, 3, 2, 1, 64, 1), id="grouped_sweeps_4_4_stride2_64_groups"),
     pytest.param((1, 9, 13, 20, 20, 3, 2, 1, 10, (2, 0, 2, 0)), id="grouped_sweeps_2_2_stride2"),
@@ -363,7 +363,7 @@ CONV_PATHS = [
     pytest.param((1, 6, 9, 16, 16, 3, 1, 1, 4, (4, 0, 1, 1)), id="grouped_sweeps_4_4_rows_of_padding"),
     pytest.param((2, 5, 17, 16, 16, 3, 2, 1, 4, (1, 1, 5, 0)), id="grouped_sweeps_4_4_stride2_wide_left"),
     pytest.param((1, 5, 4, 16, 16, 3, 1, 1, 4, (1, 1, 7, 0)), id="grouped_sweeps_4_4_group_in_padding"),
-    pytest.param((1, 37, 7, 32, 32, 3, 1, 1, 8, 1), id="grouped_sweeps_4_4_bands_of_3"),
+    pytest.param((1, 37, 7, 32, 32, 3, 1, 1, 8, 1), id="grouped_sweeps_4_4_bands"),
     pytest.param((1, 41, 9, 32, 32, 3, 2, 1, 8, (1, 2, 0, 1)), id="grouped_sweeps_4_4_s2_bottom_padding"),
     # The same with two vectors of channels on AVX-512 too: 2 per group at stride 1, and at stride 2 with a
     # last block of lanes overlapping the one before; 4 per group on a single column.

@@ -104,7 +104,7 @@ CONV_SHAPES = [
     # 40 groups: more than one block of groups at every vector width; and groups of 4 channels, one task per
     # image and block of groups where they are packed, bands of rows where they take the depthwise sweeps
     # (3x3 on AVX2 and AVX-512).
-    pytest.param((3, 12, 12, 40, 40, 3, 40, 1), id="depthwise40"),
+    pytest.param((3, 30, 12, 40, 40, 3, 40, 1), id="depthwise40"),
     # At stride 2 in NCHW: a task per image and block of channels (3 blocks of 16 here on AVX2).
     pytest.param((3, 40, 40, 48, 48, 3, 48, 2), id="depthwise48_stride2_blocks"),
     pytest.param((3, 10, 10, 32, 32, 3, 8, 1), id="grouped_4_4_per_group"),

@@ -38,11 +38,16 @@ namespace {
 // A sweep's sums are sweep_taps x V vectors: 24 of the registers with 32, 12 with 16.
 constexpr int sweep_taps = 3;
 constexpr int max_block_vectors = vector_registers / 4;
-// Tasks (bands of output rows) a layer is split into, at least: enough for the threads to share, and as few
-// as that allows, since the rows of x on either side of a band's edge are read by both bands, and those of
-// each task from memory (dw3x3_128's dW took 0.71-0.76 ms in bands of 9 rows, 0.45-0.55 ms in bands of 28).
-// The tasks depend on the layer only, never on the thread count.
+// Tasks (bands of output rows) a layer is split into, at least (but see min_band_rows): enough for the
+// threads to share, and as few as that allows, since the rows of x on either side of a band's edge are read
+// by both bands, and those of each task from memory (dw3x3_128's dW took 0.71-0.76 ms in bands of 9 rows,
+// 0.45-0.55 ms in bands of 28). The tasks depend on the layer only, never on the thread count.
 constexpr std::int64_t target_tasks = 16;
+// Bands hold at least this many output rows (or a whole image), for fewer tasks where that leaves fewer: on 2
+// threads, medians of alternating runs, bands of 7 rows -> 14: dw3x3_256_s2's dW 0.093-0.106 -> 0.079-0.089
+// ms, 8x512x14x14's 0.145-0.149 -> 0.122-0.124 ms (at stride 2, 0.089-0.091 -> 0.068-0.074); 1x256x28x28's,
+// in bands of 2 rows before, 0.042-0.049 -> 0.029-0.035 ms. Bands of at least 28 rows were no faster.
+constexpr std::int64_t min_band_rows = 14;
 
 // What a sweep asks for, for the next output row: the lines of x its taps read there (when no later sweep
 // of this row reads them), and the lines of dy (by the row's first sweep of each block).
@@ -794,6 +799,7 @@ void depthwise_weights_gradient(const ConvParams& p, const float* dy, const floa
   const std::int64_t channels = p.out_c, group = channels_per_group(p);
   const std::int64_t dw_size = channels * p.kernel_h * p.kernel_w * group, part = dw_size + channels;
   std::int64_t band_rows = ceil_div(p.out_h, ceil_div(target_tasks, p.batch));
+  band_rows = min_of<std::int64_t>(p.out_h, max_of(band_rows, min_band_rows));
   if (pairs_apply(p, Reads::in_place)) band_rows = round_up(band_rows, 2);
   const std::int64_t bands = ceil_div(p.out_h, band_rows);
   const Band band = band_of(p, Reads::in_place);
