@@ -108,7 +108,7 @@ void apply_run(float* out, const float* u, const float* v, std::int64_t count, c
 // 0.66-0.70 ms, 8x64x128x128 and 16x64x64x64 7-8% faster; inputs 16 bytes past a line (as numpy allocates
 // them), 16x256x32x32 on 1 thread: 1.65 -> 1.09 ms. On 1 thread with aligned planes of 4 KiB it lost 5%.
 // Asking for only the first KiB of each plane was 1.6x slower there (the prefetchers no longer followed),
-// and the forward pass, with one input, was slower with the asks (16x256x32x32: 0.47 -> 0.55 ms).
+// and the forward pass, with one input, was slower with the asks (16x256x32x32, 2 threads: 0.47 -> 0.55 ms).
 constexpr std::int64_t next_plane_floats = 4096;
 
 void ask_for_next_plane(const float* u, const float* v, std::int64_t pixels) {
