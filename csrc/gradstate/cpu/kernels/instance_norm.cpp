@@ -109,6 +109,8 @@ void apply_run(float* out, const float* u, const float* v, std::int64_t count, c
 // them), 16x256x32x32 on 1 thread: 1.65 -> 1.09 ms. On 1 thread with aligned planes of 4 KiB it lost 5%.
 // Asking for only the first KiB of each plane was 1.6x slower there (the prefetchers no longer followed),
 // and the forward pass, with one input, was slower with the asks (16x256x32x32, 2 threads: 0.47 -> 0.55 ms).
+// The asks alternate between u and v line by line: all of u's lines, then v's (ask_for_lines in gemm.h,
+// twice) made 8x64x128x128's backward 5% slower (1.71-1.81 -> 1.86-1.97 ms, alternating runs).
 constexpr std::int64_t next_plane_floats = 4096;
 
 void ask_for_next_plane(const float* u, const float* v, std::int64_t pixels) {
