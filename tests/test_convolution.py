@@ -213,6 +213,27 @@ def test_nan_and_inf_in_x_propagate(layout, rng):
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("stride", [1, 2])
+@pytest.mark.parametrize("where", ["x", "dy", "w"])
+def test_nan_and_inf_on_winograd_layers_land_where_the_direct_sums_put_them(layout, stride, where, rng):
+    """Dense 3x3 layers of 16 channels or more take Winograd's transforms for y and dx, which mix the pixels
+    of a tile: an Inf there turns into NaN, and a NaN or Inf spreads to the tile's other pixels. Such outputs
+    are computed again by direct sums. (The weight gradient's transforms keep theirs: see the README.)"""
+    case = ConvCase(rng, 2, 9, 10, 16, 17, 3, stride=stride, padding=1)
+    target = {"x": case.x, "dy": case.dy, "w": case.w}[where]
+    target.flat[[target.size // 7, target.size // 2, target.size - 9]] = [np.inf, -np.inf, np.nan]
+    case.y_ref = ref.conv2d(case.x, case.w, case.b, stride, 1, 1, case.pads)
+    y, dx, _, db = run_conv(case, layout)
+    assert_close(y, case.y_ref, what="y")
+    assert_close(db, case.db_ref(), what="db")
+    if where == "x":
+        assert not np.isfinite(y).all()
+    if where == "dy":
+        assert not np.isfinite(dx).all()
+        assert_close(dx, case.dx_ref(), what="dx")
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
 def test_inf_in_x_reaches_only_the_depthwise_taps_that_read_it(layout, rng):
     """With no padding x's last column is read by the last kernel column only: an Inf there leaves the
     other columns' weight gradients finite. Rows of 75 outputs are whole vectors and a rest at every vector

@@ -374,13 +374,22 @@ void on_nhwc_copies(const ConvParams& p, const float* src, std::int64_t src_c, s
   transpose_images(dst_copy, p.batch, dst_plane, dst_c, dst);
 }
 
-// forward(p, x, w, b, y) of an NHWC kernel, on NHWC copies of x and y when the layout is NCHW.
-using NhwcForward = void (*)(const ConvParams&, const float*, const float*, const float*, float*);
-void forward_in_nhwc(NhwcForward forward, const ConvParams& p, const float* x, const float* w, const float* b,
-                     float* y) {
+// forward(p, x, w, b, y) of an NHWC kernel, on NHWC copies of x and y when the layout is NCHW; returns what
+// the kernel returns.
+template <typename Result>
+Result forward_in_nhwc(Result (*forward)(const ConvParams&, const float*, const float*, const float*, float*),
+                       const ConvParams& p, const float* x, const float* w, const float* b, float* y) {
   if (p.layout == Layout::NHWC) return forward(p, x, w, b, y);
-  on_nhwc_copies(p, x, p.in_c, in_plane_of(p), y, p.out_c, out_plane_of(p),
-                 [&](const ConvParams& q, const float* xs, float* ys) { forward(q, xs, w, b, ys); });
+  if constexpr (std::is_void_v<Result>) {
+    on_nhwc_copies(p, x, p.in_c, in_plane_of(p), y, p.out_c, out_plane_of(p),
+                   [&](const ConvParams& q, const float* xs, float* ys) { forward(q, xs, w, b, ys); });
+  } else {
+    Result result{};
+    on_nhwc_copies(
+        p, x, p.in_c, in_plane_of(p), y, p.out_c, out_plane_of(p),
+        [&](const ConvParams& q, const float* xs, float* ys) { result = forward(q, xs, w, b, ys); });
+    return result;
+  }
 }
 
 // The data gradient at strides above 1 in stride phases, or else col2im with the tile that pads the im2col
@@ -670,7 +679,8 @@ void convolution_forward(const ConvParams& p, const float* x, const float* w, co
   }
   if (pointwise_nchw_forward_applies(p)) return pointwise_forward_nchw(p, x, w, b, y);
   if (grouped_forward_applies(p)) return forward_in_nhwc(grouped_forward_nhwc, p, x, w, b, y);
-  if (winograd_forward_applies(p)) return forward_in_nhwc(winograd_forward_nhwc, p, x, w, b, y);
+  // Where Winograd's outputs come out NaN or Inf, the GEMM's direct sums put them where they belong.
+  if (winograd_forward_applies(p) && forward_in_nhwc(winograd_forward_nhwc, p, x, w, b, y)) return;
   if (p.out_c / p.groups >= min_gemm_channels) return forward_in_nhwc(forward_gemm_nhwc, p, x, w, b, y);
   const Geometry geo(p);
   for (std::int64_t n = 0; n < p.batch; ++n)
@@ -699,8 +709,11 @@ void convolution_data_gradient(const ConvParams& p, const float* dy, const float
     const std::int64_t kh = p.kernel_h, kw = p.kernel_w;
     const ConvParams t = dy_pass(p, p.in_h, p.in_w, kh, kw, (kh - 1) * p.dilation_y - p.pad_top,
                                  (kw - 1) * p.dilation_x - p.pad_left);
-    if (winograd_forward_applies(t))
-      return forward_in_nhwc(winograd_data_gradient_pass_nhwc, t, dy, w, nullptr, dx);
+    // (Where Winograd's outputs come out NaN or Inf, the forward pass below takes them again: from its own
+    // Winograd pass, then from the GEMM.)
+    if (winograd_forward_applies(t) &&
+        forward_in_nhwc(winograd_data_gradient_pass_nhwc, t, dy, w, nullptr, dx))
+      return;
     const Memory flipped(sizeof(float) * p.out_c * kh * kw * (p.in_c / p.groups));
     dy_pass_weights(
         p, w, kh, kw, [&](std::int64_t u) { return kh - 1 - u; }, [&](std::int64_t v) { return kw - 1 - v; },
@@ -725,7 +738,8 @@ void convolution_data_gradient(const ConvParams& p, const float* dy, const float
   }
   if (winograd_stride_two_data_gradient_applies(p)) {
     const ConvParams t = dy_pass(p, p.in_h, p.in_w, 3, 3, p.pad_top, p.pad_left);
-    return forward_in_nhwc(winograd_stride_two_data_gradient_nhwc, t, dy, w, nullptr, dx);
+    // Where its outputs come out NaN or Inf, the GEMM below puts them where they belong.
+    if (forward_in_nhwc(winograd_stride_two_data_gradient_nhwc, t, dy, w, nullptr, dx)) return;
   }
   if (p.out_c / p.groups >= min_gemm_channels || data_gradient_phases_apply(p))
     return data_gradient_gemm(p, dy, w, dx);

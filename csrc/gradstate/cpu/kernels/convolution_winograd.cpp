@@ -15,8 +15,15 @@
 // through three steps: their input patches into V, the P^2 GEMMs into M, M into the output pixels (see run
 // for who takes which part). Each output value is computed in one order whatever the blocks, so the bits do
 // not depend on the thread count.
+//
+// The transforms mix the pixels of a tile: an Inf in an input turns into NaN where it meets its own negation
+// (B^T d B subtracts inputs), and a NaN or Inf reaches outputs of its tile that the direct sums never take
+// it to. So the output transform notes whether any output came out NaN or Inf, and the caller then computes
+// the outputs again by direct sums (convolution.cpp); finite outputs cost one add per vector.
 #include "gradstate/cpu/kernels/convolution_winograd.h"
 
+#include <atomic>
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 
@@ -103,8 +110,9 @@ struct Winograd {
   // When U is small, each task takes a block of tiles through all three steps, its V and M in its own
   // cache, and streams all of U. When U is large, streaming it for every small block would cost more than
   // the GEMMs, so larger blocks go through each step together, the threads sharing the step's work, and
-  // each part of U is read once per block.
-  void run() const {
+  // each part of U is read once per block. Returns false where an output may be NaN or Inf (see
+  // transform_outputs).
+  bool run() const {
     const std::int64_t block_floats = positions * block_tiles * (ldv + ldm);
     if (!shared) {
       parallel_for(blocks, [&](std::int64_t block) {
@@ -115,7 +123,7 @@ struct Winograd {
           for (std::int64_t ob = 0; ob < o_blocks; ++ob) multiply(blk, xi, ob);
         transform_outputs(blk, 0, blk.count);
       });
-      return;
+      return !non_finite.load();
     }
     const Memory block_memory(sizeof(float) * block_floats);
     for (std::int64_t block = 0; block < blocks; ++block) {
@@ -129,6 +137,7 @@ struct Winograd {
         transform_outputs(blk, min_of(blk.count, c * MR), min_of(blk.count, (c + 1) * MR));
       });
     }
+    return !non_finite.load();
   }
 
   Block block_of(std::int64_t block, float* v) const {
@@ -214,33 +223,54 @@ struct Winograd {
     }
   }
 
-  // The output pixels of the block's tiles [begin, end).
+  // The output pixels of the block's tiles [begin, end); notes in non_finite when any may be NaN or Inf: the
+  // sum of its tile is then NaN or Inf. (So it is where finite values of 1e38 or so add up past the largest
+  // float, or where a pixel past the output's edge, never stored, comes out NaN or Inf: those outputs are
+  // computed again too. Each tile's sum, times 0, is added up here, so that the choice depends on the tiles,
+  // not on the blocks that the thread count shapes.)
   void transform_outputs(const Block& blk, std::int64_t begin, std::int64_t end) const {
-    for (std::int64_t t = begin; t < end; ++t) transform_products(blk.first_tile + t, blk.m + t * ldm);
+    Vec zeroed{};
+    for (std::int64_t t = begin; t < end; ++t)
+      zeroed += transform_products(blk.first_tile + t, blk.m + t * ldm) * 0.0f;
+    if (std::isnan(sum_lanes(zeroed))) non_finite.store(true);
   }
 
-  // The output pixels of `tile` inside the image from m[xi * block_tiles * ldm + o] = M[xi][tile][o].
-  void transform_products(std::int64_t tile, const float* m) const {
+  // The output pixels of `tile` inside the image from m[xi * block_tiles * ldm + o] = M[xi][tile][o]; returns
+  // their sum.
+  Vec transform_products(std::int64_t tile, const float* m) const {
     constexpr int pixels = S::tile * S::tile;
     float* out[pixels];  // null outside the output
     grid.output_pixels(geo, tile, y, out);
     const std::int64_t stride = block_tiles * ldm;
+    // A sum per pixel, of the pixels past the output's edges too (from finite inputs they are finite): with
+    // one sum of all the outputs each add waited for the one before, and with sums of the stored pixels only
+    // the forward pass of r3x3_64 took 4% longer (1 thread), against no change here.
+    Vec pixel_sums[pixels] = {};
     std::int64_t o = 0;
     for (; o + lanes <= outputs; o += lanes) {
       Vec mv[positions], yv[pixels];
       for (int i = 0; i < positions; ++i) mv[i] = load(m + i * stride + o);
       transform_product<S>(mv, yv);
       const Vec bias = b ? load(b + o) : Vec{};
-      for (int i = 0; i < pixels; ++i)
-        if (out[i]) store(out[i] + o, yv[i] + bias);
+      for (int i = 0; i < pixels; ++i) {
+        const Vec value = yv[i] + bias;
+        if (out[i]) store(out[i] + o, value);
+        pixel_sums[i] += value;
+      }
     }
     for (; o < outputs; ++o) {
       float mv[positions], yv[pixels];
       for (int i = 0; i < positions; ++i) mv[i] = m[i * stride + o];
       transform_product<S>(mv, yv);
-      for (int i = 0; i < pixels; ++i)
-        if (out[i]) out[i][o] = yv[i] + (b ? b[o] : 0.0f);
+      for (int i = 0; i < pixels; ++i) {
+        if (!out[i]) continue;
+        out[i][o] = yv[i] + (b ? b[o] : 0.0f);
+        pixel_sums[i][0] += out[i][o];
+      }
     }
+    Vec sum{};
+    for (const Vec& pixel_sum : pixel_sums) sum += pixel_sum;
+    return sum;
   }
 
   Geometry geo;
@@ -252,41 +282,39 @@ struct Winograd {
   typename S::Grid grid;
   std::int64_t channels, outputs, o_blocks, ldv, ldm, tiles, block_tiles = 0, blocks = 0;
   bool shared = false;
+  mutable std::atomic<bool> non_finite{false};
   Memory u_memory;
   Memory zeros;  // the input pixel of every patch position in the padding
 };
 
 template <typename S>
-void run_winograd(const ConvParams& p, const float* x, const float* w, WinogradKernels kernels,
+bool run_winograd(const ConvParams& p, const float* x, const float* w, WinogradKernels kernels,
                   const float* b, float* y) {
-  if (tile_a_pads_least(p.out_c)) {
-    Winograd<S, tile_a[0], tile_a[1]>(p, x, w, kernels, b, y).run();
-  } else {
-    Winograd<S, tile_b[0], tile_b[1]>(p, x, w, kernels, b, y).run();
-  }
+  if (tile_a_pads_least(p.out_c)) return Winograd<S, tile_a[0], tile_a[1]>(p, x, w, kernels, b, y).run();
+  return Winograd<S, tile_b[0], tile_b[1]>(p, x, w, kernels, b, y).run();
 }
 
 }  // namespace
 
 bool winograd_forward_applies(const ConvParams& p) { return winograd_shape(p); }
 
-void winograd_forward_nhwc(const ConvParams& p, const float* x, const float* w, const float* b, float* y) {
+bool winograd_forward_nhwc(const ConvParams& p, const float* x, const float* w, const float* b, float* y) {
   if (p.stride_y == 2) return run_winograd<StrideTwo>(p, x, w, WinogradKernels::forward, b, y);
-  run_winograd<StrideOne>(p, x, w, WinogradKernels::forward, b, y);
+  return run_winograd<StrideOne>(p, x, w, WinogradKernels::forward, b, y);
 }
 
-void winograd_data_gradient_pass_nhwc(const ConvParams& pass, const float* dy, const float* w, const float* b,
+bool winograd_data_gradient_pass_nhwc(const ConvParams& pass, const float* dy, const float* w, const float* b,
                                       float* dx) {
-  run_winograd<StrideOne>(pass, dy, w, WinogradKernels::exchanged, b, dx);
+  return run_winograd<StrideOne>(pass, dy, w, WinogradKernels::exchanged, b, dx);
 }
 
 bool winograd_stride_two_data_gradient_applies(const ConvParams& p) {
   return winograd_shape(p) && p.stride_y == 2 && p.pad_top % 2 == 1 && p.pad_left % 2 == 1;
 }
 
-void winograd_stride_two_data_gradient_nhwc(const ConvParams& pass, const float* dy, const float* w,
+bool winograd_stride_two_data_gradient_nhwc(const ConvParams& pass, const float* dy, const float* w,
                                             const float* b, float* dx) {
-  run_winograd<StrideTwoData>(pass, dy, w, WinogradKernels::exchanged, b, dx);
+  return run_winograd<StrideTwoData>(pass, dy, w, WinogradKernels::exchanged, b, dx);
 }
 
 }  // namespace gradstate::cpu::GRADSTATE_ISA_NAMESPACE

@@ -11,13 +11,15 @@ namespace gradstate::cpu::GRADSTATE_ISA_NAMESPACE {
 // (no dilation), and enough channels for its GEMMs.
 bool winograd_forward_applies(const ConvParams& p);
 
-void winograd_forward_nhwc(const ConvParams& p, const float* x, const float* w, const float* b, float* y);
+// Returns false where an output may be NaN or Inf: the caller then computes them again by direct sums, since
+// the transforms mix the pixels of a tile (see convolution_winograd.cpp). So do the data gradients below.
+bool winograd_forward_nhwc(const ConvParams& p, const float* x, const float* w, const float* b, float* y);
 
 // The same for the forward pass over dy that gives a stride-1 layer's dx (see convolution_data_gradient),
 // with that layer's own OHWI weights w: the pass's kernels are its kernels flipped, input and output
 // channels exchanged, transformed straight from w with no flipped copy. b (null for dx) keeps the forward
 // passes' signature.
-void winograd_data_gradient_pass_nhwc(const ConvParams& pass, const float* dy, const float* w, const float* b,
+bool winograd_data_gradient_pass_nhwc(const ConvParams& pass, const float* dy, const float* w, const float* b,
                                       float* dx);
 
 // Whether the layer's data gradient is one the stride-2 scheme computes (StrideTwoData in winograd.h):
@@ -27,7 +29,7 @@ bool winograd_stride_two_data_gradient_applies(const ConvParams& p);
 // dx of such a layer from dy and its OHWI weights w. `pass` is the forward pass over dy that gives dx (its
 // input dy, its output dx, input and output channels exchanged) with the layer's padding, which places the
 // scheme's tiles; b (null) keeps the forward passes' signature.
-void winograd_stride_two_data_gradient_nhwc(const ConvParams& pass, const float* dy, const float* w,
+bool winograd_stride_two_data_gradient_nhwc(const ConvParams& pass, const float* dy, const float* w,
                                             const float* b, float* dx);
 
 // Whether the layer is such a layer at stride 1, in NHWC, whose weight gradient's transforms stay within
