@@ -94,6 +94,14 @@ def test_devices():
         assert metal.available is False
 
 
+def test_devices_compare_by_type_and_unequal_to_anything_else():
+    cpu, metal = sorted(gs.devices(), key=lambda d: d.type)
+    assert cpu == next(d for d in gs.devices() if d.type == "cpu") and cpu != metal
+    assert hash(cpu) == hash(next(d for d in gs.devices() if d.type == "cpu"))
+    assert cpu != "cpu" and not (cpu == "cpu") and cpu != None  # noqa: E711
+    assert "cpu" not in [cpu] and cpu in [None, "cpu", cpu]
+
+
 def test_default_device():
     d = gs.default_device()
     assert isinstance(d, gs.Device) and d.available

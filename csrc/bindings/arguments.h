@@ -6,6 +6,7 @@
 
 #include <optional>
 #include <string>
+#include <string_view>
 
 #include "gradstate/core/device.h"
 #include "gradstate/core/errors.h"
@@ -62,7 +63,8 @@ T& as_instance(const char* argument, py::handle value, const std::string& expect
 // The state argument of a gradient call.
 template <typename State>
 State& as_state(py::handle value, const char* state_class) {
-  return as_instance<State>("state", value, std::string("a ") + state_class);
+  const bool vowel = std::string_view("AEIOU").find(state_class[0]) != std::string_view::npos;
+  return as_instance<State>("state", value, std::string(vowel ? "an " : "a ") + state_class);
 }
 
 }  // namespace gradstate::bindings

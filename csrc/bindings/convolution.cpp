@@ -160,7 +160,7 @@ void bind_convolution(py::module_& m) {
            py::arg("convolution"), py::arg("option") = GradientOption::all)
       .def(
           "backward",
-          [](ConvolutionGradient& g, py::handle dy, py::handle x, py::handle state, bool accumulate,
+          [](ConvolutionGradient& g, py::handle dy, py::handle x, py::handle state, py::handle accumulate,
              py::handle layout) {
             return layer_backward<ConvolutionGradientState>(g, dy, x, state, accumulate, layout,
                                                             "ConvolutionGradientState");
@@ -170,7 +170,8 @@ void bind_convolution(py::module_& m) {
           "Returns dx (None when option is WEIGHTS_AND_BIAS) and writes the weight and bias gradients into "
           "state (unless option is DATA), adding to them when accumulate is true.")
       .def_property_readonly("convolution", &ConvolutionGradient::convolution)
-      .def_property("option", &ConvolutionGradient::option, &ConvolutionGradient::set_option);
+      .def_property("option", &ConvolutionGradient::option,
+                    [](ConvolutionGradient& g, py::handle option) { g.set_option(as_option(option)); });
 }
 
 }  // namespace gradstate::bindings

@@ -23,7 +23,12 @@ void bind_device(py::module_& m) {
       .def_property_readonly(
           "unavailable_reason", [](const Device& d) { return backend_for(d.kind).unavailable_reason(); },
           "Why it is not available; empty when it is.")
-      .def("__eq__", [](const Device& a, const Device& b) { return a.kind == b.kind; })
+      // Anything but a Device is left to the other operand (so it compares unequal).
+      .def("__eq__",
+           [](const Device& a, py::handle b) -> py::object {
+             if (!py::isinstance<Device>(b)) return py::reinterpret_borrow<py::object>(Py_NotImplemented);
+             return py::bool_(a.kind == b.cast<const Device&>().kind);
+           })
       .def("__hash__", [](const Device& d) { return static_cast<int>(d.kind); })
       .def("__repr__", [](const Device& d) {
         const Backend& backend = backend_for(d.kind);

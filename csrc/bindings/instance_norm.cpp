@@ -106,8 +106,8 @@ void bind_instance_norm(py::module_& m) {
            py::arg("instance_normalization"))
       .def(
           "backward",
-          [](InstanceNormalizationGradient& g, py::handle dy, py::handle x, py::handle state, bool accumulate,
-             py::handle layout) {
+          [](InstanceNormalizationGradient& g, py::handle dy, py::handle x, py::handle state,
+             py::handle accumulate, py::handle layout) {
             return layer_backward<InstanceNormalizationGradientState>(g, dy, x, state, accumulate, layout,
                                                                       "InstanceNormalizationGradientState");
           },
