@@ -56,6 +56,20 @@ def test_mean_far_from_zero(shape, layout, rng):
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("shape", [(1, 128, 128, 1), (2, 40, 30, 33), (1, 8, 2, 3)], ids=str)
+def test_first_values_far_from_the_mean(shape, layout, rng):
+    # The statistics sum x minus a shift in float (see instance_norm.cpp). Each plane's first pixel lies far
+    # from its mean (0 among 200 + N(0, 1)): a shift near it would leave the sum of squares to cancel against
+    # the squared mean, and the variance to lose precision (inv_std was off by 1.4e-3 relative on 128x128).
+    # The last shape has planes of fewer values than the shift's sample.
+    c = shape[-1]
+    x = f32(200.0 + rng.standard_normal(shape))
+    x[:, 0, 0, :] = 0.0
+    dy = f32(rng.standard_normal(shape))
+    check_norm(x, f32(rng.uniform(0.5, 1.5, c)), f32(rng.standard_normal(c)), 1e-5, dy, layout)
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("shape", [(4, 257, 255, 9), (2, 96, 96, 128)], ids=str)
 def test_large_output(shape, layout, rng):
     # Over 2**21 elements, outputs are written past the caches: in NCHW, where odd plane sizes (257 x 255)

@@ -141,9 +141,15 @@ def test_convolution_bits_do_not_depend_on_thread_count(shape, layout, rng, rest
     ],
     ids=str,
 )
-def test_instance_norm_bits_do_not_depend_on_thread_count(shape, layout, rng, restore_threads):
+# With outliers, every third channel's first pixel lies 80 spreads from its plane's mean: the forward pass's
+# shift (the mean of a sample that takes it) lies 5 spreads off, and those planes' sums are taken again.
+@pytest.mark.parametrize("outliers", [False, True], ids=["", "outliers"])
+def test_instance_norm_bits_do_not_depend_on_thread_count(shape, outliers, layout, rng, restore_threads):
     c = shape[-1]
-    x = f32(rng.standard_normal(c) + rng.standard_normal(shape) * rng.uniform(0.5, 2.0, c))
+    spread = rng.uniform(0.5, 2.0, c)
+    x = f32(rng.standard_normal(c) + rng.standard_normal(shape) * spread)
+    if outliers:
+        x[:, 0, 0, ::3] += f32(80 * spread[::3])
     gamma, beta = f32(rng.standard_normal(c)), f32(rng.standard_normal(c))
     dy = f32(rng.standard_normal(shape))
 
