@@ -402,6 +402,21 @@ def test_temporary_state_is_read_once_per_step(rng):
     assert state.read_count == 0
 
 
+def test_failed_step_leaves_a_temporary_state_unread(rng):
+    """A step that fails its checks (here the step count) reads nothing: the state can still be stepped."""
+    layer = ConvLayer(rng)
+    state, _ = layer.gradients(1.0, temporary=True)
+    assert state.read_count == 1
+    opt = gs.optim.Adam()
+    opt.state(layer.layer).time_step = 2**62
+    with pytest.raises(ValueError, match=r"^time_step: "):
+        opt.step(layer.layer, state)
+    assert state.read_count == 1
+    opt.state(layer.layer).time_step = 0
+    opt.step(layer.layer, state)
+    assert state.read_count == 0 and opt.state(layer.layer).time_step == 1
+
+
 def test_optimizer_does_not_keep_layers_alive(rng):
     opt = gs.optim.Adam(amsgrad=True)
     keep = ConvLayer(rng)

@@ -87,7 +87,8 @@ std::shared_ptr<OptimizerState> Optimizer::state(const std::shared_ptr<InstanceN
 }
 
 void Optimizer::run(const std::shared_ptr<const void>& layer, DeviceKind device,
-                    const std::vector<Buffer*>& values, const std::vector<const Buffer*>& gradients) {
+                    const std::vector<Buffer*>& values, const std::vector<const Buffer*>& gradients,
+                    GradientState& read) {
   Backend& backend = backend_for(device);
   std::lock_guard<std::mutex> lock(mutex_);
   const std::shared_ptr<OptimizerState> state =
@@ -104,6 +105,7 @@ void Optimizer::run(const std::shared_ptr<const void>& layer, DeviceKind device,
     throw ValueError(
         concat("time_step: expected a count below 2**62 before a step, got ", state->time_step_));
   }
+  read.consume_read();
   fill(p, ++state->time_step_);
   for (std::size_t i = 0; i < values.size(); ++i) update(backend, p, *gradients[i], *values[i], *state, i);
 }
@@ -113,14 +115,13 @@ void Optimizer::step(const std::shared_ptr<Convolution>& layer, ConvolutionGradi
     throw ValueError(
         "state: expected a state made by this layer's forward pass, got one made by another Convolution");
   }
-  state.consume_read();
   std::vector<Buffer*> values{layer->weights_buffer().get()};
   std::vector<const Buffer*> gradients{state.gradient_for_weights().get()};
   if (layer->bias()) {
     values.push_back(layer->bias_buffer().get());
     gradients.push_back(state.gradient_for_biases().get());
   }
-  run(layer, layer->device(), values, gradients);
+  run(layer, layer->device(), values, gradients, state);
 }
 
 void Optimizer::step(const std::shared_ptr<InstanceNormalization>& layer,
@@ -130,9 +131,8 @@ void Optimizer::step(const std::shared_ptr<InstanceNormalization>& layer,
         "state: expected a state made by this layer's forward pass, got one made by another "
         "InstanceNormalization");
   }
-  state.consume_read();
   run(layer, layer->device(), {layer->gamma().get(), layer->beta().get()},
-      {state.gradient_for_gamma().get(), state.gradient_for_beta().get()});
+      {state.gradient_for_gamma().get(), state.gradient_for_beta().get()}, state);
 }
 
 // ---- SGD

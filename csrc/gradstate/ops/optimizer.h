@@ -106,9 +106,11 @@ class Optimizer {
   // The state of the layer whose parameters are `values`, made on first use; the caller holds mutex_.
   std::shared_ptr<OptimizerState> state_locked(const std::shared_ptr<const void>& layer,
                                                const std::vector<const Buffer*>& values);
-  // One step over the parameters `values` of the layer with their gradients.
+  // One step over the parameters `values` of the layer with their gradients, which `read` holds: it reads
+  // `read` (see GradientState::consume_read) once its other checks have passed, so that a step that fails
+  // leaves a temporary state's read_count as it was.
   void run(const std::shared_ptr<const void>& layer, DeviceKind device, const std::vector<Buffer*>& values,
-           const std::vector<const Buffer*>& gradients);
+           const std::vector<const Buffer*>& gradients, GradientState& read);
 
   OptimizerDescriptor descriptor_;
   std::mutex mutex_;  // guards states_, the states' contents and the layers' parameters during a step
