@@ -221,6 +221,50 @@ def conv_and_state(temporary):
     return gs.ConvolutionGradient(conv), np.ones_like(y), x, state
 
 
+def test_reprs_name_the_class_and_what_describes_the_object():
+    conv = gs.Convolution(np.ones((4, 3, 5, 2), np.float32), stride=(2, 1), padding="same", groups=1)
+    inorm = gs.InstanceNormalization(2, epsilon=0.5)
+    x = np.ones((1, 6, 7, 2), np.float32)
+    _, conv_state = conv.forward(x, temporary_state=True)
+    _, norm_state = inorm.forward(x)
+    device = repr(conv.device.type)
+    assert repr(conv) == (
+        "Convolution(kernel_height=3, kernel_width=5, input_feature_channels=2, output_feature_channels=4, "
+        f"groups=1, stride=(2, 1), dilation=(1, 1), padding='same', has_bias=False, device={device})"
+    )
+    assert repr(inorm) == f"InstanceNormalization(num_channels=2, epsilon=0.5, device={device})"
+    expected = {
+        gs.ConvolutionGradient(conv, option=gs.GradientOption.DATA): (
+            "ConvolutionGradient(convolution=Convolution(",
+            "option=GradientOption.DATA)",
+        ),
+        gs.InstanceNormalizationGradient(inorm): ("InstanceNormalizationGradient(instance_normalization=",),
+        conv_state: (
+            "ConvolutionGradientState(layout='NHWC', is_temporary=True, read_count=1, source_height=6",
+        ),
+        norm_state: ("InstanceNormalizationGradientState(layout='NHWC', is_temporary=False",),
+        conv.export_weights_and_biases(): (
+            "ConvolutionWeightsAndBiasesState(weights=Buffer(shape=(4, 3, 5, 2)",
+            "biases=None)",
+        ),
+        inorm.export_gamma_and_beta(): ("NormalizationGammaAndBetaState(gamma=Buffer(shape=(2,)",),
+        gs.optim.SGD(momentum_scale=0.5): (
+            "SGD(learning_rate=0.001, momentum_scale=0.5,",
+            "regularization=None",
+        ),
+        gs.optim.RMSProp(decay=0.5): ("RMSProp(learning_rate=0.001, decay=0.5,",),
+        gs.optim.Adam(amsgrad=True, gradient_clip=(-1.0, 2.0)): (
+            "Adam(",
+            "amsgrad=True",
+            "gradient_clip=(-1.0, 2.0)",
+        ),
+        gs.optim.Adam().state(conv): ("OptimizerState(time_step=0)",),
+    }
+    for obj, parts in expected.items():
+        text = repr(obj)
+        assert text.startswith(parts[0]) and all(p in text for p in parts[1:]), text
+
+
 def test_ordinary_state_read_count():
     grad, dy, x, state = conv_and_state(False)
     assert state.read_count == 0 and state.is_temporary is False

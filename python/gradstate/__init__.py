@@ -8,7 +8,7 @@ under their MPS names.
 
 from importlib.metadata import PackageNotFoundError, version
 
-from . import optim
+from . import _reprs, optim  # noqa: F401 (_reprs gives the core's classes their repr())
 from ._core import (
     Buffer,
     Convolution,
