@@ -5,8 +5,9 @@
 // shifted before they are summed — in the forward pass by the mean of a sample of the plane (see
 // sample_means), in the backward pass by the saved (float) mean — so that data far from zero keeps its
 // precision; the small difference between the float mean and the exact one is carried as a correction. The
-// backward pass sums dy, dy * (x - mean) and x - mean in one sweep, then writes dx = a * (dy - mean(dy)) + b
-// * (x - mean) + k in a second sweep, while the plane is still in cache where it fits.
+// backward pass sums dy, dy * (x - mean) and x - mean in one sweep, then writes
+// dx = a * (dy - mean(dy)) + b * (x - mean) + k in a second sweep, while the plane is still in cache where it
+// fits.
 //
 // NCHW planes are contiguous, so one task handles one plane. In NHWC the channels of a pixel are contiguous,
 // so one task handles a block of channels of one image (or, where the threads share each image, of a run
@@ -61,9 +62,9 @@ void add_run(Sums& sums, const float* u, const float* v, std::int64_t count, flo
 
 // The forward pass shifts each plane by the mean of a sample of its values, near the plane's mean for most
 // data: the variance is the mean of (x - shift)^2, summed in float, less the squared mean of x - shift, and
-// the farther the shift from the mean, the more those two cancel. (Shifted by its first value, a plane of 200
-// + N(0, 1) whose first value was 0 had its 1/std off by 1.4e-3 relative.) Where the shift still lies far,
-// the sums are taken again (see far_from_mean). An NCHW plane's sample is its first shift_sample values,
+// the farther the shift from the mean, the more those two cancel. (Shifted by its first value, a plane of
+// 200 + N(0, 1) whose first value was 0 had its 1/std off by 1.4e-3 relative.) Where the shift still lies
+// far, the sums are taken again (see far_from_mean). An NCHW plane's sample is its first shift_sample values,
 // which its sums read first, and a plane is summed again on its own; samples spread over the plane made the
 // forward pass of 16x256x32x32 10-15% slower. An NHWC image's sample is shift_sample pixels spread evenly
 // over it, since a plane summed again there sweeps every image again (see instance_norm_forward); that sample
