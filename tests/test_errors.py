@@ -264,6 +264,14 @@ def test_exceptions_are_exact_types():
     assert not isinstance(info.value, TypeError)
 
 
+def test_output_too_large_to_allocate_says_its_size_and_shape():
+    # y would take 128 PiB: past the 2**56 bytes any buffer may take, so nothing is asked of the system.
+    conv = gs.Convolution(W, padding=(2**25, 2**25))
+    message = r"^cannot allocate 128\.0 PiB for a float32 buffer of shape \(2, 67108868, 67108867, 4\)$"
+    with pytest.raises(MemoryError, match=message):
+        conv.forward(X)
+
+
 def test_kernel_that_just_fits_is_accepted():
     # The boundary of "kernel larger than the padded input": 3 + 2*1 == 5 fits a 5x5 kernel exactly.
     y, _ = gs.Convolution(np.ones((1, 5, 5, 2), F32), padding=1).forward(np.ones((1, 3, 3, 2), F32))

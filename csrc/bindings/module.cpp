@@ -19,6 +19,8 @@ PYBIND11_MODULE(_core, m) {
       PyErr_SetString(PyExc_TypeError, e.what());
     } catch (const gradstate::ValueError& e) {
       PyErr_SetString(PyExc_ValueError, e.what());
+    } catch (const gradstate::MemoryError& e) {
+      PyErr_SetString(PyExc_MemoryError, e.what());
     }
   });
 

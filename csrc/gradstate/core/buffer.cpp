@@ -1,6 +1,7 @@
 #include "gradstate/core/buffer.h"
 
 #include "gradstate/core/backend.h"
+#include "gradstate/core/errors.h"
 #include "gradstate/core/host_memory.h"
 
 #include <atomic>
@@ -16,15 +17,21 @@ std::atomic<std::int64_t> live_bytes{0};
 }  // namespace
 
 std::shared_ptr<Buffer> Buffer::allocate(DType dtype, Shape shape, DeviceKind device, Fill fill) {
-  const std::int64_t count = element_count(shape);
-  if (count > (std::int64_t{1} << 56) / static_cast<std::int64_t>(itemsize(dtype))) throw std::bad_alloc();
-  const std::size_t nbytes = static_cast<std::size_t>(count) * itemsize(dtype);
-  const DeviceMemory device_memory = backend_for(device).allocate_memory(nbytes);
-  void* data = device_memory.data;
-  if (data == nullptr) {
-    data = allocate_host_block(nbytes);
-    if (fill == Fill::zeros) std::memset(data, 0, nbytes);
+  DeviceMemory device_memory{};
+  void* data = nullptr;
+  std::size_t nbytes = 0;
+  try {
+    const std::int64_t count = element_count(shape);
+    if (count > (std::int64_t{1} << 56) / static_cast<std::int64_t>(itemsize(dtype))) throw std::bad_alloc();
+    nbytes = static_cast<std::size_t>(count) * itemsize(dtype);
+    device_memory = backend_for(device).allocate_memory(nbytes);
+    data = device_memory.data;
+    if (data == nullptr) data = allocate_host_block(nbytes);
+  } catch (const std::bad_alloc&) {
+    throw MemoryError(concat("cannot allocate ", byte_size_string(shape, itemsize(dtype)), " for a ",
+                             dtype_name(dtype), " buffer of shape ", shape_string(shape)));
   }
+  if (device_memory.data == nullptr && fill == Fill::zeros) std::memset(data, 0, nbytes);
   live_bytes.fetch_add(static_cast<std::int64_t>(nbytes), std::memory_order_relaxed);
   return std::shared_ptr<Buffer>(new Buffer(data, true, dtype, std::move(shape), device, device_memory));
 }

@@ -1,6 +1,6 @@
-// Argument errors raised by the core. The bindings translate them to Python's ValueError and TypeError;
-// every message starts with the name of the offending argument, then says what was expected and what
-// was given ("x: expected 4 dimensions, got 3").
+// Errors raised by the core. The bindings translate them to Python's ValueError, TypeError and MemoryError;
+// an argument error's message starts with the name of the offending argument, then says what was expected
+// and what was given ("x: expected 4 dimensions, got 3").
 #pragma once
 
 #include <sstream>
@@ -16,6 +16,11 @@ struct ValueError : std::invalid_argument {
 
 struct TypeError : std::invalid_argument {
   using std::invalid_argument::invalid_argument;
+};
+
+// A buffer that cannot be had; Python's MemoryError, with the size and shape asked for.
+struct MemoryError : std::runtime_error {
+  using std::runtime_error::runtime_error;
 };
 
 // Joins the streamable parts into one message.
