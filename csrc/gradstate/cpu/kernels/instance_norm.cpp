@@ -440,14 +440,22 @@ void instance_norm_forward(const NormParams& p, const float* x, const float* gam
                            float* y, float* mean, float* inv_std) {
   const std::int64_t pixels = static_cast<std::int64_t>(p.height) * p.width, channels = p.channels;
   const bool streaming = streams(p.batch * channels * pixels);
+  // The mean and the variance of x - shift, from a plane's sums of x - shift and (x - shift)^2.
+  struct Moments {
+    double mean, variance;
+  };
+  auto moments_of = [&](const Sums& sums) {
+    const double shifted_mean = sums.s[0] / pixels;
+    return Moments{shifted_mean, sums.s[1] / pixels - shifted_mean * shifted_mean};
+  };
   // Saves the plane's statistics from sums of (x - shift); returns y = scale * (x - mean) + beta as an
   // Affine of (x, x) with the float mean, corrected for its rounding.
   auto finish = [&](std::int64_t plane, float shift, const Sums& sums) {
-    const double shifted_mean = sums.s[0] / pixels;
-    // Rounding can make the difference slightly negative; NaN must stay NaN.
-    const double var = sums.s[1] / pixels - shifted_mean * shifted_mean;
+    const Moments shifted = moments_of(sums);
+    // Rounding can make the variance slightly negative; NaN must stay NaN.
+    const double var = shifted.variance;
     const double inv = 1.0 / std::sqrt((var < 0.0 ? 0.0 : var) + p.epsilon);
-    const double exact_mean = shift + shifted_mean;
+    const double exact_mean = shift + shifted.mean;
     const std::int64_t c = plane % channels;
     mean[plane] = static_cast<float>(exact_mean);
     inv_std[plane] = static_cast<float>(inv);
@@ -459,11 +467,8 @@ void instance_norm_forward(const NormParams& p, const float* x, const float* gam
   // (see shift_sample); they are then taken again, shifted by the mean they gave. The sample's mean lies that
   // far only from a few planes: the values it took were outliers, or lay along a pattern of the plane.
   auto far_from_mean = [&](const Sums& sums) {
-    const double shifted_mean = sums.s[0] / pixels;
-    return shifted_mean * shifted_mean > 4.0 * (sums.s[1] / pixels - shifted_mean * shifted_mean);
-  };
-  auto mean_of = [&](float shift, const Sums& sums) {
-    return static_cast<float>(shift + sums.s[0] / pixels);
+    const Moments shifted = moments_of(sums);
+    return shifted.mean * shifted.mean > 4.0 * shifted.variance;
   };
   if (p.layout == Layout::NCHW) {
     parallel_for(p.batch * channels, [&](std::int64_t plane) {
@@ -478,7 +483,7 @@ void instance_norm_forward(const NormParams& p, const float* x, const float* gam
       sample_means(xs, min_of(pixels, shift_sample), 1, 1, &shift);
       Sums sums = sums_of(shift);
       if (far_from_mean(sums)) {
-        shift = mean_of(shift, sums);
+        shift = static_cast<float>(shift + moments_of(sums).mean);
         sums = sums_of(shift);
       }
       const Affine f = finish(plane, shift, sums);
@@ -500,7 +505,7 @@ void instance_norm_forward(const NormParams& p, const float* x, const float* gam
   auto nhwc_finish = [&](std::int64_t plane, const Sums& sums) {
     const Affine f = finish(plane, shifts[plane], sums);
     if (far_from_mean(sums)) {
-      shifts[plane] = mean_of(shifts[plane], sums);
+      shifts[plane] = mean[plane];  // as finish saved it
       again.store(true);
     }
     return f;
