@@ -288,3 +288,36 @@ def test_failed_calls_leave_state_usable():
     dx = grad.backward(DY, X, state)
     assert dx.shape == X.shape
     np.testing.assert_allclose(np.asarray(state.gradient_for_biases), np.full(4, 24.0))
+
+
+NATIVE_CLASSES = [
+    cls
+    for module in (gs, gs.optim)
+    for cls in (getattr(module, name) for name in module.__all__)
+    if isinstance(cls, type) and not issubclass(cls, int)  # the enums are Python's IntEnum
+]
+
+
+@pytest.mark.parametrize("cls", NATIVE_CLASSES, ids=lambda cls: cls.__name__)
+def test_new_alone_makes_no_object(cls):
+    # Without the guard, cls.__new__(cls) returned an object whose C++ value was never made: reading it gave
+    # garbage (Convolution's stride was two addresses) or crashed.
+    name = cls.__name__
+    message = rf"^{name}\.__new__\(\) alone makes no usable object: {name} objects are made by calling"
+    with pytest.raises(TypeError, match=message):
+        cls.__new__(cls)
+
+
+def test_subclasses_are_made_by_calling_them_only():
+    class Layer(gs.Convolution):
+        pass
+
+    class LayerWithoutBaseInit(gs.Convolution):
+        def __init__(self):
+            pass
+
+    assert Layer(W).stride == (1, 1)
+    with pytest.raises(TypeError, match=r"^Layer\.__new__\(\) alone makes no usable object"):
+        Layer.__new__(Layer)
+    with pytest.raises(TypeError, match=r"Convolution\.__init__\(\) must be called when overriding __init__"):
+        LayerWithoutBaseInit()

@@ -8,13 +8,14 @@
 #include "device.h"
 #include "gradstate/core/buffer.h"
 #include "gradstate/core/host_memory.h"
+#include "guarded_class.h"
 
 namespace gradstate::bindings {
 
 namespace py = pybind11;
 
 void bind_buffer(py::module_& m) {
-  py::class_<Buffer, std::shared_ptr<Buffer>>(
+  guarded_class<Buffer, std::shared_ptr<Buffer>>(
       m, "Buffer", py::buffer_protocol(),
       "A typed, shaped, reference-counted block of device-visible "
       "memory (the counterpart of an MTLBuffer).\n\n"

@@ -7,6 +7,7 @@
 #include "bindings.h"
 #include "device.h"
 #include "gradstate/ops/checks.h"
+#include "guarded_class.h"
 #include "layer_calls.h"
 
 namespace gradstate::bindings {
@@ -78,7 +79,7 @@ void bind_convolution(py::module_& m) {
              "(output channels, kernel height, kernel width, input channels / groups)")
       .finalize();
 
-  py::class_<Convolution, std::shared_ptr<Convolution>>(
+  guarded_class<Convolution, std::shared_ptr<Convolution>>(
       m, "Convolution",
       "A 2-D convolution (MPSCNNConvolution). weights are OHWI: (O, KH, KW, I // groups); bias is (O,) or "
       "None.")
@@ -120,7 +121,7 @@ void bind_convolution(py::module_& m) {
           "layer has a bias).")
       .def_property_readonly("device", [](const Convolution& c) { return Device{c.device()}; });
 
-  py::class_<ConvolutionWeightsAndBiasesState, std::shared_ptr<ConvolutionWeightsAndBiasesState>>(
+  guarded_class<ConvolutionWeightsAndBiasesState, std::shared_ptr<ConvolutionWeightsAndBiasesState>>(
       m, "ConvolutionWeightsAndBiasesState",
       "The weights (OHWI) and biases of a convolution (MPSCNNConvolutionWeightsAndBiasesState), as "
       "Convolution.export_weights_and_biases() returns them and reload_weights_and_biases() reads them. The "
@@ -131,7 +132,7 @@ void bind_convolution(py::module_& m) {
       .def_property_readonly("biases", &ConvolutionWeightsAndBiasesState::biases,
                              "A float32 Buffer (O,), or None.");
 
-  py::class_<ConvolutionGradientState, GradientState, std::shared_ptr<ConvolutionGradientState>>(
+  guarded_class<ConvolutionGradientState, GradientState, std::shared_ptr<ConvolutionGradientState>>(
       m, "ConvolutionGradientState",
       "The state of one forward convolution pass; a ConvolutionGradient writes the weight and bias gradients "
       "into it (MPSCNNConvolutionGradientState).")
@@ -150,8 +151,8 @@ void bind_convolution(py::module_& m) {
           "source_height", [](const ConvolutionGradientState& s) { return s.params().in_h; },
           "Height of the forward input.");
 
-  py::class_<ConvolutionGradient>(m, "ConvolutionGradient",
-                                  "The gradient kernel of a Convolution (MPSCNNConvolutionGradient).")
+  guarded_class<ConvolutionGradient>(m, "ConvolutionGradient",
+                                     "The gradient kernel of a Convolution (MPSCNNConvolutionGradient).")
       .def(py::init([](py::handle convolution, py::handle option) {
              return ConvolutionGradient(
                  as_instance<Convolution>("convolution", convolution, "a Convolution").shared_from_this(),

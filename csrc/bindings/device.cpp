@@ -6,13 +6,14 @@
 #include <vector>
 
 #include "gradstate/core/backend.h"
+#include "guarded_class.h"
 
 namespace gradstate::bindings {
 
 namespace py = pybind11;
 
 void bind_device(py::module_& m) {
-  py::class_<Device>(m, "Device", "A device kernels can run on (the counterpart of an MTLDevice).")
+  guarded_class<Device>(m, "Device", "A device kernels can run on (the counterpart of an MTLDevice).")
       .def_property_readonly(
           "type", [](const Device& d) { return std::string(device_kind_name(d.kind)); }, "'cpu' or 'metal'.")
       .def_property_readonly(

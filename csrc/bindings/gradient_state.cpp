@@ -5,13 +5,14 @@
 #include "arguments.h"
 #include "bindings.h"
 #include "gradstate/core/layout.h"
+#include "guarded_class.h"
 
 namespace gradstate::bindings {
 
 namespace py = pybind11;
 
 void bind_gradient_state(py::module_& m) {
-  py::class_<GradientState, std::shared_ptr<GradientState>>(
+  guarded_class<GradientState, std::shared_ptr<GradientState>>(
       m, "GradientState",
       "What a forward pass records for its gradient pass (MPSNNGradientState). Made by forward(), never "
       "directly.")

@@ -5,6 +5,7 @@
 #include "bindings.h"
 #include "device.h"
 #include "gradstate/ops/checks.h"
+#include "guarded_class.h"
 #include "layer_calls.h"
 
 namespace gradstate::bindings {
@@ -34,7 +35,7 @@ std::shared_ptr<NormalizationGammaAndBetaState> make_gamma_beta_state(py::handle
 }  // namespace
 
 void bind_instance_norm(py::module_& m) {
-  py::class_<InstanceNormalization, std::shared_ptr<InstanceNormalization>>(
+  guarded_class<InstanceNormalization, std::shared_ptr<InstanceNormalization>>(
       m, "InstanceNormalization",
       "Instance normalization (MPSCNNInstanceNormalization): each (image, channel) plane is normalized to "
       "zero mean and unit variance, then scaled by gamma[c] and shifted by beta[c]. The layer always holds "
@@ -64,7 +65,7 @@ void bind_instance_norm(py::module_& m) {
           py::arg("state"), "Copies the state's gamma and beta (num_channels values each) into the layer.")
       .def_property_readonly("device", [](const InstanceNormalization& n) { return Device{n.device()}; });
 
-  py::class_<NormalizationGammaAndBetaState, std::shared_ptr<NormalizationGammaAndBetaState>>(
+  guarded_class<NormalizationGammaAndBetaState, std::shared_ptr<NormalizationGammaAndBetaState>>(
       m, "NormalizationGammaAndBetaState",
       "The gamma and beta of a normalization layer (MPSCNNNormalizationGammaAndBetaState), as "
       "InstanceNormalization.export_gamma_and_beta() returns them and reload_gamma_and_beta() reads them. "
@@ -73,8 +74,8 @@ void bind_instance_norm(py::module_& m) {
       .def_property_readonly("gamma", &NormalizationGammaAndBetaState::gamma, "A float32 Buffer (C,).")
       .def_property_readonly("beta", &NormalizationGammaAndBetaState::beta, "A float32 Buffer (C,).");
 
-  py::class_<InstanceNormalizationGradientState, GradientState,
-             std::shared_ptr<InstanceNormalizationGradientState>>(
+  guarded_class<InstanceNormalizationGradientState, GradientState,
+                std::shared_ptr<InstanceNormalizationGradientState>>(
       m, "InstanceNormalizationGradientState",
       "The state of one forward instance-normalization pass; the gradient kernel writes the gamma and beta "
       "gradients into it (MPSCNNInstanceNormalizationGradientState).")
@@ -94,7 +95,7 @@ void bind_instance_norm(py::module_& m) {
                              &InstanceNormalizationGradientState::instance_normalization,
                              "The InstanceNormalization that made the state.");
 
-  py::class_<InstanceNormalizationGradient>(
+  guarded_class<InstanceNormalizationGradient>(
       m, "InstanceNormalizationGradient",
       "The gradient kernel of an InstanceNormalization (MPSCNNInstanceNormalizationGradient).")
       .def(py::init([](py::handle layer) {

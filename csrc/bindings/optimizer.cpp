@@ -7,6 +7,7 @@
 
 #include "arguments.h"
 #include "bindings.h"
+#include "guarded_class.h"
 
 namespace gradstate::bindings {
 
@@ -110,7 +111,7 @@ const char* common_doc =
 }  // namespace
 
 void bind_optimizer(py::module_& m) {
-  py::class_<OptimizerState, std::shared_ptr<OptimizerState>>(
+  guarded_class<OptimizerState, std::shared_ptr<OptimizerState>>(
       m, "OptimizerState",
       "An optimizer's vectors and time step for one layer's parameters. Each vector list has one float32 "
       "Buffer per parameter, shaped like it: index 0 the weights or gamma, index 1 the bias or beta (as in "
@@ -126,10 +127,10 @@ void bind_optimizer(py::module_& m) {
                              "Adam with AMSGrad: the largest v so far.")
       .def_property_readonly("sum_of_squares_vectors", &OptimizerState::sum_of_squares, "RMSProp's s.");
 
-  py::class_<Optimizer, std::shared_ptr<Optimizer>>(m, "Optimizer",
-                                                    "The base of SGD, RMSProp and Adam (MPSNNOptimizer). An "
-                                                    "optimizer keeps one OptimizerState per layer it "
-                                                    "updates, without keeping the layer alive.")
+  guarded_class<Optimizer, std::shared_ptr<Optimizer>>(
+      m, "Optimizer",
+      "The base of SGD, RMSProp and Adam (MPSNNOptimizer). An optimizer keeps one OptimizerState per layer "
+      "it updates, without keeping the layer alive.")
       .def("step", &step, py::arg("layer"), py::arg("state"),
            "Updates the layer's parameters in place from the gradients in state: a Convolution's weights and "
            "bias from its ConvolutionGradientState, an InstanceNormalization's gamma and beta from its "
@@ -147,7 +148,7 @@ void bind_optimizer(py::module_& m) {
       .def_property_readonly("regularization_scale",
                              [](const Optimizer& o) { return o.descriptor().regularization_scale; });
 
-  py::class_<SGD, Optimizer, std::shared_ptr<SGD>>(
+  guarded_class<SGD, Optimizer, std::shared_ptr<SGD>>(
       m, "SGD",
       (std::string("Stochastic gradient descent (MPSNNOptimizerStochasticGradientDescent): "
                    "m = momentum_scale * m + learning_rate * g; w -= m, or with Nesterov momentum "
@@ -167,7 +168,7 @@ void bind_optimizer(py::module_& m) {
       .def_property_readonly("momentum_scale", &SGD::momentum_scale)
       .def_property_readonly("use_nesterov_momentum", &SGD::use_nesterov_momentum);
 
-  py::class_<RMSProp, Optimizer, std::shared_ptr<RMSProp>>(
+  guarded_class<RMSProp, Optimizer, std::shared_ptr<RMSProp>>(
       m, "RMSProp",
       (std::string("RMSProp (MPSNNOptimizerRMSProp): s = decay * s + (1 - decay) * g^2; "
                    "w -= learning_rate * g / (sqrt(s) + epsilon). ") +
@@ -185,7 +186,7 @@ void bind_optimizer(py::module_& m) {
       .def_property_readonly("decay", &RMSProp::decay)
       .def_property_readonly("epsilon", &RMSProp::epsilon);
 
-  py::class_<Adam, Optimizer, std::shared_ptr<Adam>>(
+  guarded_class<Adam, Optimizer, std::shared_ptr<Adam>>(
       m, "Adam",
       (std::string("Adam (MPSNNOptimizerAdam): t += 1; m = beta1 * m + (1 - beta1) * g; "
                    "v = beta2 * v + (1 - beta2) * g^2; "
