@@ -204,3 +204,52 @@ def test_nan_and_inf_propagate(layout, rng):
     assert np.isnan(np.asarray(state.gradient_for_gamma)[1:]).all()
     assert np.isfinite(np.asarray(state.gradient_for_gamma)[0])
     assert_close(np.asarray(state.gradient_for_beta), dy.astype(np.float64).sum(axis=(0, 1, 2)), what="dbeta")
+
+
+def assert_same_infinities_and_close(actual, expected, what):
+    """NaN, +Inf and -Inf where float32 holds the reference's, and the finite values close to it."""
+    actual = np.asarray(actual)
+    with np.errstate(invalid="ignore", over="ignore"):
+        expected = np.asarray(expected, np.float32)
+    for name, kind in (("NaN", np.isnan), ("+Inf", np.isposinf), ("-Inf", np.isneginf)):
+        wrong = kind(actual) != kind(expected)
+        assert not wrong.any(), f"{what}: {name} at {np.argwhere(wrong)[:5].tolist()}: {wrong.sum()} wrong"
+    finite = np.isfinite(expected)
+    assert_close(actual[finite], expected[finite], what=what)
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_infinite_gamma_and_dy_give_the_infinities_of_the_formulas(layout, rng):
+    # An infinite gamma scales y and dx to ±Inf (NaN where xhat or dx's bracket is 0), and an infinite dy
+    # makes dgamma and dx ±Inf or NaN term by term, as numpy's formulas give. Corrections for rounding (Inf x
+    # 0) and terms scaled each on its own (Inf - Inf) made NaN of many of them.
+    x = f32(rng.standard_normal((2, 5, 4, 4)))
+    dy = f32(rng.standard_normal(x.shape))
+    gamma = f32([1.0, np.inf, -np.inf, 0.5])
+    dy[0, 1, 2, 0] = np.inf
+    dy[1, 3, 3, 0] = -np.inf
+    dy[1, 0, 1, 3] = np.inf
+    dy[1, 4, 2, 3] = np.inf
+    y, dx, state = run_norm(x, gamma, None, 1e-5, dy, layout)
+    with np.errstate(invalid="ignore"):
+        y_ref = ref.instance_norm(x, gamma, None, 1e-5)[0]
+        dx_ref, dgamma_ref, dbeta_ref = ref.instance_norm_backward(dy, x, gamma, 1e-5)
+    assert_same_infinities_and_close(y, y_ref, "y")
+    assert_same_infinities_and_close(dx, dx_ref, "dx")
+    assert_same_infinities_and_close(state.gradient_for_gamma, dgamma_ref, "dgamma")
+    assert_same_infinities_and_close(state.gradient_for_beta, dbeta_ref, "dbeta")
+    assert np.isinf(y[..., 1:3]).mean() > 0.9 and np.isinf(dx[..., 1:3]).mean() > 0.9
+
+
+def test_equal_values_with_epsilon_0(rng):
+    # 1/std is infinite: y is 0 x Inf = NaN there, as in numpy; the other planes are untouched.
+    x = f32(rng.standard_normal((2, 3, 3, 2)))
+    x[1, :, :, 0] = 2.5
+    dy = f32(rng.standard_normal(x.shape))
+    y, dx, _ = run_norm(x, None, None, 0.0, dy, "NHWC")
+    with np.errstate(invalid="ignore", divide="ignore"):
+        y_ref = ref.instance_norm(x, None, None, 0.0)[0]
+        dx_ref = ref.instance_norm_backward(dy, x, None, 0.0)[0]
+    assert_same_infinities_and_close(y, y_ref, "y")
+    assert_same_infinities_and_close(dx, dx_ref, "dx")
+    assert np.isnan(y[1, :, :, 0]).all() and np.isfinite(y[0]).all()

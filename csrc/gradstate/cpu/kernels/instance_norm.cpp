@@ -13,7 +13,8 @@
 // so one task handles a block of channels of one image (or, where the threads share each image, of a run
 // of its pixels), sweeping tiles of pixels with per-channel sums.
 // The per-(image, channel) gamma and beta gradients are summed over the images in a fixed order at the end,
-// so the result does not depend on the thread count.
+// so the result does not depend on the thread count. Planes whose outputs are infinite are written again
+// value by value (see PlaneValues).
 #include <atomic>
 #include <cmath>
 #include <cstdint>
@@ -434,10 +435,40 @@ void nhwc_sweeps(const NormParams& p, const float* u, const float* v, const Term
   }
 }
 
-}  // namespace
+// Where outputs are infinite, the sweeps' sums of terms scaled each on its own, and their rounding
+// corrections (Inf x 0), can make NaN of what numpy's formulas give as ±Inf: in planes whose scale, gamma *
+// inv_std, is infinite (an infinite gamma, or a plane of equal values with epsilon 0), and in the backward
+// pass in planes whose dy is not finite. Such planes are rare, so one thread writes them again, value by
+// value, with the formulas of the reference, in double. PlaneValues is one plane of an input x there: value i
+// at first + i * stride, and centred(i) = x - the plane's exact mean.
+struct PlaneValues {
+  const float* x;
+  std::int64_t first, stride;
+  double mean;
+  std::int64_t at(std::int64_t i) const { return first + i * stride; }
+  double centred(std::int64_t i) const { return x[at(i)] - mean; }
+};
 
-void instance_norm_forward(const NormParams& p, const float* x, const float* gamma, const float* beta,
-                           float* y, float* mean, float* inv_std) {
+// The plane's values, its exact mean summed from its saved mean m as m + mean(x - m).
+PlaneValues plane_values(const NormParams& p, const float* x, const float* mean, std::int64_t plane) {
+  const std::int64_t pixels = static_cast<std::int64_t>(p.height) * p.width, channels = p.channels;
+  PlaneValues v{x, plane * pixels, 1, mean[plane]};
+  if (p.layout == Layout::NHWC)
+    v.first = plane / channels * pixels * channels + plane % channels, v.stride = channels;
+  double rounding = 0.0;
+  for (std::int64_t i = 0; i < pixels; ++i) rounding += v.centred(i);
+  v.mean += rounding / static_cast<double>(pixels);
+  return v;
+}
+
+// gamma[c] * inv_std of a plane, or inv_std without gamma.
+double scale_of(const NormParams& p, const float* gamma, const float* inv_std, std::int64_t plane) {
+  return (gamma ? gamma[plane % p.channels] : 1.0) * inv_std[plane];
+}
+
+// The forward pass but for the planes written again (see PlaneValues).
+void forward_sweeps(const NormParams& p, const float* x, const float* gamma, const float* beta, float* y,
+                    float* mean, float* inv_std) {
   const std::int64_t pixels = static_cast<std::int64_t>(p.height) * p.width, channels = p.channels;
   const bool streaming = streams(p.batch * channels * pixels);
   // The mean and the variance of x - shift, from a plane's sums of x - shift and (x - shift)^2.
@@ -515,6 +546,21 @@ void instance_norm_forward(const NormParams& p, const float* x, const float* gam
   if (again.load()) nhwc_sweeps<2>(p, x, x, forward_terms, image_shifts, nhwc_finish, y);
 }
 
+}  // namespace
+
+void instance_norm_forward(const NormParams& p, const float* x, const float* gamma, const float* beta,
+                           float* y, float* mean, float* inv_std) {
+  forward_sweeps(p, x, gamma, beta, y, mean, inv_std);
+  const std::int64_t pixels = static_cast<std::int64_t>(p.height) * p.width;
+  for (std::int64_t plane = 0; plane < p.batch * p.channels; ++plane) {
+    const double scale = scale_of(p, gamma, inv_std, plane);
+    if (!std::isinf(static_cast<float>(scale))) continue;
+    const PlaneValues v = plane_values(p, x, mean, plane);
+    const double offset = beta ? beta[plane % p.channels] : 0.0;
+    for (std::int64_t i = 0; i < pixels; ++i) y[v.at(i)] = static_cast<float>(scale * v.centred(i) + offset);
+  }
+}
+
 void instance_norm_backward(const NormParams& p, const float* dy, const float* x, const float* gamma,
                             const float* mean, const float* inv_std, float* dx, float* dgamma, float* dbeta,
                             bool accumulate) {
@@ -554,6 +600,19 @@ void instance_norm_backward(const NormParams& p, const float* dy, const float* x
   } else {
     auto saved_mean = [&](std::int64_t img) { return mean + img * channels; };
     nhwc_sweeps<3>(p, dy, x, backward_terms, saved_mean, finish, dx);
+  }
+  // The planes written again (see PlaneValues): dx = a * (dy - mean(dy) - xhat * mean(dy * xhat)).
+  for (std::int64_t plane = 0; plane < planes; ++plane) {
+    const double a = scale_of(p, gamma, inv_std, plane);
+    if (!std::isinf(static_cast<float>(a)) && std::isfinite(plane_dbeta[plane])) continue;
+    const PlaneValues v = plane_values(p, x, mean, plane);
+    const double inv = inv_std[plane];
+    double sum_dy_xhat = 0.0;
+    for (std::int64_t i = 0; i < pixels; ++i) sum_dy_xhat += dy[v.at(i)] * (v.centred(i) * inv);
+    plane_dgamma[plane] = sum_dy_xhat;
+    const double mean_dy = plane_dbeta[plane] / pixels, mean_dy_xhat = sum_dy_xhat / pixels;
+    for (std::int64_t i = 0; i < pixels; ++i)
+      dx[v.at(i)] = static_cast<float>(a * ((dy[v.at(i)] - mean_dy) - v.centred(i) * inv * mean_dy_xhat));
   }
   // Fixed order over the images, in double.
   for (std::int64_t c = 0; c < channels; ++c) {

@@ -144,8 +144,8 @@ kernel void instance_norm_forward(constant NormParams& p [[buffer(0)]],
   }
 }
 
-// dx = a * (dy - mean(dy)) + b * (x - exact mean), with a = gamma * inv_std and
-// b = -a * inv_std * mean(dy * xhat), from the plane's sums of dy, dy * (x - m) and x - m (m the saved mean).
+// dx = a * (dy - mean(dy) - xhat * mean(dy * xhat)), with a = gamma * inv_std, from the plane's sums of dy,
+// dy * (x - m) and x - m (m the saved mean).
 [[max_total_threads_per_threadgroup(256)]]
 kernel void instance_norm_backward(constant NormParams& p [[buffer(0)]],
                                    constant NormDispatch& d [[buffer(1)]],
@@ -179,19 +179,31 @@ kernel void instance_norm_backward(constant NormParams& p [[buffer(0)]],
   }
   sums = threadgroup_sum(sums, partials, simd_lane, simd_group, simd_groups);
   const float rounding = sums.z / pixels;  // exact mean - plane_mean
-  const float sum_dy_xhat = (sums.y - rounding * sums.x) * inv;
+  float sum_dy_xhat = (sums.y - rounding * sums.x) * inv;
+  if (!isfinite(sums.x)) {
+    // dy is not finite: its correction, rounding * sum(dy), may be Inf x 0 or Inf - Inf, which would make NaN
+    // of the ±Inf the formula's terms give. Summed again, term by term.
+    float terms = 0.0f;
+    for (uint i = thread_index; i < plane.pixels; i += threads) {
+      const ulong at = element_of(plane, i);
+      terms += dy[at] * (((x[at] - plane_mean) - rounding) * inv);
+    }
+    sum_dy_xhat = threadgroup_sum(float3(terms, 0.0f, 0.0f), partials, simd_lane, simd_group, simd_groups).x;
+  }
   const float a = (d.has_gamma != 0 ? gamma[c] : 1.0f) * inv;
-  const float b = -a * inv * sum_dy_xhat / pixels;
-  const float mean_dy = sums.x / pixels;
+  const float mean_dy = sums.x / pixels, mean_dy_xhat = sum_dy_xhat / pixels;
 
   if (thread_index == 0) {
     plane_dgamma[statistics] = sum_dy_xhat;
     plane_dbeta[statistics] = sums.x;
   }
-  // Subtracting before scaling keeps exact cancellations exact (a one-pixel plane has dx = 0).
+  // One product by a, as in the formula: an infinite a (gamma) gives ±Inf, where terms scaled each on its
+  // own would add up to Inf - Inf. Subtracting before scaling keeps exact cancellations exact (a one-pixel
+  // plane has dx = 0).
   for (uint i = thread_index; i < plane.pixels; i += threads) {
     const ulong at = element_of(plane, i);
-    dx[at] = a * (dy[at] - mean_dy) + b * ((x[at] - plane_mean) - rounding);
+    const float xhat = ((x[at] - plane_mean) - rounding) * inv;
+    dx[at] = a * ((dy[at] - mean_dy) - xhat * mean_dy_xhat);
   }
 }
 
