@@ -1,6 +1,9 @@
 """Bad arguments raise ValueError/TypeError whose message is "<argument>: expected <...>, got <...>"."""
 
+import os
 import re
+import subprocess
+import sys
 
 import gradstate as gs
 import numpy as np
@@ -270,6 +273,30 @@ def test_output_too_large_to_allocate_says_its_size_and_shape():
     message = r"^cannot allocate 128\.0 PiB for a float32 buffer of shape \(2, 67108868, 67108867, 4\)$"
     with pytest.raises(MemoryError, match=message):
         conv.forward(X)
+
+
+WORKING_MEMORY_SCRIPT = r"""
+import re, resource, numpy as np, gradstate as gs
+conv = gs.Convolution(np.ones((8, 3, 3, 8), np.float32), padding=1)
+conv.forward(np.ones((2, 8, 64, 64), np.float32), "NCHW")  # the threads' first allocations, before the limit
+x = np.ones((1, 8, 1024, 2048), np.float32)  # 64 MiB, as y; the kernel's NHWC copies of both take 128 MiB
+mapped = int(re.search(r"VmSize:\s+(\d+) kB", open("/proc/self/status").read()).group(1)) * 1024
+resource.setrlimit(resource.RLIMIT_AS, (mapped + (96 << 20), resource.RLIM_INFINITY))
+try:
+    conv.forward(x, "NCHW")
+except MemoryError as e:
+    print(e)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="limits the address space through /proc")
+def test_working_memory_a_kernel_cannot_have_says_its_size():
+    # In a process whose address space leaves room for y but not for the NCHW forward pass's NHWC copies.
+    env = {**os.environ, "GRADSTATE_DEFAULT_DEVICE": "cpu"}
+    command = [sys.executable, "-c", WORKING_MEMORY_SCRIPT]
+    run = subprocess.run(command, capture_output=True, text=True, env=env)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout == "cannot allocate 128.0 MiB of working memory for a kernel\n"
 
 
 def test_kernel_that_just_fits_is_accepted():

@@ -18,7 +18,7 @@ struct TypeError : std::invalid_argument {
   using std::invalid_argument::invalid_argument;
 };
 
-// A buffer that cannot be had; Python's MemoryError, with the size and shape asked for.
+// Memory that cannot be had; Python's MemoryError, with the size asked for (and a buffer's shape).
 struct MemoryError : std::runtime_error {
   using std::runtime_error::runtime_error;
 };

@@ -11,7 +11,7 @@ namespace gradstate::cpu {
 
 class Memory {
  public:
-  // At least `bytes`, 64-byte aligned, zero-filled when `zeroed`; std::bad_alloc when it cannot be had.
+  // At least `bytes`, 64-byte aligned, zero-filled when `zeroed`; MemoryError when it cannot be had.
   explicit Memory(std::int64_t bytes, bool zeroed = false);
   ~Memory();
   Memory(const Memory&) = delete;
@@ -24,5 +24,9 @@ class Memory {
   void* data_;
   std::size_t bytes_;
 };
+
+// Throws the MemoryError of a kernel's working memory of `bytes` that could not be had (Memory's, or a
+// thread's scratch), which says its size.
+[[noreturn]] void throw_working_memory_error(std::int64_t bytes);
 
 }  // namespace gradstate::cpu

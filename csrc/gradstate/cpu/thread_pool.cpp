@@ -8,13 +8,13 @@
 #include <exception>
 #include <memory>
 #include <mutex>
-#include <new>
 #include <string>
 #include <thread>
 #include <utility>
 #include <vector>
 
 #include "gradstate/core/errors.h"
+#include "gradstate/cpu/memory.h"
 
 #if defined(__unix__) || defined(__APPLE__)
 #include <pthread.h>
@@ -263,7 +263,7 @@ void* thread_scratch(std::int64_t bytes, int slot) {
     own.memory.reset();  // release before allocating, so the peak counts one buffer of this slot
     own.bytes = 0;
     own.memory.reset(std::aligned_alloc(64, static_cast<std::size_t>(rounded)));
-    if (!own.memory) throw std::bad_alloc();
+    if (!own.memory) throw_working_memory_error(rounded);
     own.bytes = rounded;
     std::int64_t held = 0;
     for (const Scratch& s : scratch) held += s.bytes;
