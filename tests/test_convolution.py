@@ -234,6 +234,36 @@ def test_nan_and_inf_on_winograd_layers_land_where_the_direct_sums_put_them(layo
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize(
+    ("i", "o", "k", "stride", "dilation", "groups", "padding"),
+    [
+        (16, 17, 3, 1, 1, 1, 1),  # Winograd's transforms
+        (17, 16, 5, 1, 2, 1, 0),  # a forward pass over dy padded with zeros
+        (40, 33, 3, 2, 1, 1, 0),  # stride phases
+        (16, 16, 3, 2, 1, 4, 0),  # small groups
+        (16, 16, 3, 1, 1, 16, 1),  # depthwise
+        (4, 5, 3, 1, 1, 1, 2),  # few channels
+    ],
+    ids=["winograd", "padded_dy", "phases", "groups", "depthwise", "few_channels"],
+)
+def test_nan_and_inf_weights_meet_the_zeros_of_padding_as_in_the_reference(
+    layout, i, o, k, stride, dilation, groups, padding, rng
+):
+    """The reference's y multiplies the weights by the zeros that pad x, and its dx adds each weight's
+    products with dy only into the input pixels its taps read. With finite weights, products with zeros
+    change nothing, but 0 x Inf is NaN: dx's faster paths (over dy padded with zeros, or Winograd's
+    transforms) made NaN of border pixels where the reference has ±Inf, and the depthwise and direct forward
+    passes, which skip the padding, left ±Inf where the reference has NaN."""
+    case = ConvCase(rng, 2, 9, 10, i, o, k, stride=stride, dilation=dilation, groups=groups, padding=padding)
+    case.w.flat[[case.w.size // 3, case.w.size // 2, case.w.size - 2]] = [np.inf, -np.inf, np.nan]
+    case.y_ref = ref.conv2d(case.x, case.w, case.b, stride, dilation, groups, case.pads)
+    y, dx, _, _ = run_conv(case, layout)
+    assert np.isinf(dx).any()
+    assert_close(y, case.y_ref, what="y")
+    assert_close(dx, case.dx_ref(), what="dx")
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
 def test_inf_in_x_reaches_only_the_depthwise_taps_that_read_it(layout, rng):
     """With no padding x's last column is read by the last kernel column only: an Inf there leaves the
     other columns' weight gradients finite. Rows of 75 outputs are whole vectors and a rest at every vector

@@ -110,14 +110,23 @@ struct RegisterTile {
   float v[kRegisterTile][kRegisterTile];
 };
 
-// acc += a^T b over the depth of two staged tiles (a: depth x M, b: depth x N, row-major).
+// acc += a^T b over the depth of two staged tiles (a: depth x M, b: depth x N, row-major). With TermsOnly,
+// only the elements of a whose `terms` entry is set take part: the others are zeros that stand for no term,
+// whose products with an Inf or NaN of b would be NaN (see conv_data_gradient).
+template <bool TermsOnly>
 inline void multiply_accumulate(thread RegisterTile& acc, threadgroup const float* a,
-                                threadgroup const float* b, uint row, uint col) {
+                                threadgroup const float* b, threadgroup const bool* terms, uint row,
+                                uint col) {
   for (uint k = 0; k < kTileDepth; ++k) {
     float a_values[kRegisterTile], b_values[kRegisterTile];
-    for (uint i = 0; i < kRegisterTile; ++i) a_values[i] = a[k * kTileWidth + row + kThreadsPerSide * i];
+    bool a_terms[kRegisterTile];
+    for (uint i = 0; i < kRegisterTile; ++i) {
+      a_values[i] = a[k * kTileWidth + row + kThreadsPerSide * i];
+      a_terms[i] = !TermsOnly || terms[k * kTileWidth + row + kThreadsPerSide * i];
+    }
     for (uint j = 0; j < kRegisterTile; ++j) b_values[j] = b[k * kTileWidth + col + kThreadsPerSide * j];
     for (uint i = 0; i < kRegisterTile; ++i) {
+      if (!a_terms[i]) continue;
       for (uint j = 0; j < kRegisterTile; ++j) acc.v[i][j] = fma(a_values[i], b_values[j], acc.v[i][j]);
     }
   }
@@ -166,7 +175,7 @@ inline void multiply_accumulate(thread RegisterTile& acc, threadgroup const floa
           inside ? weights[(group * out_per_group + o) * reduction + kf] : 0.0f;
     }
     threadgroup_barrier(mem_flags::mem_threadgroup);
-    multiply_accumulate(acc, patches, filters, row, col);
+    multiply_accumulate<false>(acc, patches, filters, nullptr, row, col);
     threadgroup_barrier(mem_flags::mem_threadgroup);
   }
 
@@ -223,6 +232,13 @@ inline int output_position(int i, int pad, int k, int dilation, int stride, int 
     uint3 tile [[threadgroup_position_in_grid]], uint thread_index [[thread_index_in_threadgroup]]) {
   threadgroup float gradients[kTileElements];  // [tap and output channel][input pixel of the phase]
   threadgroup float filters[kTileElements];    // [tap and output channel][input channel of the group]
+  // Whether a gradients element is a term of dx: not where its tap's output position lies outside dy (a
+  // zero there). The zeros are left out of the products once a weight staged so far is NaN or Inf, where
+  // 0 x Inf would make NaN of outputs the reference's direct terms leave ±Inf.
+  threadgroup bool terms[kTileElements];
+  threadgroup atomic_uint non_finite_weights;
+  if (thread_index == 0) atomic_store_explicit(&non_finite_weights, 0u, memory_order_relaxed);
+  threadgroup_barrier(mem_flags::mem_threadgroup);
 
   const bool nhwc = p.layout == Layout::NHWC;
   const ActivationStrides xs = activation_strides(p.layout, p.in_c, p.in_h, p.in_w);
@@ -250,18 +266,21 @@ inline int output_position(int i, int pad, int k, int dilation, int stride, int 
       const TileSlot s = tile_slot(element, nhwc);
       const uint pixel = first_pixel + s.column, k = k0 + s.depth;
       float value = 0.0f;
+      bool term = true;
       if (pixel < pixels && k < reduction) {
         const Pixel at = pixel_at(pixel, phase_h, phase_w);
         const Tap tap = phase_tap_at(k, out_per_group, taps_y, taps_x);
         const int iy = phase_y + int(at.row) * p.stride_y, ix = phase_x + int(at.col) * p.stride_x;
         const int oy = output_position(iy, p.pad_top, int(tap.kh), p.dilation_y, p.stride_y, p.out_h);
         const int ox = output_position(ix, p.pad_left, int(tap.kw), p.dilation_x, p.stride_x, p.out_w);
-        if (oy >= 0 && ox >= 0) {
+        term = oy >= 0 && ox >= 0;
+        if (term) {
           value =
               dy[at.n * ys.n + uint(oy) * ys.h + uint(ox) * ys.w + (group * out_per_group + tap.c) * ys.c];
         }
       }
       gradients[s.depth * kTileWidth + s.column] = value;
+      terms[s.depth * kTileWidth + s.column] = term;
 
       // Weights are contiguous along input channels (the columns).
       const TileSlot f = tile_slot(element, false);
@@ -273,9 +292,15 @@ inline int output_position(int i, int pad, int k, int dilation, int stride, int 
         weight = weights[((o * p.kernel_h + tap.kh) * p.kernel_w + tap.kw) * in_per_group + c];
       }
       filters[f.depth * kTileWidth + f.column] = weight;
+      if (!isfinite(weight)) atomic_store_explicit(&non_finite_weights, 1u, memory_order_relaxed);
     }
     threadgroup_barrier(mem_flags::mem_threadgroup);
-    multiply_accumulate(acc, gradients, filters, row, col);
+    // The same for every thread: stores to the flag come before the barrier above or after the one below.
+    if (atomic_load_explicit(&non_finite_weights, memory_order_relaxed) != 0) {
+      multiply_accumulate<true>(acc, gradients, filters, terms, row, col);
+    } else {
+      multiply_accumulate<false>(acc, gradients, filters, nullptr, row, col);
+    }
     threadgroup_barrier(mem_flags::mem_threadgroup);
   }
 
@@ -341,7 +366,7 @@ inline int output_position(int i, int pad, int k, int dilation, int stride, int 
       patches[s.depth * kTileWidth + s.column] = patch;
     }
     threadgroup_barrier(mem_flags::mem_threadgroup);
-    multiply_accumulate(acc, gradients, patches, row, col);
+    multiply_accumulate<false>(acc, gradients, patches, nullptr, row, col);
     if (sums_bias) {
       for (uint k = 0; k < kTileDepth; ++k) bias_sum += gradients[k * kTileWidth + thread_index];
     }
