@@ -216,21 +216,37 @@ def test_nan_and_inf_in_x_propagate(layout, rng):
 @pytest.mark.parametrize("stride", [1, 2])
 @pytest.mark.parametrize("where", ["x", "dy", "w"])
 def test_nan_and_inf_on_winograd_layers_land_where_the_direct_sums_put_them(layout, stride, where, rng):
-    """Dense 3x3 layers of 16 channels or more take Winograd's transforms for y and dx, which mix the pixels
-    of a tile: an Inf there turns into NaN, and a NaN or Inf spreads to the tile's other pixels. Such outputs
-    are computed again by direct sums. (The weight gradient's transforms keep theirs: see the README.)"""
+    """Dense 3x3 layers of 16 channels or more take Winograd's transforms for y, dx and (at stride 1) dW,
+    which mix the pixels of a tile: an Inf there turns into NaN, and a NaN or Inf spreads to the tile's other
+    pixels. Such outputs are computed again by direct sums."""
     case = ConvCase(rng, 2, 9, 10, 16, 17, 3, stride=stride, padding=1)
     target = {"x": case.x, "dy": case.dy, "w": case.w}[where]
     target.flat[[target.size // 7, target.size // 2, target.size - 9]] = [np.inf, -np.inf, np.nan]
     case.y_ref = ref.conv2d(case.x, case.w, case.b, stride, 1, 1, case.pads)
-    y, dx, _, db = run_conv(case, layout)
+    y, dx, dw, db = run_conv(case, layout)
+    assert not np.isfinite({"x": y, "dy": dw, "w": dx}[where]).all()
     assert_close(y, case.y_ref, what="y")
+    assert_close(dx, case.dx_ref(), what="dx")
+    assert_close(dw, case.dw_ref(), what="dW")
     assert_close(db, case.db_ref(), what="db")
-    if where == "x":
-        assert not np.isfinite(y).all()
-    if where == "dy":
-        assert not np.isfinite(dx).all()
-        assert_close(dx, case.dx_ref(), what="dx")
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_winograd_weight_gradient_with_an_inf_accumulates_the_direct_sums(layout, rng):
+    # The first call's finite dW stays in the buffer, untouched by the transforms' NaN of the second.
+    case = ConvCase(rng, 2, 9, 10, 16, 17, 3, padding=1)
+    conv = case.conv()
+    x = in_layout(case.x, layout)
+    _, state = conv.forward(x, layout=layout)
+    grad = gs.ConvolutionGradient(conv)
+    grad.backward(in_layout(case.dy, layout), x, state)
+    dy2 = f32(rng.standard_normal(case.dy.shape))
+    dy2[1, 3, 4, 5] = np.inf
+    grad.backward(in_layout(dy2, layout), x, state, accumulate=True)
+    dw = np.asarray(state.gradient_for_weights)
+    assert np.isinf(dw).any()
+    assert_close(dw, case.dw_ref() + case.dw_ref(dy2), what="dW")
+    assert_close(np.asarray(state.gradient_for_biases), case.db_ref() + case.db_ref(dy2), what="db")
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)

@@ -304,20 +304,6 @@ ConvParams dy_pass(const ConvParams& p, std::int64_t out_h, std::int64_t out_w, 
   return t;
 }
 
-// Whether `rows` rows of `cols` values, `stride` floats apart, are all finite: their sum times 0 is 0, not
-// NaN.
-bool all_finite(const float* v, std::int64_t rows, std::int64_t cols, std::int64_t stride) {
-  Vec zeroed{};
-  float rest = 0.0f;
-  for (std::int64_t r = 0; r < rows; ++r) {
-    const float* row = v + r * stride;
-    std::int64_t i = 0;
-    for (; i + lanes <= cols; i += lanes) zeroed += load(row + i) * 0.0f;
-    for (; i < cols; ++i) rest += row[i] * 0.0f;
-  }
-  return rest + sum_lanes(zeroed) == 0.0f;
-}
-
 // Whether the layer's weights are all finite.
 bool weights_finite(const ConvParams& p, const float* w) {
   return all_finite(w, 1, p.out_c * taps_of(p) * (p.in_c / p.groups), 0);

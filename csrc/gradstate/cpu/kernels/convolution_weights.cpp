@@ -445,6 +445,28 @@ void weights_gradient_on_nhwc_copies(const ConvParams& p, const float* dy, const
   }
 }
 
+// Winograd's weight gradient, unless it comes out with a NaN or Inf: its transforms mix the pixels of a
+// tile, so that an Inf in x or dy can turn into NaN, and a NaN or Inf reach taps whose direct sums never
+// read it. Returns false, dw and db untouched, for the caller to compute them by the direct sums. With
+// accumulate, the result goes through scratch first; without, the check reads dW once, just written (its
+// 590,000 values for 3x3 and 256 channels).
+bool winograd_weights_gradient_if_finite(const ConvParams& p, const float* dy, const float* x, float* dw,
+                                         float* db, bool accumulate) {
+  const std::int64_t dw_count = std::int64_t{9} * p.out_c * p.in_c;
+  if (!accumulate) {
+    winograd_weights_gradient_nhwc(p, dy, x, dw, db);
+    return all_finite(dw, 1, dw_count, 0);
+  }
+  const Memory result(sizeof(float) * (dw_count + p.out_c));
+  float* result_dw = result.floats();
+  float* result_db = result_dw + dw_count;
+  winograd_weights_gradient_nhwc(p, dy, x, result_dw, result_db);
+  if (!all_finite(result_dw, 1, dw_count, 0)) return false;
+  for (std::int64_t i = 0; i < dw_count; ++i) dw[i] += result_dw[i];
+  for (std::int64_t o = 0; o < p.out_c; ++o) db[o] += result_db[o];
+  return true;
+}
+
 }  // namespace
 
 void convolution_weights_gradient(const ConvParams& p, const float* dy, const float* x, float* dw, float* db,
@@ -458,9 +480,10 @@ void convolution_weights_gradient(const ConvParams& p, const float* dy, const fl
     return pointwise_weights_gradient_nchw(p, dy, x, dw, db, accumulate);
   if (p.layout == Layout::NCHW) return weights_gradient_on_nhwc_copies(p, dy, x, dw, db, accumulate);
   // Groups of a few channels leave most of a GEMM tile empty; vectors across groups fill them.
-  if (winograd_weights_gradient_applies(p)) {
-    winograd_weights_gradient_nhwc(p, dy, x, dw, db, accumulate);
-  } else if (in_place_weights_gradient_applies(p)) {
+  if (winograd_weights_gradient_applies(p) &&
+      winograd_weights_gradient_if_finite(p, dy, x, dw, db, accumulate))
+    return;
+  if (in_place_weights_gradient_applies(p)) {
     in_place_weights_gradient(p, dy, x, dw, db, accumulate);
   } else if (depthwise_weights_gradient_applies(p)) {
     depthwise_weights_gradient(p, dy, x, dw, db, accumulate);

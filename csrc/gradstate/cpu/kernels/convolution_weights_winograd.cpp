@@ -178,7 +178,7 @@ struct WinogradWeights : WinogradWeightsLayer {
   }
 
   // Each part's dU and db, summed over the parts in order.
-  void run(float* dw, float* db, bool accumulate) const {
+  void run(float* dw, float* db) const {
     const Memory partials_memory(sizeof(float) * parts * (du_floats() + outputs));
     float* du = partials_memory.floats();
     float* part_db = du + parts * du_floats();
@@ -187,17 +187,17 @@ struct WinogradWeights : WinogradWeightsLayer {
       run_item(item(index), du + part * du_floats(), part_db + part * outputs);
     });
     for (std::int64_t o = 0; o < outputs; ++o) {
-      float sum = accumulate ? db[o] : 0.0f;
+      float sum = 0.0f;
       for (std::int64_t part = 0; part < parts; ++part) sum += part_db[part * outputs + o];
       db[o] = sum;
     }
-    transform_to_weights(du, dw, accumulate);
+    transform_to_weights(du, dw);
   }
 
   // dW from dU, the sum of the parts' in order. A task takes `lanes` output channels (a vector of a row of
   // dU) and transforms with vectors across them, `lanes` input channels at a time; each tap's results are
   // then transposed into rows of dW.
-  void transform_to_weights(const float* du, float* dw, bool accumulate) const {
+  void transform_to_weights(const float* du, float* dw) const {
     parallel_for(ceil_div(outputs, lanes), [&](std::int64_t task) {
       const std::int64_t o0 = task * lanes, o_count = min_of<std::int64_t>(lanes, outputs - o0);
       for (std::int64_t c0 = 0; c0 < channels; c0 += lanes) {
@@ -219,9 +219,9 @@ struct WinogradWeights : WinogradWeightsLayer {
           for (std::int64_t o = 0; o < o_count; ++o) {
             float* out = dw + ((o0 + o) * 9 + tap) * channels + c0;
             if (c_count == lanes) {
-              store(out, accumulate ? load(out) + load(t[o]) : load(t[o]));
+              store(out, load(t[o]));
             } else {
-              for (std::int64_t c = 0; c < c_count; ++c) out[c] = accumulate ? out[c] + t[o][c] : t[o][c];
+              for (std::int64_t c = 0; c < c_count; ++c) out[c] = t[o][c];
             }
           }
         }
@@ -240,12 +240,12 @@ bool winograd_weights_gradient_applies(const ConvParams& p) {
 }
 
 void winograd_weights_gradient_nhwc(const ConvParams& p, const float* dy, const float* x, float* dw,
-                                    float* db, bool accumulate) {
-  if (takes_few_tiles(p)) return few_tiles_weights_gradient_nhwc(p, dy, x, dw, db, accumulate);
+                                    float* db) {
+  if (takes_few_tiles(p)) return few_tiles_weights_gradient_nhwc(p, dy, x, dw, db);
   if (tile_a_pads_least(p.out_c)) {
-    WinogradWeights<tile_a[0], tile_a[1]>(p, dy, x).run(dw, db, accumulate);
+    WinogradWeights<tile_a[0], tile_a[1]>(p, dy, x).run(dw, db);
   } else {
-    WinogradWeights<tile_b[0], tile_b[1]>(p, dy, x).run(dw, db, accumulate);
+    WinogradWeights<tile_b[0], tile_b[1]>(p, dy, x).run(dw, db);
   }
 }
 

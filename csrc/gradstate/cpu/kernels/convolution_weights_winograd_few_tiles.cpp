@@ -79,7 +79,7 @@ struct FewTiles : WinogradWeightsLayer {
   // (r3x3_256's dW on such a core with AVX2, fastest of 10 or 20 calls: 19-25 -> 16-19 ms on 1 thread,
   // 10.4-16 -> 9.3-9.6 ms on 2).
   void weights_rows(const float* v, const float* z, std::int64_t first, std::int64_t last, std::int64_t cb,
-                    float* du, float* dw, bool accumulate) const {
+                    float* du, float* dw) const {
     for (std::int64_t k0 = 0; k0 < tiles; k0 += gemm_tiles) {
       const std::int64_t kc = min_of(gemm_tiles, tiles - k0);
       for (std::int64_t r = first; r < last; ++r)
@@ -106,11 +106,11 @@ struct FewTiles : WinogradWeightsLayer {
           for (int tap = 0; tap < 9; ++tap) {
             float* out = dw + ((o0 + m) * 9 + tap) * channels + c;
             if (count == lanes) {
-              store(out, accumulate ? load(out) + g[tap] : g[tap]);
+              store(out, g[tap]);
             } else {
               float values[lanes];
               store(values, g[tap]);
-              for (std::int64_t i = 0; i < count; ++i) out[i] = accumulate ? out[i] + values[i] : values[i];
+              for (std::int64_t i = 0; i < count; ++i) out[i] = values[i];
             }
           }
         }
@@ -119,7 +119,7 @@ struct FewTiles : WinogradWeightsLayer {
   }
 
   // The chunks' transforms, db from their sums of dy in chunk order, then dW block by block.
-  void run(float* dw, float* db, bool accumulate) const {
+  void run(float* dw, float* db) const {
     const std::int64_t v_floats = positions * c_blocks * tiles * NR, z_floats = positions * tiles * ldz;
     const Memory memory(sizeof(float) * (v_floats + z_floats + chunks * outputs + channels));
     float* v = memory.floats();
@@ -130,7 +130,7 @@ struct FewTiles : WinogradWeightsLayer {
     parallel_for(
         chunks, [&](std::int64_t chunk) { transform_chunk(chunk, zeros, v, z, chunk_db + chunk * outputs); });
     for (std::int64_t o = 0; o < outputs; ++o) {
-      float sum = accumulate ? db[o] : 0.0f;
+      float sum = 0.0f;
       for (std::int64_t chunk = 0; chunk < chunks; ++chunk) sum += chunk_db[chunk * outputs + o];
       db[o] = sum;
     }
@@ -143,7 +143,7 @@ struct FewTiles : WinogradWeightsLayer {
     parallel_for(c_blocks * row_groups, [&](std::int64_t task) {
       const std::int64_t cb = task / row_groups, first = task % row_groups * per_task;
       float* du = static_cast<float*>(thread_scratch(sizeof(float) * per_task * positions * MR * NR));
-      weights_rows(v, z, first, min_of(row_tiles, first + per_task), cb, du, dw, accumulate);
+      weights_rows(v, z, first, min_of(row_tiles, first + per_task), cb, du, dw);
     });
   }
 
@@ -167,8 +167,8 @@ bool few_tiles_weights_gradient_fits(const ConvParams& p) {
 }
 
 void few_tiles_weights_gradient_nhwc(const ConvParams& p, const float* dy, const float* x, float* dw,
-                                     float* db, bool accumulate) {
-  with_few_tiles(p, dy, x, [&](const auto& scheme) { scheme.run(dw, db, accumulate); });
+                                     float* db) {
+  with_few_tiles(p, dy, x, [&](const auto& scheme) { scheme.run(dw, db); });
 }
 
 }  // namespace gradstate::cpu::GRADSTATE_ISA_NAMESPACE

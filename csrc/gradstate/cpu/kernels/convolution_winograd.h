@@ -37,14 +37,15 @@ bool winograd_stride_two_data_gradient_nhwc(const ConvParams& pass, const float*
 // (convolution_weights_winograd_few_tiles.cpp).
 bool winograd_weights_gradient_applies(const ConvParams& p);
 
-// dw and db summed over the batch; overwritten unless accumulate.
+// dw and db summed over the batch, overwritten. The caller checks for NaN and Inf, which the transforms
+// spread (see convolution_weights_gradient).
 void winograd_weights_gradient_nhwc(const ConvParams& p, const float* dy, const float* x, float* dw,
-                                    float* db, bool accumulate);
+                                    float* db);
 
 // The scheme of convolution_weights_winograd_few_tiles.cpp, for such layers: whether its transformed tiles
 // fit their memory bound, and the weight gradient as above.
 bool few_tiles_weights_gradient_fits(const ConvParams& p);
 void few_tiles_weights_gradient_nhwc(const ConvParams& p, const float* dy, const float* x, float* dw,
-                                     float* db, bool accumulate);
+                                     float* db);
 
 }  // namespace gradstate::cpu::GRADSTATE_ISA_NAMESPACE

@@ -89,6 +89,20 @@ inline float sum_lanes(Vec v) {
   return sum;
 }
 
+// Whether `rows` rows of `cols` floats, `stride` floats apart, are all finite: their sum times 0 is 0, not
+// NaN.
+inline bool all_finite(const float* v, std::int64_t rows, std::int64_t cols, std::int64_t stride) {
+  Vec zeroed{};
+  float rest = 0.0f;
+  for (std::int64_t r = 0; r < rows; ++r) {
+    const float* row = v + r * stride;
+    std::int64_t i = 0;
+    for (; i + lanes <= cols; i += lanes) zeroed += load(row + i) * 0.0f;
+    for (; i < cols; ++i) rest += row[i] * 0.0f;
+  }
+  return rest + sum_lanes(zeroed) == 0.0f;
+}
+
 // The sum of count contiguous floats: whole vectors, their lanes, then the rest.
 inline float sum_of(const float* p, std::int64_t count) {
   Vec total{};
