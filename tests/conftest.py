@@ -184,15 +184,16 @@ def run_conv(case, layout, option=gs.GradientOption.ALL):
     return from_layout(y, layout), dx, dw, db
 
 
-def check_second_backward(case, layout, rng, accumulate):
-    """Two backward passes on one state: dx is always new; dW and db are overwritten, or added to with
-    accumulate=True."""
+def check_second_backward(case, layout, rng, accumulate, dy2=None):
+    """Two backward passes on one state, the second with dy2 (random unless given): dx is always new; dW and
+    db are overwritten, or added to with accumulate=True."""
     conv = case.conv()
     x = in_layout(case.x, layout)
     _, state = conv.forward(x, layout=layout)
     grad = gs.ConvolutionGradient(conv)
     grad.backward(in_layout(case.dy, layout), x, state)
-    dy2 = f32(rng.standard_normal(case.dy.shape))
+    if dy2 is None:
+        dy2 = f32(rng.standard_normal(case.dy.shape))
     dx2 = grad.backward(in_layout(dy2, layout), x, state, accumulate=accumulate)
     first = (case.dw_ref(), case.db_ref()) if accumulate else (0.0, 0.0)
     assert_close(from_layout(dx2, layout), case.dx_ref(dy2), what="dx")
