@@ -272,6 +272,27 @@ def test_nan_and_inf_weights_meet_the_zeros_of_padding_as_in_the_reference(
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize(
+    ("h", "w", "i", "o", "k", "stride", "padding"),
+    [(9, 10, 4, 5, 3, 1, 1), (6, 40, 8, 16, 1, 1, 1), (20, 22, 3, 16, 7, 2, 3)],
+    ids=["few_channels", "pointwise_long_rows", "first_layer"],
+)
+def test_nan_and_inf_in_dy_meet_the_zeros_of_padding_in_dw(layout, h, w, i, o, k, stride, padding, rng):
+    """The reference's dW multiplies dy by the zeros that pad x: an Inf in dy at a border pixel makes NaN
+    of the taps that read the padding there. The weight gradient that reads x in place skipped the kernel
+    rows in the padding, and left those taps ±Inf or finite."""
+    case = ConvCase(rng, 2, h, w, i, o, k, stride=stride, padding=padding)
+    case.dy[0, 0, 0, :] = np.inf
+    case.dy[1, -1, 3, 2] = -np.inf
+    _, _, dw, db = run_conv(case, layout)
+    with np.errstate(invalid="ignore"):  # a channel's Inf and -Inf
+        dw_ref, db_ref = case.dw_ref(), case.db_ref()
+    assert np.isnan(dw).any()
+    assert_close(dw, dw_ref, what="dW")
+    assert_close(db, db_ref, what="db")
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
 def test_inf_in_x_reaches_only_the_depthwise_taps_that_read_it(layout, rng):
     """With no padding x's last column is read by the last kernel column only: an Inf there leaves the
     other columns' weight gradients finite. Rows of 75 outputs are whole vectors and a rest at every vector

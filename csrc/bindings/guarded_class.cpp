@@ -12,7 +12,8 @@ thread_local PyTypeObject* allowed = nullptr;
 PyTypeObject* pybind11_metaclass() { return py::detail::get_internals().default_metaclass; }
 
 // Calling a class runs its __new__ first (type.__call__), so that is the __new__ this call allows; the call
-// restores what an enclosing call allowed.
+// restores what an enclosing call allowed. (A Python subclass's __new__ that never calls the base's leaves
+// the allowance unused until then: it allows nothing else.)
 extern "C" PyObject* call_class(PyObject* cls, PyObject* args, PyObject* kwargs) {
   PyTypeObject* const enclosing = allowed;
   allowed = reinterpret_cast<PyTypeObject*>(cls);
@@ -42,7 +43,8 @@ py::metaclass guarded_metaclass() {
   // Made once, and alive as long as the classes it makes.
   static PyObject* const metaclass = [] {
     static PyType_Slot slots[] = {{Py_tp_call, reinterpret_cast<void*>(call_class)}, {0, nullptr}};
-    static PyType_Spec spec = {"gradstate._core.GuardedClass", 0, 0, Py_TPFLAGS_DEFAULT, slots};
+    static PyType_Spec spec = {"gradstate._core.GuardedClass", 0, 0, Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE,
+                               slots};
     const py::tuple bases = py::make_tuple(py::handle(reinterpret_cast<PyObject*>(pybind11_metaclass())));
     PyObject* made = PyType_FromSpecWithBases(&spec, bases.ptr());
     if (made == nullptr) throw py::error_already_set();

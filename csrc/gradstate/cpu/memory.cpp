@@ -10,9 +10,9 @@
 namespace gradstate::cpu {
 
 Memory::Memory(std::int64_t bytes, bool zeroed) {
+  if (bytes < 0 || bytes > (std::int64_t{1} << 48)) throw_working_memory_error(bytes);
+  bytes_ = host_block_bytes(static_cast<std::size_t>(bytes));
   try {
-    if (bytes < 0 || bytes > (std::int64_t{1} << 48)) throw std::bad_alloc();
-    bytes_ = host_block_bytes(static_cast<std::size_t>(bytes));
     data_ = allocate_host_block(static_cast<std::size_t>(bytes));
   } catch (const std::bad_alloc&) {
     throw_working_memory_error(bytes);

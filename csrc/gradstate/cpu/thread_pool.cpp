@@ -263,7 +263,7 @@ void* thread_scratch(std::int64_t bytes, int slot) {
     own.memory.reset();  // release before allocating, so the peak counts one buffer of this slot
     own.bytes = 0;
     own.memory.reset(std::aligned_alloc(64, static_cast<std::size_t>(rounded)));
-    if (!own.memory) throw_working_memory_error(rounded);
+    if (!own.memory) throw_working_memory_error(bytes);
     own.bytes = rounded;
     std::int64_t held = 0;
     for (const Scratch& s : scratch) held += s.bytes;

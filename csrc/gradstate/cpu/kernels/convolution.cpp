@@ -688,8 +688,8 @@ void convolution_forward(const ConvParams& p, const float* x, const float* w, co
   // (The check reads their weights once; they are few: a depthwise layer's, or those of a few output
   // channels.)
   const bool gemm = p.out_c / p.groups >= min_gemm_channels;
-  const bool may_skip_padding = (is_depthwise(p) || !gemm) && weights_finite(p, w);
-  if (is_depthwise(p) && may_skip_padding) {
+  const bool padding_matters = (is_depthwise(p) || !gemm) && !weights_finite(p, w);
+  if (is_depthwise(p) && !padding_matters) {
     if (p.layout == Layout::NHWC) return depthwise_forward_nhwc(p, x, w, b, y);
     if (depthwise_nchw_forward_applies(p)) return depthwise_forward_nchw(p, x, w, b, y);
     return depthwise_on_nhwc_copies(p, x, in_plane_of(p), y, out_plane_of(p),
@@ -702,7 +702,7 @@ void convolution_forward(const ConvParams& p, const float* x, const float* w, co
   if (grouped_forward_applies(p)) return forward_in_nhwc(grouped_forward_nhwc, p, x, w, b, y);
   // Where Winograd's outputs come out NaN or Inf, the GEMM's direct sums put them where they belong.
   if (winograd_forward_applies(p) && forward_in_nhwc(winograd_forward_nhwc, p, x, w, b, y)) return;
-  if (!may_skip_padding) return forward_in_nhwc(forward_gemm_nhwc, p, x, w, b, y);
+  if (gemm || padding_matters) return forward_in_nhwc(forward_gemm_nhwc, p, x, w, b, y);
   const Geometry geo(p);
   for (std::int64_t n = 0; n < p.batch; ++n)
     for (std::int64_t oh = 0; oh < p.out_h; ++oh)
@@ -722,10 +722,10 @@ void convolution_data_gradient(const ConvParams& p, const float* dy, const float
   // paths below also multiply weights by the zeros that pad dy in a forward pass over it, or mix them in
   // Winograd's transforms: that changes nothing for finite weights, but 0 x Inf is NaN. So weights with a
   // NaN or Inf take col2im: Winograd's passes note any NaN or Inf output, and the weights of the passes over
-  // dy are checked as they are copied (dy_pass_weights); the depthwise and grouped layers' few weights are
-  // checked first. (A check of every layer's weights first made dx of 8x512x7x7, 3x3, 6% slower on 2
-  // threads: 3.34 -> 3.56 ms.)
-  if ((is_depthwise(p) || grouped_data_gradient_applies(p)) && !weights_finite(p, w))
+  // dy are checked as they are copied (dy_pass_weights). At larger strides, the gather of small groups reads
+  // zeros past dy's edges too: their few weights are checked first. (A check of every layer's weights first
+  // made dx of 8x512x7x7, 3x3, 6% slower on 2 threads: 3.34 -> 3.56 ms.)
+  if ((p.stride_y > 1 || p.stride_x > 1) && grouped_data_gradient_applies(p) && !weights_finite(p, w))
     return data_gradient_gemm(p, dy, w, dx);
   // With stride 1, dx is a forward convolution of dy with the flipped weights, input and output channels
   // of each group exchanged: dx[ih] = sum over taps kh and channels o of W[o, kh, i] * dy[ih + pad - kh * d],

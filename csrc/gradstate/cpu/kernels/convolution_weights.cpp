@@ -447,9 +447,9 @@ void weights_gradient_on_nhwc_copies(const ConvParams& p, const float* dy, const
 
 // Winograd's weight gradient, unless it comes out with a NaN or Inf: its transforms mix the pixels of a
 // tile, so that an Inf in x or dy can turn into NaN, and a NaN or Inf reach taps whose direct sums never
-// read it. Returns false, dw and db untouched, for the caller to compute them by the direct sums. With
-// accumulate, the result goes through scratch first; without, the check reads dW once, just written (its
-// 590,000 values for 3x3 and 256 channels).
+// read it. Returns false for the caller to compute dw and db by the direct sums: with accumulate, the result
+// went through scratch and dw and db are untouched; without, they are the caller's to overwrite. The check
+// reads dW once, just written (its 590,000 values for 3x3 and 256 channels).
 bool winograd_weights_gradient_if_finite(const ConvParams& p, const float* dy, const float* x, float* dw,
                                          float* db, bool accumulate) {
   const std::int64_t dw_count = std::int64_t{9} * p.out_c * p.in_c;

@@ -115,7 +115,10 @@ struct InPlaceRows {
       next_dy = LinesAhead(dy + geo.y_offset(n, oh, 0, 0) + geo.y.h, p.out_w * p.out_c, tiles);
     for (std::int64_t kh = 0; kh < p.kernel_h; ++kh) {
       const std::int64_t ih = geo.input_row(oh, kh);
-      if (!geo.row_inside(ih)) continue;  // the padding adds nothing
+      if (!geo.row_inside(ih)) {
+        add_padding_row(kh, dy_row, db, acc_memory);
+        continue;
+      }
       // Value v of the input row is x_row[v]; pixel ow's kernel row starts at ow * step + row_start.
       const float* x_row = x + geo.x_offset(n, ih, 0, 0);
       // Where the next output row reads this row's values, when that row is inside the image.
@@ -155,6 +158,25 @@ struct InPlaceRows {
           for (int m = 0; m < MR; ++m)
             for (int v = 0; v < NV; ++v) store(saved + (m * NV + v) * lanes, acc[m][v]);
         }
+      }
+    }
+  }
+
+  // Kernel row kh of the output row in dy_row reads the padding: the products with its zeros add nothing,
+  // unless a dy is NaN or Inf, where 0 x Inf makes NaN of the row's taps, as in the reference. Those adds
+  // are left out for finite rows, whose results stay bitwise as they were: db, the task's sums of dy so far,
+  // this row's included, tells most of them apart at once.
+  void add_padding_row(std::int64_t kh, const float* dy_row, const float* db, float* acc_memory) const {
+    if (all_finite(db, 1, geo.p.out_c, 0) || all_finite(dy_row, geo.p.out_w, geo.p.out_c, ldb)) return;
+    for (std::int64_t ob = 0; ob < o_blocks; ++ob) {
+      Vec zeroed[NV] = {};  // sum over the row's pixels of dy x 0
+      for (std::int64_t ow = 0; ow < geo.p.out_w; ++ow)
+        for (int v = 0; v < NV; ++v) zeroed[v] += load(dy_row + ow * ldb + ob * NR + v * lanes) * 0.0f;
+      for (std::int64_t rb = 0; rb < row_blocks; ++rb) {
+        float* saved = acc_memory + ((kh * row_blocks + rb) * o_blocks + ob) * tile_floats;
+        for (int m = 0; m < MR; ++m)
+          for (int v = 0; v < NV; ++v)
+            store(saved + (m * NV + v) * lanes, load(saved + (m * NV + v) * lanes) + zeroed[v]);
       }
     }
   }

@@ -38,7 +38,7 @@ bool winograd_stride_two_data_gradient_nhwc(const ConvParams& pass, const float*
 bool winograd_weights_gradient_applies(const ConvParams& p);
 
 // dw and db summed over the batch, overwritten. The caller checks for NaN and Inf, which the transforms
-// spread (see convolution_weights_gradient).
+// spread (see winograd_weights_gradient_if_finite in convolution_weights.cpp).
 void winograd_weights_gradient_nhwc(const ConvParams& p, const float* dy, const float* x, float* dw,
                                     float* db);
 

@@ -13,8 +13,8 @@
 // so one task handles a block of channels of one image (or, where the threads share each image, of a run
 // of its pixels), sweeping tiles of pixels with per-channel sums.
 // The per-(image, channel) gamma and beta gradients are summed over the images in a fixed order at the end,
-// so the result does not depend on the thread count. Planes whose outputs are infinite are written again
-// value by value (see PlaneValues).
+// so the result does not depend on the thread count. Planes of an infinite scale (gamma * inv_std), and in
+// the backward pass planes whose dy is not finite, are written again value by value (see PlaneValues).
 #include <atomic>
 #include <cmath>
 #include <cstdint>

@@ -89,8 +89,8 @@ inline float sum_lanes(Vec v) {
   return sum;
 }
 
-// Whether `rows` rows of `cols` floats, `stride` floats apart, are all finite: their sum times 0 is 0, not
-// NaN.
+// Whether `rows` rows of `cols` floats, `stride` floats apart, are all finite: the sum of each times 0 is 0,
+// not NaN.
 inline bool all_finite(const float* v, std::int64_t rows, std::int64_t cols, std::int64_t stride) {
   Vec zeroed{};
   float rest = 0.0f;

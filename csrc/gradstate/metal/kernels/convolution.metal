@@ -4,7 +4,7 @@
 //
 // Every GEMM kernel runs 256 threads per threadgroup as 16 x 16 threads, each accumulating a 4 x 4 tile
 // of a 64 x 64 output tile, and stages two 16 x 64 float tiles (8 KiB of kernel-scope threadgroup memory,
-// no dynamic threadgroup memory). Below, P = batch * out_h * out_w (output pixels), Ig = in_c / groups,
+// and for the data gradient 1 KiB more of flags and one atomic; no dynamic threadgroup memory). Below, P = batch * out_h * out_w (output pixels), Ig = in_c / groups,
 // Og = out_c / groups, T = kernel_h * kernel_w, ceil(a / b) is written a/^b.
 //
 // conv_forward             y = conv(x, weights) (+ bias). M = output pixels, N = Og, K = T * Ig.
