@@ -175,8 +175,16 @@ void sweep_band(const Geometry& geo, const float* dy, const float* x, std::int64
   for (std::int64_t oh = oh_begin; oh < oh_end; ++oh) {
     const bool next_row = oh + 1 < p.out_h;
     bool first_sweep = true;
+    // Kernel rows in the padding add dy x 0: nothing, unless a dy of the output row is NaN or Inf, where the
+    // reference's 0 x Inf makes NaN; the sweeps then read zeros there. Whether the row is finite is found
+    // when a kernel row first reads the padding.
+    int finite_row = -1;
+    const auto padding_adds_nothing = [&] {
+      if (finite_row < 0) finite_row = all_finite(dy + geo.y_offset(n, oh, 0, 0), p.out_w, channels, geo.y.w);
+      return finite_row != 0;
+    };
     for (std::int64_t kh = 0; kh < p.kernel_h; ++kh) {
-      if (!geo.row_inside(geo.input_row(oh, kh))) continue;  // kernel rows in the padding add nothing
+      if (!geo.row_inside(geo.input_row(oh, kh)) && padding_adds_nothing()) continue;
       const bool ask_x = next_row && !read_again(kh) && geo.row_inside(geo.input_row(oh + 1, kh));
       for (std::int64_t k0 = 0; k0 < p.kernel_w; k0 += sweep_taps) {
         const std::int64_t count = min_of<std::int64_t>(sweep_taps, p.kernel_w - k0);
