@@ -273,23 +273,24 @@ def test_nan_and_inf_weights_meet_the_zeros_of_padding_as_in_the_reference(
 
 @pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize(
-    ("h", "w", "i", "o", "k", "stride", "groups", "padding"),
+    ("n", "h", "w", "i", "o", "k", "stride", "groups", "padding"),
     [
-        (9, 10, 4, 5, 3, 1, 1, 1),
-        (6, 40, 8, 16, 1, 1, 1, 1),
-        (20, 22, 3, 16, 7, 2, 1, 3),
-        (10, 6, 26, 26, 5, 1, 26, 2),
+        (2, 9, 10, 4, 5, 3, 1, 1, 1),
+        (2, 6, 40, 8, 16, 1, 1, 1, 1),
+        (2, 20, 22, 3, 16, 7, 2, 1, 3),
+        (8, 7, 57, 13, 20, 3, 2, 1, 1),
+        (2, 10, 6, 26, 26, 5, 1, 26, 2),
     ],
-    ids=["few_channels", "pointwise_long_rows", "first_layer", "depthwise"],
+    ids=["few_channels", "pointwise_long_rows", "first_layer", "larger_kernel_long_rows", "depthwise"],
 )
 def test_nan_and_inf_in_dy_meet_the_zeros_of_padding_in_dw(
-    layout, h, w, i, o, k, stride, groups, padding, rng
+    layout, n, h, w, i, o, k, stride, groups, padding, rng
 ):
     """The reference's dW multiplies dy by the zeros that pad x: an Inf in dy at a border pixel makes NaN
     of the taps that read the padding there. The weight gradients that read x in place and the depthwise
     sweeps (at the levels without the 3x3 pairs) skipped the kernel rows in the padding, and left those taps
     ±Inf or finite."""
-    case = ConvCase(rng, 2, h, w, i, o, k, stride=stride, groups=groups, padding=padding)
+    case = ConvCase(rng, n, h, w, i, o, k, stride=stride, groups=groups, padding=padding)
     case.dy[0, 0, 0, :] = np.inf
     case.dy[1, -1, 3, 2] = -np.inf
     _, _, dw, db = run_conv(case, layout)

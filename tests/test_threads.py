@@ -97,9 +97,11 @@ CONV_SHAPES = [
     # in blocks shared out by thread count (216 tiles: GEMMs over 128 tiles, then the last 88 added).
     pytest.param((1, 10, 12, 120, 130, 3, 1, 1), id="winograd_weights_output_groups"),
     pytest.param((3, 15, 17, 130, 140, 3, 1, 1), id="winograd_weights_few_tiles"),
-    # 3 input channels: the in-place path, two bands of rows per image; and a 1x1 layer whose partials
-    # bound the tasks to fewer than the images (tasks of two images).
+    # 3 input channels: the in-place path, two bands of rows per image; a 1x1 layer whose partials bound
+    # the tasks to fewer than the images (tasks of two images); and a 3x3 layer of 13 channels, one task
+    # per image.
     pytest.param((2, 70, 64, 3, 16, 7, 1, 1), id="in_place_bands"),
+    pytest.param((8, 5, 57, 13, 20, 3, 1, 2), id="in_place_3x3_stride2"),
     pytest.param((34, 1, 32, 240, 256, 1, 1, 1), id="in_place_tasks_of_two_images"),
     # 40 groups: more than one block of groups at every vector width; and groups of 4 channels, one task per
     # image and block of groups where they are packed, bands of rows where they take the depthwise sweeps

@@ -1,12 +1,13 @@
 // The weight gradient with x read in place, NHWC, for layers whose kernel rows are few values (a network's
-// first layer) and for 1x1 kernels.
+// first layer), and for others whose output rows are long enough to pay for the accumulators' trips.
 //
 // With one group and no dilation across, kernel row kh of output pixel (oh, ow) reads KW * C consecutive
 // values of x, and along an output row those runs start stride_x * C values apart. So a block of MR of a
 // kernel row's values is, over the pixels of an output row, a k-major operand read from x in place with
 // row stride stride_x * C: the microkernel accumulates dW[o][kh][j..j+MR) (its rows) for a block of output
 // channels (its vectors, from dy) without the im2col panel the GEMM path packs. For first layers that
-// panel costs as much as the multiply-adds; for 1x1 kernels it is a copy of x. Pixels whose block reaches
+// panel costs as much as the multiply-adds; for 1x1 kernels it is a copy of x; for larger kernels its packing
+// (each value of x copied once per tap that reads it) took a fifth of the time. Pixels whose block reaches
 // outside the input row (the padding) are gathered one by one with zeros. A task takes a run of bands of
 // output rows (image by image), keeps every tile's accumulators in memory between rows (so output rows
 // must be long enough to pay for those trips), and leaves a partial dW and db; the partials are added in
@@ -28,16 +29,32 @@ namespace {
 
 constexpr int MR = tile_a[0], NV = tile_a[1], NR = NV * lanes;
 constexpr std::int64_t tile_floats = MR * NR;  // one tile's accumulators
+// First layers: any output row.
 constexpr std::int32_t max_channels = 4;
-// 1x1 layers with shorter output rows (14 pixels measured) run faster through the GEMM path.
+// Other layers need output rows of at least this many pixels. 1x1 layers with shorter rows (14 pixels
+// measured; and 512 channels at 28, 1.18x slower) run faster through the GEMM path. Larger kernels at 28
+// pixels were faster in place (dW on 2 threads, medians of call-by-call alternations: 3x3 stride 2 of 128
+// channels 4.79 -> 4.34 ms, of 64 channels at 112 x 112 5.73 -> 4.01 ms; 5x5 of 64 channels at 56 x 56
+// 14.4 -> 10.6 ms; 7x7 of 72 channels 31.2 -> 22.8 ms; on AVX2 20-28% faster) and slower at 14 (3x3 stride 2
+// of 128 channels, 1.2x).
 constexpr std::int32_t min_1x1_row = 32;
-// The tiles' accumulators (a padded dW) stay in a thread's cache; larger layers run the GEMM path.
-constexpr std::int64_t max_accumulator_bytes = 256 << 10;
+constexpr std::int32_t min_row = 28;
+// The tiles' accumulators (a padded dW) stay in a core's 1 MiB L2; larger layers run the GEMM path. The
+// largest measured, 903 KiB (7x7 of 72 channels), was still 27% faster in place. 1x1 layers, whose GEMM
+// packs no copies of x, stop at half that: at 56 x 56, 256 channels to 256 (264 KiB) took 9.6 -> 8.5 ms in
+// place, 512 to 256 (528 KiB) 17.0 -> 17.9 ms.
+constexpr std::int64_t max_accumulator_bytes = 1 << 20;
+constexpr std::int64_t max_1x1_accumulator_bytes = 512 << 10;
 // Output pixels per band: enough to amortise the accumulators' trips to memory and keep the partials few
 // (each is a whole dW), few enough for work to share among the threads. A task takes a run of (image,
 // band) pairs, as many tasks as the partials' memory bound allows.
 constexpr std::int64_t band_pixels = 4096;
 constexpr std::int64_t max_partial_bytes = 8 << 20;
+// Layers of larger kernels take this path only with at least this many (image, band) pairs, so that the
+// threads have work to share: else the GEMM path splits the pixels. (One image of 3x3 stride 2 and 128
+// channels, one band, took 1.44x the GEMM's time on 2 threads; cut into bands of 112 pixels, whose partials
+// of 590 KiB each cost about as much as their sums, 1.65x.)
+constexpr std::int64_t min_units = 8;
 
 // Floor of a / b for b > 0.
 std::int64_t floor_div(std::int64_t a, std::int64_t b) { return a >= 0 ? a / b : -ceil_div(-a, b); }
@@ -190,9 +207,13 @@ struct InPlaceRows {
 
 bool in_place_weights_gradient_applies(const ConvParams& p) {
   if (p.layout != Layout::NHWC || p.groups != 1 || p.dilation_x != 1) return false;
-  if (p.in_c > max_channels && !(p.kernel_h == 1 && p.kernel_w == 1 && p.out_w >= min_1x1_row)) return false;
+  const bool pointwise = p.kernel_h == 1 && p.kernel_w == 1;
   const InPlaceRows layer(p);
-  return std::int64_t{sizeof(float)} * layer.tiles * tile_floats <= max_accumulator_bytes;
+  if (p.in_c > max_channels &&
+      (pointwise ? p.out_w < min_1x1_row : p.out_w < min_row || p.batch * layer.bands < min_units))
+    return false;
+  return std::int64_t{sizeof(float)} * layer.tiles * tile_floats <=
+         (pointwise ? max_1x1_accumulator_bytes : max_accumulator_bytes);
 }
 
 void in_place_weights_gradient(const ConvParams& p, const float* dy, const float* x, float* dw, float* db,
