@@ -67,7 +67,7 @@ struct InPlaceRows {
         o_blocks(ceil_div(p.out_c, NR)),
         ldb(o_blocks * NR),
         tiles(p.kernel_h * row_blocks * o_blocks),
-        dw_size(static_cast<std::int64_t>(p.out_c) * p.kernel_h * row_values),
+        acc_floats(tiles * tile_floats),
         step(static_cast<std::int64_t>(p.stride_x) * p.in_c),
         row_start(-static_cast<std::int64_t>(p.pad_left) * p.in_c),
         row_end(static_cast<std::int64_t>(p.in_w) * p.in_c),
@@ -82,30 +82,38 @@ struct InPlaceRows {
     hi = max_of(lo, min_of(out_w, floor_div(row_end - MR + shift, step) + 1));
   }
 
-  // The partial dW (dw_size values, OHWI) and db (out_c values) of (image, band) pairs [u0, u1).
+  // The partial sums of (image, band) pairs [u0, u1): the tiles' accumulators (acc_floats values, see
+  // put_tiles), then db (out_c values). The partials keep the tiles' layout, and only their sum is turned
+  // into dW: turning each task's tiles into dW took 7% of 3x3 stride 2 of 128 channels.
   void run(const float* dy, const float* x, std::int64_t u0, std::int64_t u1, float* partial) const {
     const ConvParams& p = geo.p;
-    // The tiles' accumulators, then one output row of dy padded to whole vector blocks.
-    float* acc_memory = static_cast<float*>(
-        thread_scratch(sizeof(float) * (tiles * tile_floats + static_cast<std::int64_t>(p.out_w) * ldb)));
-    float* dy_row = acc_memory + tiles * tile_floats;
-    std::memset(acc_memory, 0, sizeof(float) * (tiles * tile_floats + p.out_w * ldb));
-    float* db = partial + dw_size;
-    std::memset(db, 0, sizeof(float) * p.out_c);
+    // One output row of dy padded to whole vector blocks.
+    float* dy_row =
+        static_cast<float*>(thread_scratch(sizeof(float) * static_cast<std::int64_t>(p.out_w) * ldb));
+    std::memset(dy_row, 0, sizeof(float) * p.out_w * ldb);
+    std::memset(partial, 0, sizeof(float) * (acc_floats + p.out_c));
+    float* db = partial + acc_floats;
     for (std::int64_t u = u0; u < u1; ++u) {
       const std::int64_t n = u / bands, oh0 = u % bands * band_rows;
       for (std::int64_t oh = oh0; oh < min_of<std::int64_t>(p.out_h, oh0 + band_rows); ++oh)
-        add_row(dy, x, n, oh, acc_memory, dy_row, db);
+        add_row(dy, x, n, oh, partial, dy_row, db);
     }
-    // Tile (kh, rb, ob) row m, lane o holds dW[ob * NR + o][kh][rb * MR + m]; rows past the kernel row and
-    // lanes past the last output channel are dropped.
+  }
+
+  // dw (OHWI) = the tiles' accumulators at acc, or += them with accumulate. Tile (kh, rb, ob) row m, lane o
+  // holds dW[ob * NR + o][kh][rb * MR + m]; rows past the kernel row and lanes past the last output channel
+  // are dropped.
+  void put_tiles(const float* acc, float* dw, bool accumulate) const {
+    const ConvParams& p = geo.p;
     for (std::int64_t kh = 0; kh < p.kernel_h; ++kh)
       for (std::int64_t rb = 0; rb < row_blocks; ++rb)
         for (std::int64_t ob = 0; ob < o_blocks; ++ob) {
-          const float* saved = acc_memory + ((kh * row_blocks + rb) * o_blocks + ob) * tile_floats;
+          const float* saved = acc + ((kh * row_blocks + rb) * o_blocks + ob) * tile_floats;
           for (std::int64_t m = 0; m < min_of<std::int64_t>(MR, row_values - rb * MR); ++m)
-            for (std::int64_t o = 0; o < min_of<std::int64_t>(NR, p.out_c - ob * NR); ++o)
-              partial[((ob * NR + o) * p.kernel_h + kh) * row_values + rb * MR + m] = saved[m * NR + o];
+            for (std::int64_t o = 0; o < min_of<std::int64_t>(NR, p.out_c - ob * NR); ++o) {
+              float& at = dw[((ob * NR + o) * p.kernel_h + kh) * row_values + rb * MR + m];
+              at = (accumulate ? at : 0.0f) + saved[m * NR + o];
+            }
         }
   }
 
@@ -199,7 +207,7 @@ struct InPlaceRows {
   }
 
   Geometry geo;
-  std::int64_t row_values, row_blocks, o_blocks, ldb, tiles, dw_size, step, row_start, row_end, band_rows,
+  std::int64_t row_values, row_blocks, o_blocks, ldb, tiles, acc_floats, step, row_start, row_end, band_rows,
       bands;
 };
 
@@ -212,22 +220,26 @@ bool in_place_weights_gradient_applies(const ConvParams& p) {
   if (p.in_c > max_channels &&
       (pointwise ? p.out_w < min_1x1_row : p.out_w < min_row || p.batch * layer.bands < min_units))
     return false;
-  return std::int64_t{sizeof(float)} * layer.tiles * tile_floats <=
+  return std::int64_t{sizeof(float)} * layer.acc_floats <=
          (pointwise ? max_1x1_accumulator_bytes : max_accumulator_bytes);
 }
 
 void in_place_weights_gradient(const ConvParams& p, const float* dy, const float* x, float* dw, float* db,
                                bool accumulate) {
   const InPlaceRows layer(p);
-  const std::int64_t part = layer.dw_size + p.out_c, units = p.batch * layer.bands;
+  const std::int64_t part = layer.acc_floats + p.out_c, units = p.batch * layer.bands;
   const std::int64_t tasks =
       max_of<std::int64_t>(1, min_of(units, max_partial_bytes / (std::int64_t{sizeof(float)} * part)));
-  const Memory partials_memory(sizeof(float) * tasks * part);
+  // The tasks' partials, then their sum.
+  const Memory partials_memory(sizeof(float) * (tasks + 1) * part);
   float* partials = partials_memory.floats();
   parallel_for(tasks, [&](std::int64_t task) {
     layer.run(dy, x, task * units / tasks, (task + 1) * units / tasks, partials + task * part);
   });
-  sum_partials(partials, tasks, layer.dw_size, p.out_c, dw, db, accumulate);
+  float* sum = partials + tasks * part;
+  sum_partials(partials, tasks, layer.acc_floats, p.out_c, sum, sum + layer.acc_floats, false);
+  layer.put_tiles(sum, dw, accumulate);
+  for (std::int64_t o = 0; o < p.out_c; ++o) db[o] = (accumulate ? db[o] : 0.0f) + sum[layer.acc_floats + o];
 }
 
 }  // namespace gradstate::cpu::GRADSTATE_ISA_NAMESPACE
