@@ -99,12 +99,15 @@ CONV_PATHS = [
     # 34 images whose partial dW (240 x 256) would outgrow the 8 MiB bound, one each: tasks of two images.
     pytest.param((34, 1, 32, 240, 256, 1, 1, 1, 1, 0), id="in_place_1x1_tasks_of_two_images"),
     # Larger kernels with output rows of at least 28 pixels and 4 (image, band) pairs take it too: 3x3
-    # stride 2 (39 values a kernel row: blocks of 6, the last partial; 70 outputs), 5x5 with padding 2 (4
-    # images, the fewest), rows dilated (not columns), and two images of 5 bands each.
+    # stride 2 (39 values a kernel row: blocks of 6 at the vector levels, the last partial; 70 outputs), 5x5
+    # with padding 2 (4 images, the fewest), rows dilated (not columns), two images of 5 bands each, and 10
+    # images of one output row, whose partials (900 KiB each) bound the tasks to 9: a task takes two images,
+    # each with kernel rows in the padding above and below.
     pytest.param((8, 5, 57, 13, 70, 3, 2, 1, 1, 1), id="in_place_3x3_stride2_13_to_70"),
     pytest.param((4, 4, 30, 9, 20, 5, 1, 1, 1, 2), id="in_place_5x5_9_to_20"),
     pytest.param((8, 7, 30, 6, 8, 3, 1, (2, 1), 1, 1), id="in_place_3x3_rows_dilated"),
     pytest.param((2, 300, 56, 5, 6, 3, 1, 1, 1, 1), id="in_place_3x3_bands"),
+    pytest.param((10, 1, 57, 100, 256, 3, 2, 1, 1, 1), id="in_place_3x3_tasks_of_two_images"),
     pytest.param((2, 9, 9, 24, 20, 1, 1, 1, 1, 0), id="gemm_1x1"),
     # In NCHW, 1x1 stride-1 layers without padding run the forward pass (and so dx) as a GEMM per image, in
     # tasks of about 128 pixels and panels of up to 256 input channels: 300 channels make two panels, the

@@ -10,8 +10,8 @@
 // (each value of x copied once per tap that reads it) took a fifth of the time. Pixels whose block reaches
 // outside the input row (the padding) are gathered one by one with zeros. A task takes a run of bands of
 // output rows (image by image), keeps every tile's accumulators in memory between rows (so output rows
-// must be long enough to pay for those trips), and leaves a partial dW and db; the partials are added in
-// task order, so the result does not depend on the thread count.
+// must be long enough to pay for those trips), and leaves them and its db as partial sums; the partials are
+// added in task order, so the result does not depend on the thread count, and their sum is turned into dW.
 #include "gradstate/cpu/kernels/convolution_weights_paths.h"
 
 #include <cstdint>
@@ -29,7 +29,8 @@ namespace {
 
 constexpr int MR = tile_a[0], NV = tile_a[1], NR = NV * lanes;
 constexpr std::int64_t tile_floats = MR * NR;  // one tile's accumulators
-// First layers: any output row.
+// First layers: any output row. (Also with accumulators past 256 KiB, the bound before the one below: 7x7
+// stride 2 from 3 to 512 channels at 112 x 112, 336 KiB, took 10.9 -> 9.5 ms in place.)
 constexpr std::int32_t max_channels = 4;
 // Other layers need output rows of at least this many pixels. 1x1 layers with shorter rows (14 pixels
 // measured; and 512 channels at 28, 1.18x slower) run faster through the GEMM path. Larger kernels at 28
@@ -39,22 +40,22 @@ constexpr std::int32_t max_channels = 4;
 // of 128 channels, 1.2x).
 constexpr std::int32_t min_1x1_row = 32;
 constexpr std::int32_t min_row = 28;
-// The tiles' accumulators (a padded dW) stay in a core's 1 MiB L2; larger layers run the GEMM path. The
-// largest measured, 903 KiB (7x7 of 72 channels), was still 27% faster in place. 1x1 layers, whose GEMM
-// packs no copies of x, stop at half that: at 56 x 56, 256 channels to 256 (264 KiB) took 9.6 -> 8.5 ms in
-// place, 512 to 256 (528 KiB) 17.0 -> 17.9 ms.
+// The tiles' accumulators (dW padded to whole tiles) stay in a core's 1 MiB L2; larger layers run the GEMM
+// path. The largest measured, 882 KiB (7x7 from 72 to 64 channels), was still 27% faster in place. 1x1
+// layers, whose GEMM packs no copies of x, stop at half that: at 56 x 56, 256 channels to 256 (258 KiB) took
+// 9.6 -> 8.5 ms in place, 512 to 256 (516 KiB) 17.0 -> 17.9 ms.
 constexpr std::int64_t max_accumulator_bytes = 1 << 20;
 constexpr std::int64_t max_1x1_accumulator_bytes = 512 << 10;
 // Output pixels per band: enough to amortise the accumulators' trips to memory and keep the partials few
-// (each is a whole dW), few enough for work to share among the threads. A task takes a run of (image,
-// band) pairs, as many tasks as the partials' memory bound allows.
+// (each as large as the accumulators), few enough for work to share among the threads. A task takes a run
+// of (image, band) pairs, as many tasks as the partials' memory bound allows (their sum takes one more).
 constexpr std::int64_t band_pixels = 4096;
 constexpr std::int64_t max_partial_bytes = 8 << 20;
 // Layers of larger kernels take this path only with at least this many (image, band) pairs, so that the
 // threads have work to share: else the GEMM path splits the pixels. (One image of 3x3 stride 2 and 128
 // channels, one band, took 1.44x the GEMM's time on 2 threads; cut into bands of 112 pixels, whose partials
-// of 590 KiB each cost about as much as their sums, 1.65x. Four images took 2.39 -> 2.20 ms in place; and
-// the NCHW copies of r3x3_128_s2, made four images at a time, 5.58 -> 5.05 ms where 8 pairs had been asked.)
+// of 576 KiB each cost about as much as their sums, 1.65x. Four images took 2.39 -> 2.20 ms in place, and
+// the NCHW copies of r3x3_128_s2, made four images at a time, 5.58 -> 5.05 ms.)
 constexpr std::int64_t min_units = 4;
 
 // Floor of a / b for b > 0.
@@ -69,6 +70,7 @@ struct InPlaceRows {
         ldb(o_blocks * NR),
         tiles(p.kernel_h * row_blocks * o_blocks),
         acc_floats(tiles * tile_floats),
+        part_floats(acc_floats + round_up(static_cast<std::int64_t>(p.out_c), line_floats)),
         step(static_cast<std::int64_t>(p.stride_x) * p.in_c),
         row_start(-static_cast<std::int64_t>(p.pad_left) * p.in_c),
         row_end(static_cast<std::int64_t>(p.in_w) * p.in_c),
@@ -83,16 +85,17 @@ struct InPlaceRows {
     hi = max_of(lo, min_of(out_w, floor_div(row_end - MR + shift, step) + 1));
   }
 
-  // The partial sums of (image, band) pairs [u0, u1): the tiles' accumulators (acc_floats values, see
-  // put_tiles), then db (out_c values). The partials keep the tiles' layout, and only their sum is turned
-  // into dW: turning each task's tiles into dW took 7% of 3x3 stride 2 of 128 channels.
+  // The partial sums of (image, band) pairs [u0, u1), part_floats values: the tiles' accumulators
+  // (acc_floats values, see put_tiles), then db (out_c values, then zeros to a whole cache line, so that
+  // each part's tiles start on a line of their own). The partials keep the tiles' layout, and only their sum
+  // is turned into dW: turning each task's tiles into dW took 7% of 3x3 stride 2 of 128 channels.
   void run(const float* dy, const float* x, std::int64_t u0, std::int64_t u1, float* partial) const {
     const ConvParams& p = geo.p;
     // One output row of dy padded to whole vector blocks.
     float* dy_row =
         static_cast<float*>(thread_scratch(sizeof(float) * static_cast<std::int64_t>(p.out_w) * ldb));
     std::memset(dy_row, 0, sizeof(float) * p.out_w * ldb);
-    std::memset(partial, 0, sizeof(float) * (acc_floats + p.out_c));
+    std::memset(partial, 0, sizeof(float) * part_floats);
     float* db = partial + acc_floats;
     for (std::int64_t u = u0; u < u1; ++u) {
       const std::int64_t n = u / bands, oh0 = u % bands * band_rows;
@@ -208,8 +211,8 @@ struct InPlaceRows {
   }
 
   Geometry geo;
-  std::int64_t row_values, row_blocks, o_blocks, ldb, tiles, acc_floats, step, row_start, row_end, band_rows,
-      bands;
+  std::int64_t row_values, row_blocks, o_blocks, ldb, tiles, acc_floats, part_floats, step, row_start,
+      row_end, band_rows, bands;
 };
 
 }  // namespace
@@ -228,7 +231,7 @@ bool in_place_weights_gradient_applies(const ConvParams& p) {
 void in_place_weights_gradient(const ConvParams& p, const float* dy, const float* x, float* dw, float* db,
                                bool accumulate) {
   const InPlaceRows layer(p);
-  const std::int64_t part = layer.acc_floats + p.out_c, units = p.batch * layer.bands;
+  const std::int64_t part = layer.part_floats, units = p.batch * layer.bands;
   const std::int64_t tasks =
       max_of<std::int64_t>(1, min_of(units, max_partial_bytes / (std::int64_t{sizeof(float)} * part)));
   // The tasks' partials, then their sum.
@@ -238,7 +241,8 @@ void in_place_weights_gradient(const ConvParams& p, const float* dy, const float
     layer.run(dy, x, task * units / tasks, (task + 1) * units / tasks, partials + task * part);
   });
   float* sum = partials + tasks * part;
-  sum_partials(partials, tasks, layer.acc_floats, p.out_c, sum, sum + layer.acc_floats, false);
+  sum_partials(partials, tasks, layer.acc_floats, part - layer.acc_floats, sum, sum + layer.acc_floats,
+               false);
   layer.put_tiles(sum, dw, accumulate);
   for (std::int64_t o = 0; o < p.out_c; ++o) db[o] = (accumulate ? db[o] : 0.0f) + sum[layer.acc_floats + o];
 }

@@ -7,9 +7,10 @@
 
 namespace gradstate::cpu::GRADSTATE_ISA_NAMESPACE {
 
-// convolution_weights_in_place.cpp: NHWC, one group, no dilation across, at most 1 MiB of accumulators (512
-// KiB for 1x1 kernels), and either at most 4 input channels (gray, RGB or RGBA images) or output rows of at
-// least 28 pixels and 4 (image, band of rows) pairs (or, 1x1 kernels, output rows of at least 32 pixels).
+// convolution_weights_in_place.cpp: NHWC, one group, no dilation across, at most 1 MiB of accumulators (dW
+// padded to whole tiles; 512 KiB for 1x1 kernels), and either at most 4 input channels (gray, RGB or RGBA
+// images) or output rows of at least 28 pixels and 4 (image, band of rows) pairs (or, 1x1 kernels, output
+// rows of at least 32 pixels).
 bool in_place_weights_gradient_applies(const ConvParams& p);
 void in_place_weights_gradient(const ConvParams& p, const float* dy, const float* x, float* dw, float* db,
                                bool accumulate);
