@@ -438,9 +438,12 @@ void nhwc_sweeps(const NormParams& p, const float* u, const float* v, const Term
 // Where outputs are infinite, the sweeps' sums of terms scaled each on its own, and their rounding
 // corrections (Inf x 0), can make NaN of what numpy's formulas give as ±Inf: in planes whose scale, gamma *
 // inv_std, is infinite (an infinite gamma, or a plane of equal values with epsilon 0), and in the backward
-// pass in planes whose dy is not finite. Such planes are rare, so one thread writes them again, value by
-// value, with the formulas of the reference, in double. PlaneValues is one plane of an input x there: value i
-// at first + i * stride, and centred(i) = x - the plane's exact mean.
+// pass in planes whose dy is not finite. And the sweeps' float sums overflow where the reference's double
+// ones do not: squares of values more than about 1.8e19 from the plane's mean, sums of values near the top
+// of the float range, products of dy and x - mean past 3.4e38. Such planes are rare, so one thread writes
+// them again, value by value, with the formulas of the reference, in double (and the forward pass their
+// statistics too, where its sums were not finite). PlaneValues is one plane of an input x there: value i at
+// first + i * stride, and centred(i) = x - the plane's exact mean.
 struct PlaneValues {
   const float* x;
   std::int64_t first, stride;
@@ -449,10 +452,10 @@ struct PlaneValues {
   double centred(std::int64_t i) const { return x[at(i)] - mean; }
 };
 
-// The plane's values, its exact mean summed from its saved mean m as m + mean(x - m).
-PlaneValues plane_values(const NormParams& p, const float* x, const float* mean, std::int64_t plane) {
+// The plane's values, its exact mean summed from m (its saved mean, or 0) as m + mean(x - m).
+PlaneValues plane_values(const NormParams& p, const float* x, float m, std::int64_t plane) {
   const std::int64_t pixels = static_cast<std::int64_t>(p.height) * p.width, channels = p.channels;
-  PlaneValues v{x, plane * pixels, 1, mean[plane]};
+  PlaneValues v{x, plane * pixels, 1, m};
   if (p.layout == Layout::NHWC)
     v.first = plane / channels * pixels * channels + plane % channels, v.stride = channels;
   double rounding = 0.0;
@@ -553,9 +556,20 @@ void instance_norm_forward(const NormParams& p, const float* x, const float* gam
   forward_sweeps(p, x, gamma, beta, y, mean, inv_std);
   const std::int64_t pixels = static_cast<std::int64_t>(p.height) * p.width;
   for (std::int64_t plane = 0; plane < p.batch * p.channels; ++plane) {
-    const double scale = scale_of(p, gamma, inv_std, plane);
-    if (!std::isinf(static_cast<float>(scale))) continue;
-    const PlaneValues v = plane_values(p, x, mean, plane);
+    // Sums that overflowed (or met a NaN or Inf) leave a mean that is not finite or a 1/std that is not
+    // positive.
+    const bool statistics_again = !std::isfinite(mean[plane]) || !(inv_std[plane] > 0.0f);
+    double scale = scale_of(p, gamma, inv_std, plane);
+    if (!statistics_again && !std::isinf(static_cast<float>(scale))) continue;
+    const PlaneValues v = plane_values(p, x, statistics_again ? 0.0f : mean[plane], plane);
+    if (statistics_again) {
+      double variance = 0.0;
+      for (std::int64_t i = 0; i < pixels; ++i) variance += v.centred(i) * v.centred(i);
+      const double inv = 1.0 / std::sqrt(variance / static_cast<double>(pixels) + p.epsilon);
+      mean[plane] = static_cast<float>(v.mean);
+      inv_std[plane] = static_cast<float>(inv);
+      scale = (gamma ? gamma[plane % p.channels] : 1.0) * inv;
+    }
     const double offset = beta ? beta[plane % p.channels] : 0.0;
     for (std::int64_t i = 0; i < pixels; ++i) y[v.at(i)] = static_cast<float>(scale * v.centred(i) + offset);
   }
@@ -604,11 +618,17 @@ void instance_norm_backward(const NormParams& p, const float* dy, const float* x
   // The planes written again (see PlaneValues): dx = a * (dy - mean(dy) - xhat * mean(dy * xhat)).
   for (std::int64_t plane = 0; plane < planes; ++plane) {
     const double a = scale_of(p, gamma, inv_std, plane);
-    if (!std::isinf(static_cast<float>(a)) && std::isfinite(plane_dbeta[plane])) continue;
-    const PlaneValues v = plane_values(p, x, mean, plane);
+    if (!std::isinf(static_cast<float>(a)) && std::isfinite(plane_dbeta[plane]) &&
+        std::isfinite(plane_dgamma[plane]))
+      continue;
+    const PlaneValues v = plane_values(p, x, mean[plane], plane);
     const double inv = inv_std[plane];
-    double sum_dy_xhat = 0.0;
-    for (std::int64_t i = 0; i < pixels; ++i) sum_dy_xhat += dy[v.at(i)] * (v.centred(i) * inv);
+    double sum_dy = 0.0, sum_dy_xhat = 0.0;
+    for (std::int64_t i = 0; i < pixels; ++i) {
+      sum_dy += dy[v.at(i)];
+      sum_dy_xhat += dy[v.at(i)] * (v.centred(i) * inv);
+    }
+    plane_dbeta[plane] = sum_dy;
     plane_dgamma[plane] = sum_dy_xhat;
     const double mean_dy = plane_dbeta[plane] / pixels, mean_dy_xhat = sum_dy_xhat / pixels;
     for (std::int64_t i = 0; i < pixels; ++i)
