@@ -43,6 +43,9 @@
 // that data far from zero keeps its precision) and rounds the mean m to float. A second pass sums x - m and
 // (x - m)^2: sum(x - m) / pixels is the error of m, which corrects the variance, the output and the saved
 // mean, and the variance never subtracts two large numbers. The backward pass corrects the saved mean alike.
+// Where those sums overflow (values more than about 1.8e19 from the mean, or near the top of the float
+// range), both passes take them again over x scaled by a power of two (see overflow_scale), exactly, so that
+// the statistics and outputs come out as finite as the reference's; other planes never scale.
 #include <metal_stdlib>
 
 #include "gradstate/core/params.h"
@@ -92,6 +95,59 @@ T threadgroup_sum(T value, threadgroup T* partials, uint simd_lane, uint simd_gr
   return total;
 }
 
+// The largest magnitude among the plane's x (NaN left out), returned to every thread of the threadgroup.
+float plane_largest(device const float* x, Plane plane, threadgroup float* partials, uint thread_index,
+                    uint threads, uint simd_lane, uint simd_group, uint simd_groups) {
+  float largest = 0.0f;
+  for (uint i = thread_index; i < plane.pixels; i += threads) {
+    const float v = fabs(x[element_of(plane, i)]);
+    largest = v > largest ? v : largest;
+  }
+  const float simd_largest = simd_max(largest);
+  if (simd_lane == 0) partials[simd_group] = simd_largest;
+  threadgroup_barrier(mem_flags::mem_threadgroup);
+  float total = 0.0f;
+  for (uint s = 0; s < simd_groups; ++s) total = partials[s] > total ? partials[s] : total;
+  threadgroup_barrier(mem_flags::mem_threadgroup);
+  return total;
+}
+
+// The power of two that brings values of at most `largest` in magnitude within 2^48, so that sums of their
+// squares over up to 2^31 pixels stay within the float range; 1 where largest is Inf (which the formulas
+// spread as the reference does) or 0.
+float overflow_scale(float largest) {
+  return isfinite(largest) && largest > 0.0f ? exp2(48.0f - ceil(log2(largest))) : 1.0f;
+}
+
+// The statistics of a plane of x * scale: its float mean m (from the plane's first value), the error of m
+// (exact mean - m), and the variance.
+struct Statistics {
+  float plane_mean, rounding, variance;
+};
+
+Statistics plane_statistics(device const float* x, Plane plane, float scale, threadgroup float* partials,
+                            threadgroup float2* pair_partials, uint thread_index, uint threads,
+                            uint simd_lane, uint simd_group, uint simd_groups) {
+  const float pixels = float(plane.pixels);
+  const float first = x[plane.base] * scale;
+  float shifted = 0.0f;
+  for (uint i = thread_index; i < plane.pixels; i += threads)
+    shifted += x[element_of(plane, i)] * scale - first;
+  shifted = threadgroup_sum(shifted, partials, simd_lane, simd_group, simd_groups);
+  Statistics s;
+  s.plane_mean = first + shifted / pixels;
+  // Sums of x - plane_mean and its square.
+  float2 deviation = float2(0.0f);
+  for (uint i = thread_index; i < plane.pixels; i += threads) {
+    const float t = x[element_of(plane, i)] * scale - s.plane_mean;
+    deviation += float2(t, t * t);
+  }
+  deviation = threadgroup_sum(deviation, pair_partials, simd_lane, simd_group, simd_groups);
+  s.rounding = deviation.x / pixels;
+  s.variance = deviation.y / pixels - s.rounding * s.rounding;
+  return s;
+}
+
 [[max_total_threads_per_threadgroup(256)]]
 kernel void instance_norm_forward(constant NormParams& p [[buffer(0)]],
                                   constant NormDispatch& d [[buffer(1)]],
@@ -107,40 +163,36 @@ kernel void instance_norm_forward(constant NormParams& p [[buffer(0)]],
                                   uint simd_lane [[thread_index_in_simdgroup]],
                                   uint simd_group [[simdgroup_index_in_threadgroup]],
                                   uint simd_groups [[simdgroups_per_threadgroup]]) {
-  threadgroup float shifted_partials[max_simdgroups];
-  threadgroup float2 deviation_partials[max_simdgroups];
+  threadgroup float partials[max_simdgroups];
+  threadgroup float2 pair_partials[max_simdgroups];
   const uint c = group.x, n = group.y;
   const Plane plane = plane_of(p, n, c);
-  const float pixels = float(plane.pixels);
 
-  const float first = x[plane.base];
-  float shifted = 0.0f;
-  for (uint i = thread_index; i < plane.pixels; i += threads) shifted += x[element_of(plane, i)] - first;
-  shifted = threadgroup_sum(shifted, shifted_partials, simd_lane, simd_group, simd_groups);
-  const float plane_mean = first + shifted / pixels;
-
-  // Sums of x - plane_mean and its square.
-  float2 deviation = float2(0.0f);
-  for (uint i = thread_index; i < plane.pixels; i += threads) {
-    const float t = x[element_of(plane, i)] - plane_mean;
-    deviation += float2(t, t * t);
+  // The statistics of x * s: of x (s = 1), unless its sums overflowed.
+  float s = 1.0f;
+  Statistics st = plane_statistics(x, plane, s, partials, pair_partials, thread_index, threads, simd_lane,
+                                   simd_group, simd_groups);
+  if (!isfinite(st.plane_mean + st.rounding) || !isfinite(st.variance)) {
+    s = overflow_scale(plane_largest(x, plane, partials, thread_index, threads, simd_lane, simd_group,
+                                     simd_groups));
+    if (s != 1.0f)
+      st = plane_statistics(x, plane, s, partials, pair_partials, thread_index, threads, simd_lane,
+                            simd_group, simd_groups);
   }
-  deviation = threadgroup_sum(deviation, deviation_partials, simd_lane, simd_group, simd_groups);
-  const float rounding = deviation.x / pixels;  // exact mean - plane_mean
-  const float variance = deviation.y / pixels - rounding * rounding;
-  // Rounding can make the variance slightly negative; NaN must stay NaN, which max() would drop.
-  const float inv = 1.0f / sqrt((variance < 0.0f ? 0.0f : variance) + p.epsilon);
+  // 1 / std of x * s. Rounding can make the variance slightly negative; NaN must stay NaN, which max() would
+  // drop.
+  const float scaled_inv = 1.0f / sqrt((st.variance < 0.0f ? 0.0f : st.variance) + p.epsilon * s * s);
 
   const uint statistics = n * uint(p.channels) + c;
   if (thread_index == 0) {
-    mean[statistics] = plane_mean + rounding;
-    inv_std[statistics] = inv;
+    mean[statistics] = (st.plane_mean + st.rounding) / s;
+    inv_std[statistics] = scaled_inv * s;
   }
-  const float scale = (d.has_gamma != 0 ? gamma[c] : 1.0f) * inv;
+  const float scale = (d.has_gamma != 0 ? gamma[c] : 1.0f) * scaled_inv;
   const float offset = d.has_beta != 0 ? beta[c] : 0.0f;
   for (uint i = thread_index; i < plane.pixels; i += threads) {
     const ulong at = element_of(plane, i);
-    y[at] = scale * ((x[at] - plane_mean) - rounding) + offset;
+    y[at] = scale * ((x[at] * s - st.plane_mean) - st.rounding) + offset;
   }
 }
 
@@ -164,13 +216,16 @@ kernel void instance_norm_backward(constant NormParams& p [[buffer(0)]],
                                    uint simd_group [[simdgroup_index_in_threadgroup]],
                                    uint simd_groups [[simdgroups_per_threadgroup]]) {
   threadgroup float3 partials[max_simdgroups];
+  threadgroup float largest_partials[max_simdgroups];
   const uint c = group.x, n = group.y;
   const Plane plane = plane_of(p, n, c);
   const float pixels = float(plane.pixels);
   const uint statistics = n * uint(p.channels) + c;
-  const float plane_mean = mean[statistics], inv = inv_std[statistics];
+  const float inv = inv_std[statistics];
 
-  // Sums of dy, dy * (x - plane_mean) and x - plane_mean.
+  // Sums of dy, dy * (x - m) and x - m over x * s (m the saved mean, times s): of x (s = 1), unless the sums
+  // over x - m overflowed (see the forward pass).
+  float s = 1.0f, plane_mean = mean[statistics];
   float3 sums = float3(0.0f);
   for (uint i = thread_index; i < plane.pixels; i += threads) {
     const ulong at = element_of(plane, i);
@@ -178,15 +233,30 @@ kernel void instance_norm_backward(constant NormParams& p [[buffer(0)]],
     sums += float3(grad, grad * t, t);
   }
   sums = threadgroup_sum(sums, partials, simd_lane, simd_group, simd_groups);
+  if (!isfinite(sums.y) || !isfinite(sums.z)) {
+    s = overflow_scale(plane_largest(x, plane, largest_partials, thread_index, threads, simd_lane, simd_group,
+                                     simd_groups));
+    if (s != 1.0f) {
+      plane_mean = mean[statistics] * s;
+      sums = float3(0.0f);
+      for (uint i = thread_index; i < plane.pixels; i += threads) {
+        const ulong at = element_of(plane, i);
+        const float grad = dy[at], t = x[at] * s - plane_mean;
+        sums += float3(grad, grad * t, t);
+      }
+      sums = threadgroup_sum(sums, partials, simd_lane, simd_group, simd_groups);
+    }
+  }
   const float rounding = sums.z / pixels;  // exact mean - plane_mean
-  float sum_dy_xhat = (sums.y - rounding * sums.x) * inv;
+  const float scaled_inv = inv / s;        // 1 / std of x * s
+  float sum_dy_xhat = (sums.y - rounding * sums.x) * scaled_inv;
   if (!isfinite(sums.x)) {
     // dy is not finite: its correction, rounding * sum(dy), may be Inf x 0 or Inf - Inf, which would make NaN
     // of the ±Inf the formula's terms give. Summed again, term by term.
     float terms = 0.0f;
     for (uint i = thread_index; i < plane.pixels; i += threads) {
       const ulong at = element_of(plane, i);
-      terms += dy[at] * (((x[at] - plane_mean) - rounding) * inv);
+      terms += dy[at] * (((x[at] * s - plane_mean) - rounding) * scaled_inv);
     }
     sum_dy_xhat = threadgroup_sum(float3(terms, 0.0f, 0.0f), partials, simd_lane, simd_group, simd_groups).x;
   }
@@ -202,7 +272,7 @@ kernel void instance_norm_backward(constant NormParams& p [[buffer(0)]],
   // plane has dx = 0).
   for (uint i = thread_index; i < plane.pixels; i += threads) {
     const ulong at = element_of(plane, i);
-    const float xhat = ((x[at] - plane_mean) - rounding) * inv;
+    const float xhat = ((x[at] * s - plane_mean) - rounding) * scaled_inv;
     dx[at] = a * ((dy[at] - mean_dy) - xhat * mean_dy_xhat);
   }
 }
