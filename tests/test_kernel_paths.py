@@ -4,38 +4,38 @@ The weight gradient has five paths on NHWC data (NCHW layers run them on NHWC co
 images, at most 8 MiB or one, at a time, but for depthwise layers of at least 2 vectors of channels, which
 copy one image's block of channels at a time where the blocks make at least 8 tasks and hold at most 2 MiB
 each, the other depthwise layers at stride 1 with output rows of at least 32 values and kernels of at most 7
-columns, which take their planes in place, and 1x1 layers, see below):
-Winograd's F(2x2, 3x3) for dense 3x3 stride-1 layers, up to 8 MiB of transformed gradient dU in 8 or fewer
-work items (parts of the tiles times groups of output channels) that each run their tiles in blocks, or, from
-1 MiB of dU on (past 8 MiB too) where the transformed tiles take at most 16 MiB, all tiles transformed up
-front and dW taken in blocks of output and input channels; kernel rows read in place for layers of one group,
-no dilation across and at most 4 input channels, or 1x1 with output rows of at least 32 pixels (up to 512 KiB
-of dW), or larger kernels with output rows of at least 28 pixels and 4 (image, band) pairs (up to 1 MiB of
-dW); a GEMM per group (groups == 1, or more than 8 output or input channels per group) with register tiles
-of 6 x 64 or 8 x 48 (AVX-512), 6 x 16 or 4 x 24 (AVX2), 4 x 4 (scalar), possibly transposed, column blocks of
-at most 512 columns (KH * KW * I / groups of them) and, when there are few column blocks and many pixels, the
-pixel sum split into segments; depthwise, read in place pixel by pixel over sweeps of at most 3 taps of a
-kernel row, in the widest blocks of 8, 4 or 2 vectors of channels (4 or 2 on AVX2) the channels fill, border
-pixels reading zeros (3x3 at stride 1 or 2 without dilation on NEON, and on AVX-512 at stride 1 and for the
-copied blocks of NCHW layers at stride 2: sweeps of two output rows, one vector of channels, in bands of an
-even number of rows but for the last; else, and on AVX2 and at the scalar level, sweeps of one output row with
-all 9 taps, in groups of 4 pixels, all channels of a group in turn; and on AVX2 and AVX-512 the same sweeps
-for 3x3 layers at stride 1 or 2 without dilation, of at least two vectors of channels, with 2 channels in and
-out per group, once per channel of a group, and with 4, sweeps of outer products a group at a time over
-copies of the rows of x, all 9 taps at once with 16 lanes); and "vectors across groups" for the other small
-groups (at most 8 output and 8 input channels per group), which sweeps the taps 9 at a time. The forward pass
-of 1x1 stride-1 layers without padding in NCHW is a GEMM per image on the tensors as they lie, and so is their
-weight gradient for planes of at least 256 pixels (with dy copied into NHWC). The forward pass of dense 3x3
-layers of at least 16 channels runs Winograd's F(2x2, 3x3) at stride 1 and its stride-2 counterpart (25
-products per 2x2 tile) at stride 2 without dilation; otherwise a GEMM when a group has at least 8 output
-channels; dx runs one at stride 1 as a forward pass (at least 8 input channels per group), the data-gradient
-counterpart of the stride-2 scheme (25 products per 4x4 tile of dx) for such layers at stride 2 with odd
-padding both ways, and at other strides in stride phases (forward GEMMs writing every stride-th pixel; at
-least 32 input channels per group, no dilation) or else through col2im (at least 8 output channels per group);
-with fewer channels per group, vectors across groups (one shuffle of the source pixel's vectors per source
-channel of a group), when a block of lanes' sources fit two vectors. Instance norm sums blocks of 512 pixels,
-one plane per task in NCHW and 256 channels per task in NHWC. Every case is checked against the float64
-reference in both layouts; test_cpu_isa.py runs this file at every instruction-set level.
+columns, which take their planes in place, and 1x1 layers, see below): Winograd's F(2x2, 3x3) for dense 3x3
+stride-1 layers, up to 8 MiB of transformed gradient dU in 8 or fewer work items (parts of the tiles times
+groups of output channels) that each run their tiles in blocks, or, from 1 MiB of dU on (past 8 MiB too) where
+the transformed tiles take at most 16 MiB, all tiles transformed up front and dW taken in blocks of output and
+input channels; kernel rows read in place for layers of one group, no dilation across and up to 1 MiB of dW
+padded to whole tiles (512 KiB for 1x1) with at most 4 input channels, or 1x1 with output rows of at least 32
+pixels, or larger kernels with output rows of at least 28 pixels and 4 (image, band) pairs; a GEMM per group
+(groups == 1, or more than 8 output or input channels per group) with register tiles of 6 x 64 or 8 x 48
+(AVX-512), 6 x 16 or 4 x 24 (AVX2), 4 x 4 (scalar), possibly transposed, column blocks of at most 512 columns
+(KH * KW * I / groups of them) and, when there are few column blocks and many pixels, the pixel sum split into
+segments; depthwise, read in place pixel by pixel over sweeps of at most 3 taps of a kernel row, in the widest
+blocks of 8, 4 or 2 vectors of channels (4 or 2 on AVX2) the channels fill, border pixels reading zeros (3x3
+at stride 1 or 2 without dilation on NEON, and on AVX-512 at stride 1 and for the copied blocks of NCHW layers
+at stride 2: sweeps of two output rows, one vector of channels, in bands of an even number of rows but for the
+last; else, and on AVX2 and at the scalar level, sweeps of one output row with all 9 taps, in groups of 4
+pixels, all channels of a group in turn; and on AVX2 and AVX-512 the same sweeps for 3x3 layers at stride 1 or
+2 without dilation, of at least two vectors of channels, with 2 channels in and out per group, once per
+channel of a group, and with 4, sweeps of outer products a group at a time over copies of the rows of x, all 9
+taps at once with 16 lanes); and "vectors across groups" for the other small groups (at most 8 output and 8
+input channels per group), which sweeps the taps 9 at a time. The forward pass of 1x1 stride-1 layers without
+padding in NCHW is a GEMM per image on the tensors as they lie, and so is their weight gradient for planes of
+at least 256 pixels (with dy copied into NHWC). The forward pass of dense 3x3 layers of at least 16 channels
+runs Winograd's F(2x2, 3x3) at stride 1 and its stride-2 counterpart (25 products per 2x2 tile) at stride 2
+without dilation; otherwise a GEMM when a group has at least 8 output channels; dx runs one at stride 1 as a
+forward pass (at least 8 input channels per group), the data-gradient counterpart of the stride-2 scheme (25
+products per 4x4 tile of dx) for such layers at stride 2 with odd padding both ways, and at other strides in
+stride phases (forward GEMMs writing every stride-th pixel; at least 32 input channels per group, no dilation)
+or else through col2im (at least 8 output channels per group); with fewer channels per group, vectors across
+groups (one shuffle of the source pixel's vectors per source channel of a group), when a block of lanes'
+sources fit two vectors. Instance norm sums blocks of 512 pixels, one plane per task in NCHW and 256 channels
+per task in NHWC. Every case is checked against the float64 reference in both layouts; test_cpu_isa.py runs
+this file at every instruction-set level.
 """
 
 import gradstate as gs
