@@ -9,12 +9,13 @@
 // dx = a * (dy - mean(dy)) + b * (x - mean) + k in a second sweep, while the plane is still in cache where it
 // fits.
 //
-// NCHW planes are contiguous, so one task handles one plane. In NHWC the channels of a pixel are contiguous,
-// so one task handles a block of channels of one image (or, where the threads share each image, of a run
-// of its pixels), sweeping tiles of pixels with per-channel sums.
-// The per-(image, channel) gamma and beta gradients are summed over the images in a fixed order at the end,
-// so the result does not depend on the thread count. Planes of an infinite scale (gamma * inv_std), and in
-// the backward pass planes whose dy is not finite, are written again value by value (see PlaneValues).
+// NCHW planes are contiguous, so one task handles one plane (or a few small ones). In NHWC the channels of a
+// pixel are contiguous, so one task handles a block of channels of one image (or, where the threads share
+// each image, of a run of its pixels), sweeping tiles of pixels with per-channel sums. The per-(image,
+// channel) gamma and beta gradients are summed over the images in a fixed order at the end, so the result
+// does not depend on the thread count. Planes of an infinite scale (gamma * inv_std), planes whose float sums
+// overflow, and in the backward pass planes whose dy is not finite, are written again value by value (see
+// PlaneValues).
 #include <atomic>
 #include <cmath>
 #include <cstdint>
@@ -151,6 +152,21 @@ void ask_for_next_plane(const float* u, const float* v, std::int64_t pixels) {
 // Whether outputs of `values` floats are streamed past the caches: when they are large (measured faster
 // there, in both layouts).
 bool streams(std::int64_t values) { return values >= stream_floats; }
+
+// NCHW: f(plane) for every plane of `pixels` values, in tasks of planes of at least task_floats values in
+// all, each task ending with one fence for its streamed stores. A fence after every plane of 1024 values
+// waited for each plane's stores to drain (16x256x32x32 on 2 threads, medians of alternating processes:
+// backward 0.597 -> 0.547 ms, forward 0.448 -> 0.412 ms in tasks of 8 planes).
+constexpr std::int64_t task_floats = 8192;
+template <typename F>
+void for_each_plane(std::int64_t planes, std::int64_t pixels, const F& f) {
+  const std::int64_t per_task = max_of<std::int64_t>(1, task_floats / max_of<std::int64_t>(pixels, 1));
+  parallel_for(ceil_div(planes, per_task), [&](std::int64_t task) {
+    for (std::int64_t plane = task * per_task; plane < min_of(planes, (task + 1) * per_task); ++plane)
+      f(plane);
+    stream_fence();
+  });
+}
 
 // NHWC: one task handles one image's block of up to channel_block channels: it sums them over the image,
 // then writes the output while the image is still in cache where it fits. Both sweeps go over tiles of
@@ -505,7 +521,7 @@ void forward_sweeps(const NormParams& p, const float* x, const float* gamma, con
     return shifted.mean * shifted.mean > 4.0 * shifted.variance;
   };
   if (p.layout == Layout::NCHW) {
-    parallel_for(p.batch * channels, [&](std::int64_t plane) {
+    for_each_plane(p.batch * channels, pixels, [&](std::int64_t plane) {
       const float* xs = x + plane * pixels;
       const auto sums_of = [&](float shift) {
         Sums sums;
@@ -523,7 +539,6 @@ void forward_sweeps(const NormParams& p, const float* x, const float* gamma, con
       const Affine f = finish(plane, shift, sums);
       streaming ? apply_run<true>(y + plane * pixels, xs, xs, pixels, f)
                 : apply_run<false>(y + plane * pixels, xs, xs, pixels, f);
-      stream_fence();
     });
     return;
   }
@@ -599,7 +614,7 @@ void instance_norm_backward(const NormParams& p, const float* dy, const float* x
                   mean[plane], static_cast<float>(-b * rounding)};
   };
   if (p.layout == Layout::NCHW) {
-    parallel_for(planes, [&](std::int64_t plane) {
+    for_each_plane(planes, pixels, [&](std::int64_t plane) {
       const float* xs = x + plane * pixels;
       const float* dys = dy + plane * pixels;
       Sums sums;
@@ -609,7 +624,6 @@ void instance_norm_backward(const NormParams& p, const float* dy, const float* x
       if (plane + 1 < planes) ask_for_next_plane(dys, xs, pixels);
       streaming ? apply_run<true>(dx + plane * pixels, dys, xs, pixels, f)
                 : apply_run<false>(dx + plane * pixels, dys, xs, pixels, f);
-      stream_fence();
     });
   } else {
     auto saved_mean = [&](std::int64_t img) { return mean + img * channels; };
