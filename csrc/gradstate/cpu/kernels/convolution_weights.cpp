@@ -462,8 +462,7 @@ bool winograd_weights_gradient_if_finite(const ConvParams& p, const float* dy, c
   float* result_db = result_dw + dw_count;
   winograd_weights_gradient_nhwc(p, dy, x, result_dw, result_db);
   if (!all_finite(result_dw, 1, dw_count, 0)) return false;
-  for (std::int64_t i = 0; i < dw_count; ++i) dw[i] += result_dw[i];
-  for (std::int64_t o = 0; o < p.out_c; ++o) db[o] += result_db[o];
+  sum_partials(result_dw, 1, dw_count, p.out_c, dw, db, true);
   return true;
 }
 

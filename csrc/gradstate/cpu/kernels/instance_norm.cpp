@@ -480,9 +480,9 @@ PlaneValues plane_values(const NormParams& p, const float* x, float m, std::int6
   return v;
 }
 
-// gamma[c] * inv_std of a plane, or inv_std without gamma.
-double scale_of(const NormParams& p, const float* gamma, const float* inv_std, std::int64_t plane) {
-  return (gamma ? gamma[plane % p.channels] : 1.0) * inv_std[plane];
+// gamma[c] of a plane, or 1 without gamma: its scale is this times its inv_std.
+double gamma_of(const NormParams& p, const float* gamma, std::int64_t plane) {
+  return gamma ? gamma[plane % p.channels] : 1.0;
 }
 
 // The forward pass but for the planes written again (see PlaneValues).
@@ -509,7 +509,7 @@ void forward_sweeps(const NormParams& p, const float* x, const float* gamma, con
     const std::int64_t c = plane % channels;
     mean[plane] = static_cast<float>(exact_mean);
     inv_std[plane] = static_cast<float>(inv);
-    const double scale = (gamma ? gamma[c] : 1.0) * inv;
+    const double scale = gamma_of(p, gamma, plane) * inv;
     const double offset = (beta ? beta[c] : 0.0) - scale * (exact_mean - mean[plane]);
     return Affine{0.0f, 0.0f, static_cast<float>(scale), mean[plane], static_cast<float>(offset)};
   };
@@ -574,7 +574,7 @@ void instance_norm_forward(const NormParams& p, const float* x, const float* gam
     // Sums that overflowed (or met a NaN or Inf) leave a mean that is not finite or a 1/std that is not
     // positive.
     const bool statistics_again = !std::isfinite(mean[plane]) || !(inv_std[plane] > 0.0f);
-    double scale = scale_of(p, gamma, inv_std, plane);
+    double scale = gamma_of(p, gamma, plane) * inv_std[plane];
     if (!statistics_again && !std::isinf(static_cast<float>(scale))) continue;
     const PlaneValues v = plane_values(p, x, statistics_again ? 0.0f : mean[plane], plane);
     if (statistics_again) {
@@ -583,7 +583,7 @@ void instance_norm_forward(const NormParams& p, const float* x, const float* gam
       const double inv = 1.0 / std::sqrt(variance / static_cast<double>(pixels) + p.epsilon);
       mean[plane] = static_cast<float>(v.mean);
       inv_std[plane] = static_cast<float>(inv);
-      scale = (gamma ? gamma[plane % p.channels] : 1.0) * inv;
+      scale = gamma_of(p, gamma, plane) * inv;
     }
     const double offset = beta ? beta[plane % p.channels] : 0.0;
     for (std::int64_t i = 0; i < pixels; ++i) y[v.at(i)] = static_cast<float>(scale * v.centred(i) + offset);
@@ -606,7 +606,7 @@ void instance_norm_backward(const NormParams& p, const float* dy, const float* x
   auto finish = [&](std::int64_t plane, const Sums& sums) {
     const double inv = inv_std[plane], rounding = sums.s[2] / pixels;  // mu - m
     const double sum_dy_xhat = (sums.s[1] - rounding * sums.s[0]) * inv;
-    const double a = (gamma ? gamma[plane % channels] : 1.0) * inv;
+    const double a = gamma_of(p, gamma, plane) * inv;
     const double b = -a * inv * sum_dy_xhat / pixels;
     plane_dgamma[plane] = sum_dy_xhat;
     plane_dbeta[plane] = sums.s[0];
@@ -631,7 +631,7 @@ void instance_norm_backward(const NormParams& p, const float* dy, const float* x
   }
   // The planes written again (see PlaneValues): dx = a * (dy - mean(dy) - xhat * mean(dy * xhat)).
   for (std::int64_t plane = 0; plane < planes; ++plane) {
-    const double a = scale_of(p, gamma, inv_std, plane);
+    const double a = gamma_of(p, gamma, plane) * inv_std[plane];
     if (!std::isinf(static_cast<float>(a)) && std::isfinite(plane_dbeta[plane]) &&
         std::isfinite(plane_dgamma[plane]))
       continue;
@@ -644,7 +644,7 @@ void instance_norm_backward(const NormParams& p, const float* dy, const float* x
     }
     plane_dbeta[plane] = sum_dy;
     plane_dgamma[plane] = sum_dy_xhat;
-    const double mean_dy = plane_dbeta[plane] / pixels, mean_dy_xhat = sum_dy_xhat / pixels;
+    const double mean_dy = sum_dy / pixels, mean_dy_xhat = sum_dy_xhat / pixels;
     for (std::int64_t i = 0; i < pixels; ++i)
       dx[v.at(i)] = static_cast<float>(a * ((dy[v.at(i)] - mean_dy) - v.centred(i) * inv * mean_dy_xhat));
   }

@@ -148,6 +148,19 @@ Statistics plane_statistics(device const float* x, Plane plane, float scale, thr
   return s;
 }
 
+// Sums of dy, dy * (x * scale - m) and x * scale - m over a plane (m: the saved mean times scale).
+float3 backward_sums(device const float* dy, device const float* x, Plane plane, float scale, float m,
+                     threadgroup float3* partials, uint thread_index, uint threads, uint simd_lane,
+                     uint simd_group, uint simd_groups) {
+  float3 sums = float3(0.0f);
+  for (uint i = thread_index; i < plane.pixels; i += threads) {
+    const ulong at = element_of(plane, i);
+    const float grad = dy[at], t = x[at] * scale - m;
+    sums += float3(grad, grad * t, t);
+  }
+  return threadgroup_sum(sums, partials, simd_lane, simd_group, simd_groups);
+}
+
 [[max_total_threads_per_threadgroup(256)]]
 kernel void instance_norm_forward(constant NormParams& p [[buffer(0)]],
                                   constant NormDispatch& d [[buffer(1)]],
@@ -223,30 +236,18 @@ kernel void instance_norm_backward(constant NormParams& p [[buffer(0)]],
   const uint statistics = n * uint(p.channels) + c;
   const float inv = inv_std[statistics];
 
-  // Sums of dy, dy * (x - m) and x - m over x * s (m the saved mean, times s): of x (s = 1), unless the sums
-  // over x - m overflowed (see the forward pass).
-  float s = 1.0f, plane_mean = mean[statistics];
-  float3 sums = float3(0.0f);
-  for (uint i = thread_index; i < plane.pixels; i += threads) {
-    const ulong at = element_of(plane, i);
-    const float grad = dy[at], t = x[at] - plane_mean;
-    sums += float3(grad, grad * t, t);
-  }
-  sums = threadgroup_sum(sums, partials, simd_lane, simd_group, simd_groups);
+  // The sums over x * s: over x (s = 1), unless those over x - m overflowed (see the forward pass).
+  float s = 1.0f;
+  float3 sums = backward_sums(dy, x, plane, s, mean[statistics], partials, thread_index, threads, simd_lane,
+                              simd_group, simd_groups);
   if (!isfinite(sums.y) || !isfinite(sums.z)) {
     s = overflow_scale(plane_largest(x, plane, largest_partials, thread_index, threads, simd_lane, simd_group,
                                      simd_groups));
-    if (s != 1.0f) {
-      plane_mean = mean[statistics] * s;
-      sums = float3(0.0f);
-      for (uint i = thread_index; i < plane.pixels; i += threads) {
-        const ulong at = element_of(plane, i);
-        const float grad = dy[at], t = x[at] * s - plane_mean;
-        sums += float3(grad, grad * t, t);
-      }
-      sums = threadgroup_sum(sums, partials, simd_lane, simd_group, simd_groups);
-    }
+    if (s != 1.0f)
+      sums = backward_sums(dy, x, plane, s, mean[statistics] * s, partials, thread_index, threads, simd_lane,
+                           simd_group, simd_groups);
   }
+  const float plane_mean = mean[statistics] * s;
   const float rounding = sums.z / pixels;  // exact mean - plane_mean
   const float scaled_inv = inv / s;        // 1 / std of x * s
   float sum_dy_xhat = (sums.y - rounding * sums.x) * scaled_inv;
