@@ -280,16 +280,24 @@ def test_nan_and_inf_weights_meet_the_zeros_of_padding_as_in_the_reference(
         (2, 20, 22, 3, 16, 7, 2, 1, 3),
         (8, 7, 57, 13, 20, 3, 2, 1, 1),
         (2, 10, 6, 26, 26, 5, 1, 26, 2),
+        (2, 6, 40, 16, 16, 3, 1, 16, 1),
     ],
-    ids=["few_channels", "pointwise_long_rows", "first_layer", "larger_kernel_long_rows", "depthwise"],
+    ids=[
+        "few_channels",
+        "pointwise_long_rows",
+        "first_layer",
+        "larger_kernel_long_rows",
+        "depthwise",
+        "depthwise_long_rows",
+    ],
 )
 def test_nan_and_inf_in_dy_meet_the_zeros_of_padding_in_dw(
     layout, n, h, w, i, o, k, stride, groups, padding, rng
 ):
     """The reference's dW multiplies dy by the zeros that pad x: an Inf in dy at a border pixel makes NaN
     of the taps that read the padding there. The weight gradients that read x in place and the depthwise
-    sweeps (at the levels without the 3x3 pairs) skipped the kernel rows in the padding, and left those taps
-    ±Inf or finite."""
+    sweeps (at the levels without the 3x3 pairs), and in NCHW the depthwise planes of long rows, skipped the
+    kernel rows in the padding, and left those taps ±Inf or finite."""
     case = ConvCase(rng, n, h, w, i, o, k, stride=stride, groups=groups, padding=padding)
     case.dy[0, 0, 0, :] = np.inf
     case.dy[1, -1, 3, 2] = -np.inf

@@ -7,6 +7,7 @@
 #include "gradstate/cpu/kernels/convolution_depthwise_nchw.h"
 
 #include <cstring>
+#include <limits>
 
 #include "gradstate/cpu/kernels/conv_geometry.h"
 #include "gradstate/cpu/kernels/vec.h"
@@ -161,10 +162,16 @@ void add_kernel_row(const ConvParams& p, const PaddedRows& x_rows, const float* 
   float rest[KW] = {};
   for (std::int64_t oh = 0; oh < p.out_h; ++oh) {
     const std::int64_t ih = oh * p.stride_y - p.pad_top + kh * p.dilation_y;
-    if (ih < 0 || ih >= p.in_h) continue;
+    const float* d = dy + oh * p.out_w;
+    if (ih < 0 || ih >= p.in_h) {
+      // The kernel row reads the padding: its products dy x 0 add nothing, unless a dy of the output row is
+      // NaN or Inf, where the reference's 0 x Inf makes NaN of the row's taps.
+      if (!all_finite(d, 1, p.out_w, p.out_w))
+        for (float& r : rest) r = std::numeric_limits<float>::quiet_NaN();
+      continue;
+    }
     const float* x[KW];  // where output column 0 reads at each tap
     for (int kw = 0; kw < KW; ++kw) x[kw] = x_rows.at(ih, kw);
-    const float* d = dy + oh * p.out_w;
     const auto add = [&](auto count, std::int64_t at) {
       for (int u = 0; u < decltype(count)::value; ++u) {
         const Vec dv = load(d + at + u * lanes);
