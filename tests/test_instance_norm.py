@@ -93,6 +93,20 @@ def test_one_pixel_plane_normalizes_to_beta(rng):
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("shape", [(3, 2, 1, 17), (2, 1, 2, 40)], ids=str)
+def test_planes_of_two_pixels(shape, layout, rng):
+    # In a plane of two pixels dy - mean(dy) lies along xhat, and dx is what epsilon leaves of the formula's
+    # two terms, about epsilon / var of their size: through the formula, the rounding of the saved float
+    # inv_std alone made dx off by up to 1.4e-2 of the largest. Every plane's two values lie 1 to 4 apart, so
+    # that no plane of nearly equal values has a dx that dwarfs the others'.
+    c = shape[-1]
+    spread = rng.uniform(0.5, 2.0, (shape[0], 1, 1, c)) * np.array([1.0, -1.0]).reshape(1, *shape[1:3], 1)
+    x = f32(10.0 + spread)
+    dy = f32(rng.standard_normal(shape))
+    check_norm(x, f32(rng.standard_normal(c)), f32(rng.standard_normal(c)), 1e-5, dy, layout)
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
 def test_state_gamma_beta_are_copies(layout, rng):
     c = 5
     x = f32(rng.standard_normal((2, 4, 3, c)))
