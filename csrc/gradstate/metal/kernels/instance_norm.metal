@@ -269,20 +269,17 @@ kernel void instance_norm_backward(constant NormParams& p [[buffer(0)]],
     plane_dbeta[statistics] = sums.x;
   }
   // In a plane of two pixels of finite values the formula's terms cancel but for epsilon's share (see the
-  // CPU's instance_norm.cpp): dx = a * (dy - mean(dy)) * epsilon * inv_std^2, as exact as inv_std.
+  // CPU's instance_norm.cpp): dx = a * epsilon * inv_std^2 * (dy - mean(dy)), as exact as inv_std.
   const bool two_pixels = plane.pixels == 2 && isfinite(a) && isfinite(mean_dy) && isfinite(mean_dy_xhat);
-  const float epsilon_share = p.epsilon * inv * inv;
-  // Else one product by a, as in the formula: an infinite a (gamma) gives ±Inf, where terms scaled each on
+  const float scale = two_pixels ? a * (p.epsilon * inv * inv) : a;
+  const float along_xhat = two_pixels ? 0.0f : mean_dy_xhat;
+  // One product by the scale, as in the formula: an infinite a (gamma) gives ±Inf, where terms scaled each on
   // its own would add up to Inf - Inf. Subtracting before scaling keeps exact cancellations exact (a
   // one-pixel plane has dx = 0).
   for (uint i = thread_index; i < plane.pixels; i += threads) {
     const ulong at = element_of(plane, i);
-    if (two_pixels) {
-      dx[at] = a * ((dy[at] - dy[element_of(plane, 1 - i)]) * 0.5f) * epsilon_share;
-      continue;
-    }
     const float xhat = ((x[at] * s - plane_mean) - rounding) * scaled_inv;
-    dx[at] = a * ((dy[at] - mean_dy) - xhat * mean_dy_xhat);
+    dx[at] = scale * ((dy[at] - mean_dy) - xhat * along_xhat);
   }
 }
 
